@@ -1,0 +1,104 @@
+/**
+ * The envelope's JSON codec with a size cap. Decoding never throws anything but a `RoostError`,
+ * whatever bytes arrive; encoding refuses a payload that is not JSON or is over the cap.
+ */
+import { RoostError, describeValue, ensureError } from '../errors.js';
+import type { Envelope } from './envelope.js';
+import { validateEnvelope } from './schema.js';
+
+/** Default cap on an encoded envelope: 256 KiB, the packet cap of the 2389 protocol. */
+export const DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024;
+
+/** Options of {@link encodeEnvelope} and {@link decodeEnvelope}. */
+export interface CodecOptions {
+  /** Largest encoded envelope in bytes (default 256 KiB). */
+  readonly maxBytes?: number;
+}
+
+function tooLarge(field: string, size: number, max: number): RoostError {
+  return new RoostError('ROOST_ERR_PAYLOAD_TOO_LARGE', `${field}: ${size} bytes is over the cap of ${max} bytes`, {
+    field,
+    expected: `at most ${max} bytes`,
+    received: `${size} bytes`,
+    details: { size, max },
+  });
+}
+
+/**
+ * Serialises `value` as JSON and returns the text and its UTF-8 size, or throws
+ * `ROOST_ERR_ENVELOPE_INVALID` (not JSON: a BigInt, a cycle, a function) or
+ * `ROOST_ERR_PAYLOAD_TOO_LARGE` (over `maxBytes`).
+ */
+export function toJsonWithin(field: string, value: unknown, maxBytes: number): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    throw new RoostError('ROOST_ERR_ENVELOPE_INVALID', `${field}: expected a JSON-serialisable value (${ensureError(error).message})`, {
+      field,
+      expected: 'a JSON-serialisable value',
+      received: describeValue(value),
+      cause: error,
+    });
+  }
+  if (text === undefined) {
+    throw new RoostError('ROOST_ERR_ENVELOPE_INVALID', `${field}: expected a JSON value, got ${describeValue(value)}`, {
+      field,
+      expected: 'a JSON value',
+      received: describeValue(value),
+    });
+  }
+  // A string's UTF-8 size is at most 3 bytes per UTF-16 unit: measure only when it could matter.
+  if (text.length * 3 > maxBytes) {
+    const size = Buffer.byteLength(text, 'utf8');
+    if (size > maxBytes) throw tooLarge(field, size, maxBytes);
+  }
+  return text;
+}
+
+/** Encodes a valid envelope as UTF-8 JSON bytes, within the cap. */
+export function encodeEnvelope(envelope: Envelope, options: CodecOptions = {}): Buffer {
+  const max = options.maxBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
+  validateEnvelope(envelope);
+  // A payload JSON drops (a function, a symbol, a toJSON returning undefined) would make bytes
+  // that decode refuses: refuse it here instead.
+  toJsonWithin('envelope.payload', envelope.payload, Number.MAX_SAFE_INTEGER); // JSON-ness only; size is checked whole below
+  return Buffer.from(toJsonWithin('envelope', envelope, max), 'utf8');
+}
+
+/**
+ * Decodes and validates an envelope from bytes or text. Throws `ROOST_ERR_PAYLOAD_TOO_LARGE`
+ * before parsing anything over the cap, `ROOST_ERR_ENVELOPE_PARSE` for text that is not JSON,
+ * and the validator's codes for JSON that is not an envelope.
+ */
+export function decodeEnvelope(input: Uint8Array | string, options: CodecOptions = {}): Envelope {
+  const max = options.maxBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
+  let text: string;
+  if (typeof input === 'string') {
+    if (input.length * 3 > max) {
+      const size = Buffer.byteLength(input, 'utf8');
+      if (size > max) throw tooLarge('envelope', size, max);
+    }
+    text = input;
+  } else if (input instanceof Uint8Array) {
+    if (input.byteLength > max) throw tooLarge('envelope', input.byteLength, max);
+    text = Buffer.from(input.buffer, input.byteOffset, input.byteLength).toString('utf8');
+  } else {
+    throw new RoostError('ROOST_ERR_ENVELOPE_PARSE', `envelope: expected bytes or a string, got ${describeValue(input)}`, {
+      field: 'envelope',
+      expected: 'bytes or a string of JSON',
+      received: describeValue(input),
+    });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new RoostError('ROOST_ERR_ENVELOPE_PARSE', `envelope: not valid JSON (${ensureError(error).message})`, {
+      field: 'envelope',
+      expected: 'a JSON object',
+      cause: error,
+    });
+  }
+  return validateEnvelope(parsed);
+}

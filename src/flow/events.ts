@@ -1,0 +1,147 @@
+/**
+ * Typed runtime events: a union tagged by `type`. Events are the one source that metrics, logs
+ * and trace streams derive from. Every field is listed in `docs/reference/events.md`.
+ */
+/** An error as it appears in an event: code and message, never a stack. */
+export interface EventError {
+  /** A `ROOST_ERR_…` code (see `docs/reference/errors.md`). */
+  readonly code: string;
+  readonly message: string;
+}
+
+/** Types of the events about one node run or one queued envelope of a trace. */
+export type NodeEventType =
+  | 'node_start'
+  | 'node_success'
+  | 'node_error'
+  | 'node_retry'
+  | 'node_timeout'
+  | 'node_failed'
+  | 'node_cancelled'
+  | 'node_late_result'
+  | 'deadline_skip'
+  | 'queue_overflow';
+
+/** An event about a node of a flow, for one trace. */
+export interface NodeEvent {
+  readonly type: NodeEventType;
+  /** Epoch ms. */
+  readonly ts: number;
+  readonly flow: string;
+  readonly node: string;
+  readonly traceId: string;
+  readonly tenant: string;
+  /** Id of the envelope concerned. */
+  readonly envelopeId: string;
+  /** Attempt number of that envelope (1 for the first run). */
+  readonly attempt: number;
+  /** Run time so far, ms (`node_success`, `node_error`, `node_timeout`, `node_failed`), else null. */
+  readonly latencyMs: number | null;
+  /** Envelopes queued on the node's incoming edges. */
+  readonly queueDepthIn: number;
+  /** Envelopes queued on the node's outgoing edges. */
+  readonly queueDepthOut: number;
+  /** Envelopes of the trace queued or running. */
+  readonly tracePending: number;
+  /** The error, for error-like events; else null. */
+  readonly error: EventError | null;
+  /** Delay before the next attempt, ms (`node_retry`), else null. */
+  readonly delayMs: number | null;
+}
+
+/** Types of the events about a whole trace. */
+export type TraceEventType =
+  | 'trace_start'
+  | 'trace_success'
+  | 'trace_failed'
+  | 'trace_cancel_start'
+  | 'trace_cancel_drop'
+  | 'trace_cancel_finish';
+
+/** An event about a trace as a whole. */
+export interface TraceEvent {
+  readonly type: TraceEventType;
+  readonly ts: number;
+  readonly flow: string;
+  readonly traceId: string;
+  readonly tenant: string;
+  /** Time since the trace was accepted, ms. */
+  readonly elapsedMs: number;
+  /** `trace_cancel_drop`: envelopes dropped from queues; `trace_cancel_finish`: runs aborted. Else 0. */
+  readonly count: number;
+  readonly error: EventError | null;
+}
+
+/** Types of the events about an agent's state. */
+export type AgentEventType = 'agent_quarantined' | 'agent_restored';
+
+/** Why an agent was quarantined. */
+export type QuarantineReason = 'failure_ratio' | 'abandoned_runs' | 'manual';
+
+/** An agent changed state. */
+export interface AgentEvent {
+  readonly type: AgentEventType;
+  readonly ts: number;
+  readonly agent: string;
+  /** Why (`agent_quarantined`); null for `agent_restored`. */
+  readonly reason: QuarantineReason | null;
+  /** Runs in the sliding window when it happened. */
+  readonly runs: number;
+  /** Failed runs (errors and timeouts) in the window. */
+  readonly failures: number;
+  /** Timed-out handlers that ignored their abort and are still running. */
+  readonly abandoned: number;
+}
+
+/** Types of the events about the dead-letter queue. */
+export type DeadLetterEventType = 'dead_letter_added' | 'dead_letter_evicted' | 'dead_letter_replayed';
+
+/** The dead-letter queue changed. */
+export interface DeadLetterEvent {
+  readonly type: DeadLetterEventType;
+  readonly ts: number;
+  readonly deadLetterId: string;
+  readonly flow: string;
+  readonly node: string;
+  readonly traceId: string;
+  readonly tenant: string;
+  readonly error: EventError;
+  /** `dead_letter_replayed`: the new trace; else null. */
+  readonly replayTraceId: string | null;
+}
+
+/** Every event the runtime publishes. */
+export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent;
+
+/** Every event type, for docs and validation. */
+export const EVENT_TYPES: readonly RoostEvent['type'][] = [
+  'node_start',
+  'node_success',
+  'node_error',
+  'node_retry',
+  'node_timeout',
+  'node_failed',
+  'node_cancelled',
+  'node_late_result',
+  'deadline_skip',
+  'queue_overflow',
+  'trace_start',
+  'trace_success',
+  'trace_failed',
+  'trace_cancel_start',
+  'trace_cancel_drop',
+  'trace_cancel_finish',
+  'agent_quarantined',
+  'agent_restored',
+  'dead_letter_added',
+  'dead_letter_evicted',
+  'dead_letter_replayed',
+];
+
+/** A function told of every event. It must not throw (a throw is logged and ignored). */
+export type EventListener = (event: RoostEvent) => void;
+
+/** Renders an error for an event. */
+export function eventError(error: { code?: unknown; message: string }): EventError {
+  return { code: typeof error.code === 'string' ? error.code : 'ROOST_ERR_NODE_FAILED', message: error.message };
+}

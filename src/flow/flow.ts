@@ -1,0 +1,635 @@
+/**
+ * A running flow: admission (`emit`), results (`fetch`), trace streams, cancellation and the end
+ * of every trace. Built by `runtime.flow(…)`.
+ */
+import type { Envelope } from '../envelope/envelope.js';
+import { toJsonWithin } from '../envelope/codec.js';
+import { fitsJson } from '../envelope/json-size.js';
+import { DEFAULT_TENANT } from '../envelope/names.js';
+import { checkEmitOptions } from './emit-options.js';
+import { isUuidV7, lastUuidv7Time, uuidv7, uuidv7Time } from '../envelope/uuid.js';
+import { RoostError, ensureError, invalidOption } from '../errors.js';
+import type { DeadLetter } from '../runtime/dead-letters.js';
+import { Edge, type Msg, type RunnerFlow, type Source } from './edge.js';
+import { eventError, type NodeEvent, type NodeEventType, type TraceEvent, type TraceEventType } from './events.js';
+import { buildGraph } from './graph.js';
+import type { Handler } from './handler.js';
+import type { FlowHost, Outcome } from './host.js';
+import type { Adjacency, Node, SubflowTarget } from './node.js';
+import { NodeRunner } from './node-runner.js';
+import { resolvePolicy } from './policy.js';
+import { Trace } from './trace.js';
+import { TraceStream, type TraceEndItem } from './trace-stream.js';
+import type { OverflowPolicy } from './bounded-queue.js';
+import type { EdgeOptions } from './node.js';
+
+/** What a user passes to `runtime.flow(…)`. */
+export interface FlowOptions {
+  /** Unique in the runtime; `[A-Za-z0-9._-]{1,64}`. */
+  readonly name: string;
+  /** The graph: `[a.to(b, c), b.to(d)]`. */
+  readonly edges: readonly Adjacency[];
+  /** The first node (default: the one node without incoming edges). */
+  readonly ingress?: Node;
+  /** Default capacity of every edge (default 64). */
+  readonly queueCapacity?: number;
+  /** Default overflow policy of every edge (default `wait`). */
+  readonly overflow?: OverflowPolicy;
+  /** Queue settings of the edge into the ingress node (default: the flow's defaults). */
+  readonly ingressQueue?: EdgeOptions;
+  /** Allow cycles in the graph (default false); the hop budget then bounds each trace. */
+  readonly allowCycles?: boolean;
+  /** Most edges one envelope's lineage may cross (default 64): `ROOST_ERR_HOP_BUDGET` beyond. */
+  readonly maxHops?: number;
+}
+
+/** Options of `flow.emit`. */
+export interface EmitOptions {
+  /** The trace id to use (a UUIDv7; default: a new one). */
+  readonly traceId?: string;
+  /** Tenant name (default `default`). */
+  readonly tenant?: string;
+  /** Absolute deadline, epoch ms. */
+  readonly deadline?: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** The caller's key for this task: a repeat within the idempotency window returns the first trace. */
+  readonly idempotencyKey?: string;
+  /** Stops waiting for queue space (under the `wait` policy). */
+  readonly signal?: AbortSignal;
+}
+
+/** What `emit` returns. */
+export interface EmitResult {
+  readonly traceId: string;
+  /** True when the idempotency key matched an earlier emit and this is its trace. */
+  readonly deduplicated: boolean;
+}
+
+/** Counters of a flow. */
+export interface FlowStats {
+  readonly activeTraces: number;
+  readonly queued: number;
+  readonly running: number;
+  readonly lateResults: number;
+  /** Traces a join node is still collecting envelopes for. */
+  readonly joinsWaiting: number;
+  readonly succeeded: number;
+  readonly failed: number;
+  readonly cancelled: number;
+}
+
+const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+/** A flow of a runtime; see the module comment. */
+export class Flow implements RunnerFlow, SubflowTarget {
+  readonly name: string;
+  readonly maxHops: number;
+  private readonly runners = new Map<string, NodeRunner>();
+  private readonly ingressEdge: Edge;
+  /**
+   * Running traces and finished ones kept for `fetch`, in one map: one insert and one delete per
+   * trace. (Two maps cost twice the churn, and map churn is among the dearest things per message.)
+   */
+  private readonly traces = new Map<string, Trace>();
+  /** Finished traces, oldest first: evicted from the front by age (`results.ttlMs`) and count (`results.max`). */
+  private finished: Trace[] = [];
+  private finishedHead = 0;
+  /** Finished traces whose result is held unfetched (what `results.max` caps). */
+  private held = 0;
+  private running = 0;
+  /**
+   * Creation time (from the UUIDv7 trace id) of the newest result evicted so far: a trace id that
+   * is neither running nor stored and is no newer than this had its result expire. A watermark
+   * instead of a set of evicted ids, which cost two more map writes per trace.
+   */
+  private expiredUpTo = -1;
+  private stopped = false;
+  private lateResults = 0;
+  private counts = { succeeded: 0, failed: 0, cancelled: 0 };
+
+  /** @internal made by `runtime.flow(…)`, which checks the name. */
+  constructor(
+    readonly host: FlowHost,
+    options: FlowOptions,
+    fields: { capacity: number; overflow: OverflowPolicy; allowCycles: boolean; maxHops: number },
+  ) {
+    this.name = options.name;
+    this.maxHops = fields.maxHops;
+    const graph = buildGraph(this.name, options.edges, {
+      capacity: fields.capacity,
+      overflow: fields.overflow,
+      allowCycles: fields.allowCycles,
+      ingress: options.ingress,
+    });
+    let concurrency = 0;
+    const prepared = graph.nodes.map((n) => {
+      const agent = n.agent;
+      const policy = resolvePolicy(`flow(${this.name}).node(${n.name}).policy`, n.policy, agent?.policy);
+      concurrency += n.kind === 'join' ? 0 : policy.concurrency;
+      return { n, agent, policy };
+    });
+    host.reserveRuns(this.name, concurrency);
+    for (const { n, agent, policy } of prepared) {
+      const registered = agent === null ? null : host.resolveAgent(agent);
+      this.runners.set(n.name, new NodeRunner(this, n, registered, this.handlerOf(n, registered?.handler ?? null), policy));
+    }
+    for (const e of graph.edges) {
+      const from = this.runners.get(e.from.name)!;
+      const to = this.runners.get(e.to.name)!;
+      const edge = new Edge(from, to, e.capacity, e.overflow);
+      from.outEdges.push(edge);
+      from.outByName.set(to.name, edge);
+      to.inEdges.push(edge);
+    }
+    const ingress = this.runners.get(graph.ingress.name)!;
+    const ingressOptions = options.ingressQueue ?? {};
+    this.ingressEdge = new Edge(null, ingress, ingressOptions.capacity ?? fields.capacity, ingressOptions.overflow ?? fields.overflow);
+    ingress.inEdges.unshift(this.ingressEdge);
+    for (const runner of this.runners.values()) {
+      if (runner.node.kind === 'join') runner.joinK = runner.node.join!.k ?? Math.max(1, runner.inEdges.length);
+    }
+  }
+
+  private handlerOf(n: Node, agentHandler: Handler | null): Handler | null {
+    if (n.kind === 'handler') return agentHandler;
+    if (n.kind === 'router') {
+      const select = n.select!;
+      return (env, ctx) => {
+        const target = select(env);
+        if (target === null) {
+          throw new RoostError('ROOST_ERR_NO_ROUTE', `router ${n.name}: no route for this envelope`, { details: { node: n.name } });
+        }
+        return ctx.emit(env.payload, { to: target }).then(() => undefined);
+      };
+    }
+    if (n.kind === 'subflow') {
+      const child = n.subflow!;
+      return async (env, ctx) => {
+        const options: { tenant: string; headers: Record<string, string>; deadline?: number } = {
+          tenant: env.tenant,
+          headers: { ...env.headers, 'roost-parent-trace': env.traceId },
+        };
+        if (env.deadline !== null) options.deadline = env.deadline;
+        const { traceId } = await child.emit(env.payload, options);
+        const onAbort = (): void => void child.cancel(traceId);
+        ctx.signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          return await child.fetch(traceId);
+        } finally {
+          ctx.signal.removeEventListener('abort', onAbort);
+        }
+      };
+    }
+    return null;
+  }
+
+  // ---- admission ------------------------------------------------------------------------------
+
+  /**
+   * Accepts a task: validates it, applies the idempotency window and the limits, and queues it at
+   * the ingress (waiting for room under the `wait` policy). Resolves with the trace id once the
+   * task is queued; a repeat of an idempotency key resolves with the first trace's id.
+   */
+  emit(payload: unknown, options: EmitOptions = {}): Promise<EmitResult> {
+    // Not an async function: when the task is queued at once (the usual case) this costs one
+    // resolved promise instead of an async function's machinery.
+    try {
+      const admitted = this.admit(payload, options);
+      return admitted instanceof Promise ? admitted : Promise.resolve(admitted);
+    } catch (error) {
+      return Promise.reject(ensureError(error));
+    }
+  }
+
+  private admit(payload: unknown, options: EmitOptions): EmitResult | Promise<EmitResult> {
+    const host = this.host;
+    host.assertAccepting('emit');
+    if (this.stopped) throw stoppedError(this.name);
+    if (typeof options !== 'object' || options === null) throw invalidOption('emit.options', 'an object', options);
+    checkEmitOptions(options as Record<string, unknown>);
+    if (!fitsJson(payload, host.maxPayloadBytes)) toJsonWithin('payload', payload, host.maxPayloadBytes);
+    const now = Date.now();
+    const tenant = options.tenant ?? DEFAULT_TENANT;
+    const key = options.idempotencyKey;
+    const window = host.idempotency;
+    let windowKey: string | null = null;
+    if (key !== undefined && window !== null) {
+      windowKey = `${this.name}\u0000${tenant}\u0000${key}`;
+      const first = window.get(windowKey, now);
+      if (first !== undefined) return { traceId: first, deduplicated: true };
+    }
+    const traceId = options.traceId ?? uuidv7(now);
+    if (options.traceId !== undefined && this.traces.has(traceId)) {
+      throw new RoostError('ROOST_ERR_ALREADY_EXISTS', `flow ${this.name} already has a trace ${traceId}`, { field: 'emit.options.traceId' });
+    }
+    const ingress = this.ingressEdge.to as NodeRunner;
+    const env: Envelope = {
+      v: 1,
+      id: options.traceId === undefined ? traceId : uuidv7(now),
+      traceId,
+      parentId: null,
+      tenant,
+      from: 'ingress',
+      to: ingress.name,
+      kind: 'task',
+      payload,
+      headers: options.headers ?? EMPTY_HEADERS,
+      deadline: options.deadline ?? null,
+      createdAt: now,
+      attempt: 1,
+      idempotencyKey: key ?? null,
+    };
+    if (ingress.agent?.quarantined && ingress.agent.quarantineOptions.mode === 'reject') {
+      throw new RoostError('ROOST_ERR_QUARANTINED', `agent ${ingress.agent.name} is quarantined`, { details: { agent: ingress.agent.name } });
+    }
+    const edge = this.ingressEdge;
+    if (edge.overflow === 'reject' && edge.queue.size >= edge.queue.capacity) throw queueFull(this.name, ingress.name, edge.queue.capacity);
+    host.traceStarted();
+    const trace = new Trace(traceId, tenant, now, env.deadline, options.traceId === undefined ? lastUuidv7Time() : uuidv7Time(traceId));
+    this.traces.set(traceId, trace);
+    this.running++;
+    if (windowKey !== null) window!.set(windowKey, traceId, now);
+    if (host.listening) this.traceEvent('trace_start', trace, 0, null);
+    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0));
+    const result: EmitResult = { traceId, deduplicated: false };
+    if (wait === undefined) return result;
+    return this.waitForRoom(wait, result, options.signal, windowKey);
+  }
+
+  /** The ingress edge was full (`wait` policy): resolves once the task is queued. */
+  private async waitForRoom(wait: Promise<void>, result: EmitResult, signal: AbortSignal | undefined, windowKey: string | null): Promise<EmitResult> {
+    const onAbort = (): void => void this.cancel(result.traceId);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await wait;
+    } catch (error) {
+      if (windowKey !== null) this.host.idempotency!.delete(windowKey);
+      throw error;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+    return result;
+  }
+
+  /**
+   * The result of a trace: waits while it runs, then resolves with its result or rejects with its
+   * error (a `RoostError`). A result is delivered once: fetching it releases it (every fetch
+   * waiting when the trace ends gets it). An unfetched result is kept until it expires
+   * (`results.ttlMs`) or newer ones push it out (`results.max`). After that, or after it was
+   * fetched, a fetch gets `ROOST_ERR_RESULT_EXPIRED`.
+   */
+  fetch(traceId: string): Promise<unknown> {
+    const trace = this.lookup(traceId);
+    if (trace === undefined) return Promise.reject(this.missing(traceId));
+    if (trace.running) {
+      return new Promise((resolve, reject) => {
+        (trace.fetchers ??= []).push({ resolve, reject });
+      });
+    }
+    if (trace.held) {
+      trace.held = false;
+      this.held--;
+    }
+    this.forget(trace);
+    return trace.status === 'succeeded' ? Promise.resolve(trace.result()) : Promise.reject(trace.error!);
+  }
+
+  /** Drops a finished trace from the map (fetched, expired or pushed out). */
+  private forget(trace: Trace): void {
+    // Only this trace: a caller may have started a new trace with the same id since.
+    if (this.traces.get(trace.id) === trace) this.traces.delete(trace.id);
+    if (trace.idTime > this.expiredUpTo) this.expiredUpTo = trace.idTime;
+  }
+
+  /** The outcome of a finished trace, or undefined while it runs or once it expired (never waits). */
+  outcome(traceId: string): Outcome | undefined {
+    const trace = this.lookup(traceId);
+    if (trace === undefined || trace.running) return undefined;
+    const error = trace.error;
+    return {
+      status: trace.status as Outcome['status'],
+      result: trace.status === 'succeeded' ? trace.result() : null,
+      error: error === null ? null : { code: error.code, message: error.message },
+      errorValue: error,
+      finishedAt: trace.finishedAt,
+      traceCreatedAt: trace.idTime,
+    };
+  }
+
+  /** A running trace, or a finished one still within `results.ttlMs`. */
+  private lookup(traceId: string): Trace | undefined {
+    const trace = this.traces.get(traceId);
+    if (trace !== undefined && !trace.running && trace.finishedAt + this.host.results.ttlMs <= Date.now()) {
+      this.sweep(Date.now());
+      return undefined;
+    }
+    return trace;
+  }
+
+  /** Evicts finished traces past their TTL, then the oldest while over `results.max`. */
+  private sweep(now: number): void {
+    const finished = this.finished;
+    const { ttlMs, max } = this.host.results;
+    while (this.finishedHead < finished.length) {
+      const trace = finished[this.finishedHead]!;
+      if (trace.held) {
+        if (this.held <= max && trace.finishedAt + ttlMs > now) break;
+        trace.held = false;
+        this.held--;
+        this.forget(trace);
+      }
+      finished[this.finishedHead] = undefined as unknown as Trace;
+      this.finishedHead++;
+    }
+    if (this.finishedHead > 1024 && this.finishedHead * 2 > finished.length) {
+      this.finished = finished.slice(this.finishedHead);
+      this.finishedHead = 0;
+    }
+  }
+
+  private missing(traceId: string): RoostError {
+    if (isUuidV7(traceId) && uuidv7Time(traceId) <= this.expiredUpTo) {
+      return new RoostError('ROOST_ERR_RESULT_EXPIRED', `the result of trace ${traceId} is no longer held: it was fetched already, or expired unfetched`, {
+        field: 'traceId',
+        received: traceId,
+      });
+    }
+    return new RoostError('ROOST_ERR_TRACE_NOT_FOUND', `flow ${this.name} has no trace ${traceId}`, { field: 'traceId', received: traceId });
+  }
+
+  /**
+   * A stream of a running trace's chunks and events, ending with a `trace_end` item. Bounded: a
+   * slow reader loses the oldest items and is told how many (`stream_gap`).
+   */
+  stream(traceId: string): TraceStream {
+    const trace = this.lookup(traceId);
+    if (trace === undefined) throw this.missing(traceId);
+    const stream = new TraceStream(this.host.streamBuffer, (s) => {
+      if (trace.streams) trace.streams = trace.streams.filter((x) => x !== s);
+    });
+    if (trace.running) {
+      (trace.streams ??= []).push(stream);
+      return stream;
+    }
+    stream.end({
+      type: 'trace_end',
+      ts: trace.finishedAt,
+      traceId,
+      status: trace.status as TraceEndItem['status'],
+      result: trace.status === 'succeeded' ? trace.result() : null,
+      error: trace.error,
+    });
+    return stream;
+  }
+
+  /**
+   * Cancels a running trace: drops its queued envelopes, aborts its running handlers, and ends it
+   * with `ROOST_ERR_TRACE_CANCELLED`. Resolves false when the trace is not running.
+   */
+  cancel(traceId: string): Promise<boolean> {
+    const trace = this.traces.get(traceId);
+    if (trace === undefined || !trace.running) return Promise.resolve(false);
+    const reason = new RoostError('ROOST_ERR_TRACE_CANCELLED', `trace ${traceId} was cancelled`, { details: { traceId } });
+    this.endTrace(trace, 'cancelled', reason);
+    return Promise.resolve(true);
+  }
+
+  /** Refuses new tasks and cancels every running trace. */
+  stop(): void {
+    this.stopped = true;
+    const running: string[] = [];
+    for (const trace of this.traces.values()) if (trace.running) running.push(trace.id);
+    for (const traceId of running) void this.cancel(traceId);
+  }
+
+  /** Traces admitted and not finished. */
+  get activeTraces(): number {
+    return this.running;
+  }
+
+  stats(): FlowStats {
+    let queued = 0;
+    let running = 0;
+    let joinsWaiting = 0;
+    for (const runner of this.runners.values()) {
+      queued += runner.depthIn();
+      running += runner.running;
+      joinsWaiting += runner.joinsWaiting;
+    }
+    return { activeTraces: this.running, queued, running, lateResults: this.lateResults, joinsWaiting, ...this.counts };
+  }
+
+  /** @internal re-runs a dead letter as a new trace at the node that failed it. */
+  async replay(letter: DeadLetter): Promise<string> {
+    this.host.assertAccepting('replay');
+    if (this.stopped) throw stoppedError(this.name);
+    const runner = this.runners.get(letter.node);
+    if (runner === undefined || runner.inEdges.length === 0) {
+      throw new RoostError('ROOST_ERR_FLOW_INVALID', `flow ${this.name} has no node ${letter.node} to replay at`, { field: 'deadLetter.node' });
+    }
+    const now = Date.now();
+    const old = letter.envelope;
+    const traceId = uuidv7(now);
+    const env: Envelope = {
+      v: 1,
+      id: uuidv7(now),
+      traceId,
+      parentId: old.id,
+      tenant: old.tenant,
+      from: old.from,
+      to: old.to,
+      kind: old.kind,
+      payload: old.payload,
+      headers: { ...old.headers, 'roost-replay-of': old.traceId },
+      deadline: null,
+      createdAt: now,
+      attempt: old.attempt + 1,
+      idempotencyKey: old.idempotencyKey,
+    };
+    this.host.traceStarted();
+    const trace = new Trace(traceId, env.tenant, now, null, uuidv7Time(traceId));
+    this.traces.set(traceId, trace);
+    this.running++;
+    if (this.host.listening) this.traceEvent('trace_start', trace, 0, null);
+    const edge = runner.inEdges[0]!;
+    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0));
+    if (wait !== undefined) await wait;
+    return traceId;
+  }
+
+  // ---- RunnerFlow -----------------------------------------------------------------------------
+
+  /** @internal */
+  enqueue(edge: Edge, msg: Msg): Promise<void> | undefined {
+    const queue = edge.queue;
+    if (queue.offer(msg)) {
+      edge.to.pump();
+      return undefined;
+    }
+    if (edge.overflow === 'wait') return queue.offerWait(msg);
+    const runner = edge.to as NodeRunner;
+    if (edge.overflow === 'reject') {
+      msg.trace.pending--;
+      const error = queueFull(this.name, runner.name, queue.capacity);
+      this.nodeEvent('queue_overflow', runner, msg, Date.now(), null, error, null);
+      this.deadLetter(runner.name, msg.env, error, 0);
+      this.failTrace(msg.trace, error);
+      return undefined;
+    }
+    const oldest = queue.evictOldest()!;
+    oldest.trace.pending--;
+    const error = new RoostError('ROOST_ERR_QUEUE_FULL', `edge to ${runner.name} in flow ${this.name} was full; the oldest envelope was dropped`, {
+      details: { flow: this.name, node: runner.name, capacity: queue.capacity, policy: 'drop_oldest' },
+    });
+    this.nodeEvent('queue_overflow', runner, oldest, Date.now(), null, error, null);
+    this.deadLetter(runner.name, oldest.env, error, 0);
+    this.failTrace(oldest.trace, error);
+    if (msg.trace.running) {
+      queue.offer(msg);
+      edge.to.pump();
+    } else {
+      msg.trace.pending--;
+    }
+    return undefined;
+  }
+
+  /** @internal an envelope of `trace` is done (consumed, failed or sent on). */
+  release(trace: Trace): void {
+    if (--trace.pending === 0 && trace.running) this.endTrace(trace, 'succeeded', null);
+  }
+
+  /** @internal */
+  failTrace(trace: Trace, error: RoostError): void {
+    this.endTrace(trace, 'failed', error);
+  }
+
+  /** @internal */
+  deadLetter(node: string, env: Envelope, error: RoostError, attempts: number): void {
+    this.host.deadLetters.add(this.name, node, env, eventError(error), attempts, Date.now());
+  }
+
+  /** @internal */
+  lateResult(): void {
+    this.lateResults++;
+  }
+
+  /** @internal */
+  chunk(trace: Trace, node: string, data: unknown): void {
+    const streams = trace.streams;
+    if (streams === null) return;
+    const item = { type: 'chunk' as const, ts: Date.now(), traceId: trace.id, node, data };
+    for (const s of streams) s.push(item);
+  }
+
+  /** @internal */
+  nodeEvent(
+    type: NodeEventType,
+    runner: NodeRunner,
+    src: Source,
+    now: number,
+    latencyMs: number | null,
+    error: Error | null,
+    delayMs: number | null,
+  ): void {
+    const trace = src.trace;
+    if (!this.host.listening && trace.streams === null) return;
+    const event: NodeEvent = {
+      type,
+      ts: now,
+      flow: this.name,
+      node: runner.name,
+      traceId: trace.id,
+      tenant: trace.tenant,
+      envelopeId: src.env.id,
+      attempt: src.env.attempt,
+      latencyMs,
+      queueDepthIn: runner.depthIn(),
+      queueDepthOut: runner.depthOut(),
+      tracePending: trace.pending,
+      error: error === null ? null : eventError(error),
+      delayMs,
+    };
+    this.host.publish(event);
+    if (trace.streams !== null) for (const s of trace.streams) s.push(event);
+  }
+
+  private traceEvent(type: TraceEventType, trace: Trace, count: number, error: RoostError | null): void {
+    if (!this.host.listening && trace.streams === null) return;
+    const now = Date.now();
+    const event: TraceEvent = {
+      type,
+      ts: now,
+      flow: this.name,
+      traceId: trace.id,
+      tenant: trace.tenant,
+      elapsedMs: now - trace.createdAt,
+      count,
+      error: error === null ? null : eventError(error),
+    };
+    this.host.publish(event);
+    if (trace.streams !== null) for (const s of trace.streams) s.push(event);
+  }
+
+  /** Ends a trace: nothing of it stays queued or running; fetchers and streams get the outcome. */
+  private endTrace(trace: Trace, status: 'succeeded' | 'failed' | 'cancelled', error: RoostError | null): void {
+    if (!trace.running) return;
+    trace.status = status;
+    trace.error = error;
+    if (status !== 'succeeded') {
+      const reason = error!;
+      if (status === 'cancelled') this.traceEvent('trace_cancel_start', trace, 0, null);
+      let dropped = 0;
+      for (const runner of this.runners.values()) dropped += runner.dropQueued(trace, reason);
+      if (status === 'cancelled') this.traceEvent('trace_cancel_drop', trace, dropped, null);
+      const runs = trace.runs.slice();
+      for (const run of runs) run.cancel(reason);
+      if (status === 'cancelled') this.traceEvent('trace_cancel_finish', trace, runs.length, null);
+    }
+    if (trace.cleanups !== null) {
+      for (const cleanup of trace.cleanups) cleanup();
+      trace.cleanups = null;
+    }
+    this.running--;
+    if (status === 'succeeded') this.counts.succeeded++;
+    else if (status === 'failed') this.counts.failed++;
+    else this.counts.cancelled++;
+    const now = Date.now();
+    const result = status === 'succeeded' ? trace.result() : null;
+    trace.finishedAt = now;
+    if (trace.fetchers !== null) {
+      this.forget(trace); // delivered to the fetches waiting below: nothing to keep
+    } else {
+      trace.held = true;
+      this.held++;
+      this.finished.push(trace);
+    }
+    this.sweep(now);
+    if (status === 'succeeded') this.traceEvent('trace_success', trace, 0, null);
+    else if (status === 'failed') this.traceEvent('trace_failed', trace, 0, error);
+    const fetchers = trace.fetchers;
+    trace.fetchers = null;
+    if (fetchers !== null) {
+      for (const f of fetchers) {
+        if (status === 'succeeded') f.resolve(result);
+        else f.reject(error);
+      }
+    }
+    if (trace.streams !== null) {
+      const end: TraceEndItem = { type: 'trace_end', ts: now, traceId: trace.id, status, result, error };
+      const streams = trace.streams;
+      trace.streams = null;
+      for (const s of streams) s.end(end);
+    }
+    this.host.traceEnded();
+  }
+}
+
+function stoppedError(flow: string): RoostError {
+  return new RoostError('ROOST_ERR_INVALID_STATE', `flow ${flow} is stopped`, { field: 'flow', expected: 'a running flow', received: 'stopped' });
+}
+
+function queueFull(flow: string, node: string, capacity: number): RoostError {
+  return new RoostError('ROOST_ERR_QUEUE_FULL', `edge to ${node} in flow ${flow} is full (${capacity} envelopes)`, {
+    details: { flow, node, capacity },
+  });
+}

@@ -1,0 +1,49 @@
+/**
+ * What a flow needs from the runtime that hosts it. The runtime implements this; flows depend on
+ * the interface only, so `runtime/` imports `flow/` and never the other way round.
+ */
+import type { ErrorCode } from '../errors.js';
+import type { ExpiringMap } from '../runtime/expiring-map.js';
+import type { Agent, AgentOptions } from '../runtime/agent.js';
+import type { DeadLetterQueue } from '../runtime/dead-letters.js';
+import type { TimerQueue } from '../resilience/timer-queue.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { RoostEvent } from './events.js';
+import type { Middleware } from './handler.js';
+
+/** @internal the runtime as its flows see it. */
+export interface FlowHost {
+  readonly maxPayloadBytes: number;
+  readonly streamBuffer: number;
+  readonly results: { readonly ttlMs: number; readonly max: number };
+  readonly timers: TimerQueue;
+  readonly logger: Logger;
+  readonly middlewares: readonly Middleware[];
+  readonly deadLetters: DeadLetterQueue;
+  /** The runtime-wide idempotency window (key: flow, tenant, caller's key → trace id), or null when off. */
+  readonly idempotency: ExpiringMap<string, string> | null;
+  /** True when at least one event listener is subscribed (events are only built then). */
+  readonly listening: boolean;
+  publish(event: RoostEvent): void;
+  /** Throws `ROOST_ERR_INVALID_STATE` (with `code`) unless the runtime accepts new work. */
+  assertAccepting(operation: string): void;
+  /** Counts a new in-flight trace, or throws `ROOST_ERR_RESOURCE_LIMIT`. */
+  traceStarted(): void;
+  traceEnded(): void;
+  /** The agent a node runs: an existing one, or a new one registered from inline options. */
+  resolveAgent(agent: Agent | AgentOptions): Agent;
+  /** Reserves `concurrency` run slots out of the runtime's limit, or throws `ROOST_ERR_RESOURCE_LIMIT`. */
+  reserveRuns(flow: string, concurrency: number): void;
+  readonly random: () => number;
+}
+
+/** The outcome of a finished trace, kept until fetched or expired. */
+export interface Outcome {
+  readonly status: 'succeeded' | 'failed' | 'cancelled';
+  readonly result: unknown;
+  readonly error: { readonly code: ErrorCode; readonly message: string } | null;
+  readonly errorValue: Error | null;
+  readonly finishedAt: number;
+  /** The time in the trace's UUIDv7 id (what "expired" is judged by). */
+  readonly traceCreatedAt: number;
+}

@@ -1,0 +1,241 @@
+/**
+ * Runs one node of a flow: takes envelopes from its incoming edges round-robin (FIFO per edge),
+ * runs up to `concurrency` of them at once, and sends outputs to its outgoing edges, waiting for
+ * room there (backpressure). Joins are collected here too.
+ */
+import type { Envelope } from '../envelope/envelope.js';
+import { uuidv7 } from '../envelope/uuid.js';
+import { RoostError } from '../errors.js';
+import type { Agent } from '../runtime/agent.js';
+import type { Timed } from '../resilience/timer-queue.js';
+import { TimeoutLane } from '../resilience/timeout-lane.js';
+import { childEnvelope, type Edge, type Msg, type RunnerFlow, type Source } from './edge.js';
+import type { Handler, HandlerContext, Middleware } from './handler.js';
+import type { Node } from './node.js';
+import { checkSchema, type ResolvedNodePolicy } from './policy.js';
+import { Run, type RunOwner } from './run.js';
+import type { Trace } from './trace.js';
+
+class JoinState implements Timed {
+  timerAt = 0;
+  timerIndex = -1;
+  readonly payloads: unknown[] = [];
+  constructor(
+    private readonly runner: NodeRunner,
+    readonly trace: Trace,
+  ) {}
+  onTimer(): void {
+    this.runner.joinTimedOut(this);
+  }
+}
+
+/** @internal the running form of one node in one flow. */
+export class NodeRunner implements RunOwner {
+  readonly name: string;
+  readonly inEdges: Edge[] = [];
+  readonly outEdges: Edge[] = [];
+  readonly outByName = new Map<string, Edge>();
+  /** Runs holding a slot now. */
+  running = 0;
+  private rr = 0;
+  private pumping = false;
+  private readonly middlewares: readonly Middleware[];
+  private readonly joins: Map<string, JoinState> | null;
+  /** Envelopes a join waits for per trace. */
+  joinK = 1;
+  readonly lane: TimeoutLane;
+
+  constructor(
+    readonly flow: RunnerFlow,
+    readonly node: Node,
+    readonly agent: Agent | null,
+    readonly handler: Handler | null,
+    readonly policy: ResolvedNodePolicy,
+  ) {
+    this.name = node.name;
+    this.middlewares = flow.host.middlewares;
+    this.joins = node.kind === 'join' ? new Map() : null;
+    this.lane = new TimeoutLane(flow.host.timers);
+    if (agent !== null) agent.onRestore(() => this.pump());
+  }
+
+  /** Traces this join node is collecting envelopes for. */
+  get joinsWaiting(): number {
+    return this.joins === null ? 0 : this.joins.size;
+  }
+
+  /** Envelopes queued on the incoming edges. */
+  depthIn(): number {
+    const edges = this.inEdges;
+    let n = 0;
+    for (let i = 0; i < edges.length; i++) n += edges[i]!.queue.size;
+    return n;
+  }
+
+  /** Envelopes queued on the outgoing edges. */
+  depthOut(): number {
+    const edges = this.outEdges;
+    let n = 0;
+    for (let i = 0; i < edges.length; i++) n += edges[i]!.queue.size;
+    return n;
+  }
+
+  /** Starts queued envelopes while slots are free. Safe to call at any time, re-entrantly. */
+  pump(): void {
+    if (this.pumping) return; // the loop below is already running and will see the new work
+    this.pumping = true;
+    try {
+      const edges = this.inEdges;
+      const n = edges.length;
+      const agent = this.agent;
+      while (this.running < this.policy.concurrency) {
+        if (agent !== null && agent.quarantined && agent.quarantineOptions.mode === 'park') break;
+        let msg: Msg | undefined;
+        for (let i = 0; i < n; i++) {
+          const edge = edges[this.rr]!;
+          if (++this.rr === n) this.rr = 0;
+          if (edge.queue.size > 0) {
+            msg = edge.queue.shift();
+            break;
+          }
+        }
+        if (msg === undefined) break;
+        this.dispatch(msg);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private dispatch(msg: Msg): void {
+    const trace = msg.trace;
+    if (!trace.running) return;
+    const env = msg.env;
+    if (env.deadline !== null && env.deadline <= Date.now()) {
+      this.flow.nodeEvent('deadline_skip', this, msg, Date.now(), null, null, null);
+      this.flow.failTrace(
+        trace,
+        new RoostError('ROOST_ERR_DEADLINE_EXCEEDED', `trace ${trace.id}: deadline passed before node ${this.name} could run`, {
+          details: { node: this.name, deadline: env.deadline },
+        }),
+      );
+      return;
+    }
+    if (this.joins !== null) {
+      this.joinArrive(msg);
+      return;
+    }
+    if (this.agent !== null && this.agent.quarantined) {
+      const error = new RoostError('ROOST_ERR_QUARANTINED', `agent ${this.agent.name} is quarantined`, {
+        details: { agent: this.agent.name, node: this.name },
+      });
+      this.flow.nodeEvent('node_failed', this, msg, Date.now(), null, error, null);
+      this.flow.deadLetter(this.name, env, error, 0);
+      this.flow.failTrace(trace, error);
+      return;
+    }
+    this.running++;
+    const run = msg as Run; // every item on this node's edges was made by its prepare()
+    trace.addRun(run);
+    run.begin();
+  }
+
+  /** The queue item for an envelope bound for this node: its run, begun when dispatched. */
+  prepare(env: Envelope, trace: Trace, hops: number): Msg {
+    return new Run(this, env, trace, hops);
+  }
+
+  /** Calls the handler through input validation and the middlewares. */
+  invoke(env: Envelope, ctx: HandlerContext): unknown {
+    if (this.policy.validateInput !== null) checkSchema(this.policy.validateInput, env.payload, `${this.name}.input`);
+    const handler = this.handler!;
+    if (this.middlewares.length === 0) return handler(env, ctx);
+    const chain = this.middlewares;
+    const call = (i: number, e: Envelope): Promise<unknown> =>
+      i === chain.length ? Promise.resolve(handler(e, ctx)) : chain[i]!(e, ctx, (next) => call(i + 1, next));
+    return call(0, env);
+  }
+
+  /**
+   * Sends `payload` from `src` to each of `edges` (or, on an egress node, makes it an output of
+   * the trace). Returns a promise only when some edge was full and the send has to wait.
+   */
+  forward(src: Source, payload: unknown, edges: readonly Edge[], now: number = Date.now()): Promise<void> | undefined {
+    const trace = src.trace;
+    if (edges.length === 0) {
+      trace.addOutput(payload);
+      return undefined;
+    }
+    const hops = src.hops + 1;
+    if (hops > this.flow.maxHops) {
+      this.flow.failTrace(
+        trace,
+        new RoostError('ROOST_ERR_HOP_BUDGET', `trace ${trace.id}: hop budget of ${this.flow.maxHops} spent at node ${this.name}`, {
+          details: { node: this.name, maxHops: this.flow.maxHops },
+        }),
+      );
+      return undefined;
+    }
+    let waits: Promise<void>[] | null = null;
+    for (let i = 0; i < edges.length; i++) {
+      const edge = edges[i]!;
+      if (!trace.running) break;
+      const env = childEnvelope(src.env, this.name, edge.to.name, payload, uuidv7(now), now);
+      trace.pending++;
+      const wait = this.flow.enqueue(edge, edge.to.prepare(env, trace, hops));
+      if (wait !== undefined) (waits ??= []).push(wait);
+    }
+    if (waits === null) return undefined;
+    return waits.length === 1 ? waits[0] : Promise.all(waits).then(noop);
+  }
+
+  private joinArrive(msg: Msg): void {
+    const trace = msg.trace;
+    const joins = this.joins!;
+    let state = joins.get(trace.id);
+    if (state === undefined) {
+      const created = new JoinState(this, trace);
+      state = created;
+      joins.set(trace.id, created);
+      trace.pending++; // the join holds the trace open until it sends on or gives up
+      this.flow.host.timers.schedule(created, Date.now() + this.node.join!.timeoutMs);
+      trace.onEnd(() => {
+        this.flow.host.timers.remove(created);
+        joins.delete(trace.id);
+      });
+    }
+    state.payloads.push(msg.env.payload);
+    this.flow.release(trace); // the arriving envelope is consumed
+    if (state.payloads.length < this.joinK || !trace.running) return;
+    this.flow.host.timers.remove(state);
+    joins.delete(trace.id);
+    const sent = this.forward(msg, state.payloads, this.outEdges);
+    if (sent === undefined) this.flow.release(trace);
+    else sent.then(() => this.flow.release(trace), noop);
+  }
+
+  /** @internal a join's timer fired before it had `k` envelopes. */
+  joinTimedOut(state: JoinState): void {
+    this.joins!.delete(state.trace.id);
+    this.flow.failTrace(
+      state.trace,
+      new RoostError(
+        'ROOST_ERR_JOIN_TIMEOUT',
+        `join ${this.name}: ${state.payloads.length} of ${this.joinK} envelopes of trace ${state.trace.id} came within ${this.node.join!.timeoutMs} ms`,
+        { details: { node: this.name, received: state.payloads.length, k: this.joinK } },
+      ),
+    );
+  }
+
+  /** Queued envelopes (for cancel), removing those of `trace`. */
+  dropQueued(trace: Trace, reason: RoostError): number {
+    let dropped = 0;
+    for (const edge of this.inEdges) {
+      if (edge.queue.size === 0 && edge.queue.waiting === 0) continue;
+      dropped += edge.queue.removeWhere((m) => m.trace === trace, reason).length;
+    }
+    return dropped;
+  }
+}
+
+function noop(): void {}

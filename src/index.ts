@@ -1,0 +1,49 @@
+/**
+ * Roost's public API. Everything a user imports comes from here; nothing else is public.
+ */
+export { createRuntime, Runtime } from './runtime/runtime.js';
+export { Agent, DEFAULT_QUARANTINE } from './runtime/agent.js';
+export { Flow } from './flow/flow.js';
+export { node, route, routeBy, join, subflow, edge, Node } from './flow/node.js';
+export { TraceStream, DEFAULT_STREAM_BUFFER } from './flow/trace-stream.js';
+export { EVENT_TYPES } from './flow/events.js';
+export { OVERFLOW_POLICIES } from './flow/bounded-queue.js';
+export { DEFAULT_TIMEOUT_MS, defaultRetryable } from './flow/policy.js';
+export { DEFAULT_BACKOFF, backoffDelay } from './resilience/backoff.js';
+export { RoostError, ERROR_CODES, isRoostError, ensureError } from './errors.js';
+export { encodeEnvelope, decodeEnvelope, DEFAULT_MAX_ENVELOPE_BYTES } from './envelope/codec.js';
+export { validateEnvelope, ENVELOPE_SCHEMA } from './envelope/schema.js';
+export { ENVELOPE_VERSION, ENVELOPE_KINDS } from './envelope/envelope.js';
+export { uuidv7, isUuidV7, uuidv7Time } from './envelope/uuid.js';
+export { isName, DEFAULT_TENANT, NAME_PATTERN } from './envelope/names.js';
+
+export type { RuntimeState, DrainOptions, RuntimeStats } from './runtime/runtime.js';
+export type { RuntimeOptions, ResolvedRuntimeOptions, LimitOptions, ResultOptions, IdempotencyOptions } from './runtime/options.js';
+export type { AgentOptions, AgentState, AgentInfo, QuarantineOptions, QuarantineMode } from './runtime/agent.js';
+export type { DeadLetter, DeadLetterQuery, DeadLetterQueue } from './runtime/dead-letters.js';
+export type { FlowOptions, EmitOptions, EmitResult, FlowStats } from './flow/flow.js';
+export type { Outcome } from './flow/host.js';
+export type { NodeKind, EdgeOptions, EdgeSpec, Adjacency, JoinOptions, SubflowTarget } from './flow/node.js';
+export type { Handler, HandlerContext, ContextEmitOptions, Middleware } from './flow/handler.js';
+export type { NodePolicy, ResolvedNodePolicy, JsonSchema } from './flow/policy.js';
+export type { OverflowPolicy } from './flow/bounded-queue.js';
+export type {
+  RoostEvent,
+  NodeEvent,
+  NodeEventType,
+  TraceEvent,
+  TraceEventType,
+  AgentEvent,
+  AgentEventType,
+  DeadLetterEvent,
+  DeadLetterEventType,
+  EventError,
+  EventListener,
+  QuarantineReason,
+} from './flow/events.js';
+export type { TraceStreamItem, ChunkItem, StreamGapItem, TraceEndItem } from './flow/trace-stream.js';
+export type { BackoffOptions, ResolvedBackoffOptions } from './resilience/backoff.js';
+export type { ErrorCode, RoostErrorOptions } from './errors.js';
+export type { Envelope, EnvelopeKind, JsonValue } from './envelope/envelope.js';
+export type { CodecOptions } from './envelope/codec.js';
+export type { Logger, LogFn } from './telemetry/logger.js';

@@ -1,0 +1,154 @@
+/**
+ * One timer for many deadlines: a binary min-heap of due times with a single armed `setTimeout`.
+ *
+ * Every run of every node has a timeout; a `setTimeout` + `clearTimeout` per run costs more than
+ * the run itself on a fast path. Entries carry their heap index, so removal is O(log n) with no
+ * garbage left behind, and the timer is re-armed only when an earlier entry arrives (timeouts of
+ * one node arrive in due order, so that is rare).
+ */
+
+/** Something with a due time in a {@link TimerQueue}. */
+export interface Timed {
+  /** Due time, epoch ms. Set by the queue. */
+  timerAt: number;
+  /** Position in the heap, or -1 when not scheduled. Owned by the queue. */
+  timerIndex: number;
+  /** Called once when due (after removal from the queue). */
+  onTimer(): void;
+}
+
+/** A min-heap of {@link Timed} entries served by one `setTimeout`. */
+export class TimerQueue {
+  private readonly heap: Timed[] = [];
+  private handle: ReturnType<typeof setTimeout> | undefined;
+  private armedAt = Infinity;
+  private refed = false;
+  private closed = false;
+
+  /** @param onError told of an exception thrown by an entry's `onTimer` (it never escapes). */
+  constructor(private readonly onError: (error: unknown) => void = () => {}) {}
+
+  /** Entries scheduled now. */
+  get size(): number {
+    return this.heap.length;
+  }
+
+  /** Schedules `entry` at `at` (epoch ms), moving it if already scheduled. */
+  schedule(entry: Timed, at: number): void {
+    if (this.closed) return;
+    if (entry.timerIndex >= 0) this.remove(entry);
+    entry.timerAt = at;
+    entry.timerIndex = this.heap.length;
+    this.heap.push(entry);
+    this.up(entry.timerIndex);
+    if (at < this.armedAt) this.arm(at);
+    else if (!this.refed) {
+      this.handle!.ref();
+      this.refed = true;
+    }
+  }
+
+  /** Removes `entry` if scheduled. */
+  remove(entry: Timed): void {
+    const i = entry.timerIndex;
+    if (i < 0) return;
+    entry.timerIndex = -1;
+    const last = this.heap.pop()!;
+    if (i < this.heap.length) {
+      this.heap[i] = last;
+      last.timerIndex = i;
+      this.down(i);
+      this.up(last.timerIndex);
+    }
+    if (this.heap.length === 0 && this.refed) {
+      // Keep the armed timer (re-arming per run costs more than the run) but let the process
+      // exit while nothing is due; it fires once, finds nothing, and stops.
+      this.handle?.unref();
+      this.refed = false;
+    }
+  }
+
+  /** Drops every entry and the armed timer; later schedules are ignored. */
+  close(): void {
+    this.closed = true;
+    for (const entry of this.heap) entry.timerIndex = -1;
+    this.heap.length = 0;
+    this.disarm();
+  }
+
+  private arm(at: number): void {
+    if (this.handle !== undefined) clearTimeout(this.handle);
+    this.armedAt = at;
+    this.handle = setTimeout(this.fire, Math.max(0, at - Date.now()));
+    this.refed = true;
+  }
+
+  private disarm(): void {
+    if (this.handle !== undefined) clearTimeout(this.handle);
+    this.handle = undefined;
+    this.armedAt = Infinity;
+    this.refed = false;
+  }
+
+  private readonly fire = (): void => {
+    this.handle = undefined;
+    this.armedAt = Infinity;
+    this.refed = false;
+    const now = Date.now();
+    // Fire everything due; an entry's onTimer may schedule or remove others.
+    while (this.heap.length > 0 && this.heap[0]!.timerAt <= now) {
+      const entry = this.heap[0]!;
+      this.remove(entry);
+      try {
+        entry.onTimer();
+      } catch (error) {
+        this.onError(error);
+      }
+    }
+    if (this.heap.length > 0 && !this.closed) this.arm(this.heap[0]!.timerAt);
+  };
+
+  private up(i: number): void {
+    const heap = this.heap;
+    const entry = heap[i]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const parent = heap[p]!;
+      if (parent.timerAt <= entry.timerAt) break;
+      heap[i] = parent;
+      parent.timerIndex = i;
+      i = p;
+    }
+    heap[i] = entry;
+    entry.timerIndex = i;
+  }
+
+  private down(i: number): void {
+    const heap = this.heap;
+    const n = heap.length;
+    const entry = heap[i]!;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && heap[r]!.timerAt < heap[l]!.timerAt ? r : l;
+      const child = heap[c]!;
+      if (child.timerAt >= entry.timerAt) break;
+      heap[i] = child;
+      child.timerIndex = i;
+      i = c;
+    }
+    heap[i] = entry;
+    entry.timerIndex = i;
+  }
+}
+
+/** A one-off {@link Timed} entry that calls a function. */
+export class TimedCallback implements Timed {
+  timerAt = 0;
+  timerIndex = -1;
+  constructor(private readonly callback: () => void) {}
+  onTimer(): void {
+    this.callback();
+  }
+}

@@ -1,0 +1,143 @@
+/** Runtime options: what a user passes, and the validated, frozen form the runtime keeps. */
+import { DEFAULT_MAX_ENVELOPE_BYTES } from '../envelope/codec.js';
+import { invalidOption } from '../errors.js';
+import type { Middleware } from '../flow/handler.js';
+import { DEFAULT_STREAM_BUFFER } from '../flow/trace-stream.js';
+import type { Logger } from '../telemetry/logger.js';
+import { checkObject, optEnum, optInt, optNumber } from '../validate-options.js';
+import { DEFAULT_QUARANTINE, type QuarantineOptions, type ResolvedQuarantineOptions } from './agent.js';
+import { DEFAULT_DEAD_LETTER_MAX } from './dead-letters.js';
+
+/** Caps that keep one runtime's memory and work bounded. */
+export interface LimitOptions {
+  /** Agents registered (default 1,000): `ROOST_ERR_RESOURCE_LIMIT` beyond. */
+  readonly maxAgents?: number;
+  /** Traces admitted and not finished, across flows (default 10,000): `emit` fails with `ROOST_ERR_RESOURCE_LIMIT` beyond. */
+  readonly maxInFlightTraces?: number;
+  /**
+   * Handler runs at once, across flows (default 10,000). Each flow reserves the sum of its nodes'
+   * `concurrency` when it is added; a flow that would exceed this is refused with
+   * `ROOST_ERR_RESOURCE_LIMIT`, so the runtime can never run more.
+   */
+  readonly maxConcurrentRuns?: number;
+}
+
+/** How long finished traces' results are kept for `fetch`. */
+export interface ResultOptions {
+  /** Ms a result stays fetchable (default 300,000). */
+  readonly ttlMs?: number;
+  /** Results kept per flow (default 10,000); the oldest go first. */
+  readonly max?: number;
+}
+
+/** The window in which a repeated idempotency key returns the first trace. */
+export interface IdempotencyOptions {
+  /** Ms a key is remembered (default 600,000). */
+  readonly ttlMs?: number;
+  /** Keys remembered (default 100,000); the oldest go first. */
+  readonly max?: number;
+}
+
+/** What a user passes to `createRuntime`. See `docs/reference/configuration.md`. */
+export interface RuntimeOptions {
+  /** Largest payload (JSON, bytes) `emit` accepts (default 256 KiB). */
+  readonly maxPayloadBytes?: number;
+  readonly limits?: LimitOptions;
+  readonly results?: ResultOptions;
+  /** Dead letters kept in memory (default 10,000). */
+  readonly deadLetters?: { readonly max?: number };
+  /** The idempotency window, or `false` to turn it off. */
+  readonly idempotency?: IdempotencyOptions | false;
+  /** Default quarantine settings of every agent. */
+  readonly quarantine?: QuarantineOptions;
+  /** Items a trace stream buffers for a slow reader (default 256). */
+  readonly streamBuffer?: number;
+  /** Default graceful-drain time of `close()`, ms (default 30,000); then running traces are cancelled. */
+  readonly drainTimeoutMs?: number;
+  /** A pino-compatible logger, or `false` for none (default: pino on stderr, `LOG_LEVEL`). */
+  readonly logger?: Logger | false;
+  /** Wrap every handler run (observe or transform input and output). */
+  readonly middlewares?: readonly Middleware[];
+  /** Random numbers for backoff jitter (tests pass a fixed one). */
+  readonly random?: () => number;
+}
+
+/** {@link RuntimeOptions} validated, with defaults, frozen. */
+export interface ResolvedRuntimeOptions {
+  readonly maxPayloadBytes: number;
+  readonly limits: Required<LimitOptions>;
+  readonly results: Required<ResultOptions>;
+  readonly deadLetters: { readonly max: number };
+  readonly idempotency: Required<IdempotencyOptions> | false;
+  readonly quarantine: ResolvedQuarantineOptions;
+  readonly streamBuffer: number;
+  readonly drainTimeoutMs: number;
+  readonly logger: Logger | false | undefined;
+  readonly middlewares: readonly Middleware[];
+  readonly random: () => number;
+}
+
+const MAX_MS = 2_147_483_647;
+const TOP_KEYS = [
+  'maxPayloadBytes',
+  'limits',
+  'results',
+  'deadLetters',
+  'idempotency',
+  'quarantine',
+  'streamBuffer',
+  'drainTimeoutMs',
+  'logger',
+  'middlewares',
+  'random',
+];
+
+/** Validates quarantine options on top of `base`. */
+export function resolveQuarantine(field: string, value: unknown, base: ResolvedQuarantineOptions = DEFAULT_QUARANTINE): ResolvedQuarantineOptions {
+  const q = checkObject(field, value, ['windowMs', 'minRuns', 'failureRatio', 'maxAbandoned', 'mode']);
+  return Object.freeze({
+    windowMs: optInt(field, q, 'windowMs', 10, MAX_MS, base.windowMs),
+    minRuns: optInt(field, q, 'minRuns', 1, 1_000_000, base.minRuns),
+    failureRatio: optNumber(field, q, 'failureRatio', 0, 1, base.failureRatio),
+    maxAbandoned: optInt(field, q, 'maxAbandoned', 0, 1_000_000, base.maxAbandoned),
+    mode: optEnum(field, q, 'mode', ['reject', 'park'], base.mode),
+  });
+}
+
+/** Validates `options` (never mutating them) and returns the frozen, resolved form. */
+export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions {
+  const o = checkObject('options', options ?? {}, TOP_KEYS);
+  const limits = checkObject('limits', o['limits'], ['maxAgents', 'maxInFlightTraces', 'maxConcurrentRuns']);
+  const results = checkObject('results', o['results'], ['ttlMs', 'max']);
+  const dead = checkObject('deadLetters', o['deadLetters'], ['max']);
+  let idempotency: Required<IdempotencyOptions> | false = false;
+  if (o['idempotency'] !== false) {
+    const i = checkObject('idempotency', o['idempotency'], ['ttlMs', 'max']);
+    idempotency = Object.freeze({ ttlMs: optInt('idempotency', i, 'ttlMs', 1, MAX_MS, 600_000), max: optInt('idempotency', i, 'max', 1, 10_000_000, 100_000) });
+  }
+  const logger = o['logger'];
+  if (logger !== undefined && logger !== false && (typeof logger !== 'object' || logger === null || typeof (logger as Logger).child !== 'function')) {
+    throw invalidOption('logger', 'a pino-compatible logger or false', logger);
+  }
+  const middlewares = o['middlewares'] ?? [];
+  if (!Array.isArray(middlewares) || middlewares.some((m) => typeof m !== 'function')) throw invalidOption('middlewares', 'an array of functions', middlewares);
+  const random = o['random'] ?? Math.random;
+  if (typeof random !== 'function') throw invalidOption('random', 'a function returning numbers in [0, 1)', random);
+  return Object.freeze({
+    maxPayloadBytes: optInt('', o, 'maxPayloadBytes', 1, 64 * 1024 * 1024, DEFAULT_MAX_ENVELOPE_BYTES),
+    limits: Object.freeze({
+      maxAgents: optInt('limits', limits, 'maxAgents', 1, 1_000_000, 1_000),
+      maxInFlightTraces: optInt('limits', limits, 'maxInFlightTraces', 1, 100_000_000, 10_000),
+      maxConcurrentRuns: optInt('limits', limits, 'maxConcurrentRuns', 1, 100_000_000, 10_000),
+    }),
+    results: Object.freeze({ ttlMs: optInt('results', results, 'ttlMs', 1, MAX_MS, 300_000), max: optInt('results', results, 'max', 1, 10_000_000, 10_000) }),
+    deadLetters: Object.freeze({ max: optInt('deadLetters', dead, 'max', 1, 10_000_000, DEFAULT_DEAD_LETTER_MAX) }),
+    idempotency,
+    quarantine: resolveQuarantine('quarantine', o['quarantine']),
+    streamBuffer: optInt('', o, 'streamBuffer', 1, 1_000_000, DEFAULT_STREAM_BUFFER),
+    drainTimeoutMs: optInt('', o, 'drainTimeoutMs', 0, MAX_MS, 30_000),
+    logger: logger as Logger | false | undefined,
+    middlewares: Object.freeze([...(middlewares as Middleware[])]),
+    random: random as () => number,
+  });
+}

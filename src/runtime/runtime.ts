@@ -1,0 +1,407 @@
+/**
+ * The runtime: hosts agents and flows, owns the timers, the dead-letter queue, the idempotency
+ * window, the limits and the event stream, and has a lifecycle
+ * `created → starting → running → draining → stopped` (`failed` if start fails).
+ */
+import { assertName } from '../envelope/names.js';
+import { RoostError, ensureError, invalidOption } from '../errors.js';
+import type { EventListener, RoostEvent } from '../flow/events.js';
+import { Flow, type EmitOptions, type EmitResult, type FlowOptions } from '../flow/flow.js';
+import type { FlowHost } from '../flow/host.js';
+import type { Middleware } from '../flow/handler.js';
+import { OVERFLOW_POLICIES } from '../flow/bounded-queue.js';
+import { resolvePolicy } from '../flow/policy.js';
+import { TimerQueue } from '../resilience/timer-queue.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
+import { Agent, type AgentInfo, type AgentOptions } from './agent.js';
+import { DeadLetterQueue } from './dead-letters.js';
+import { ExpiringMap } from './expiring-map.js';
+import { resolveQuarantine, resolveRuntimeOptions, type ResolvedRuntimeOptions, type RuntimeOptions } from './options.js';
+
+/** Where a runtime is in its life. */
+export type RuntimeState = 'created' | 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+/** Options of {@link Runtime.drain}. */
+export interface DrainOptions {
+  /** Cancel what is still running after this many ms (default: wait for all of it). */
+  readonly timeoutMs?: number;
+}
+
+/** A snapshot of the runtime's counters. */
+export interface RuntimeStats {
+  readonly state: RuntimeState;
+  readonly inFlightTraces: number;
+  readonly reservedRuns: number;
+  readonly agents: number;
+  readonly quarantinedAgents: number;
+  readonly deadLetters: number;
+  readonly timers: number;
+}
+
+const AGENT_KEYS = ['name', 'capabilities', 'description', 'handler', 'policy', 'quarantine'];
+const FLOW_KEYS = ['name', 'edges', 'ingress', 'queueCapacity', 'overflow', 'ingressQueue', 'allowCycles', 'maxHops'];
+
+/** Creates a runtime. Options are validated now (`ROOST_ERR_INVALID_OPTION`) and frozen. */
+export function createRuntime(options: RuntimeOptions = {}): Runtime {
+  return new Runtime(options);
+}
+
+/** See the module comment. Made by {@link createRuntime}. */
+export class Runtime implements FlowHost, AsyncDisposable {
+  readonly options: ResolvedRuntimeOptions;
+  readonly timers: TimerQueue;
+  readonly logger: Logger;
+  /** Random numbers for backoff jitter (the `random` option). */
+  readonly random: () => number;
+  readonly deadLetters: DeadLetterQueue;
+  readonly idempotency: ExpiringMap<string, string> | null;
+  listening = false;
+  private stateValue: RuntimeState = 'created';
+  private readonly agents = new Map<string, Agent>();
+  private readonly inlineAgents = new WeakMap<AgentOptions, Agent>();
+  private readonly flows = new Map<string, Flow>();
+  private listeners: EventListener[] = [];
+  private inFlight = 0;
+  private reservedRuns = 0;
+  private idle: (() => void)[] = [];
+  private draining: Promise<void> | null = null;
+  private closing: Promise<void> | null = null;
+
+  constructor(options: RuntimeOptions = {}) {
+    this.options = resolveRuntimeOptions(options);
+    this.logger = createLogger(this.options.logger);
+    this.random = this.options.random;
+    this.timers = new TimerQueue((error) => this.logger.error({ err: ensureError(error) }, 'a timer callback threw'));
+    this.deadLetters = new DeadLetterQueue(this.options.deadLetters.max, (e) => this.publish(e));
+    const i = this.options.idempotency;
+    this.idempotency = i === false ? null : new ExpiringMap(i.max, i.ttlMs);
+  }
+
+  get state(): RuntimeState {
+    return this.stateValue;
+  }
+
+  // ---- FlowHost ---------------------------------------------------------------------------------
+  get maxPayloadBytes(): number {
+    return this.options.maxPayloadBytes;
+  }
+  get streamBuffer(): number {
+    return this.options.streamBuffer;
+  }
+  get results(): { ttlMs: number; max: number } {
+    return this.options.results;
+  }
+  get middlewares(): readonly Middleware[] {
+    return this.options.middlewares;
+  }
+
+  /** @internal */
+  assertAccepting(operation: string): void {
+    if (this.stateValue !== 'running') {
+      throw new RoostError('ROOST_ERR_INVALID_STATE', `${operation}: the runtime is ${this.stateValue}, not running`, {
+        field: 'runtime.state',
+        expected: 'running',
+        received: this.stateValue,
+      });
+    }
+  }
+
+  /** @internal */
+  traceStarted(): void {
+    if (this.inFlight >= this.options.limits.maxInFlightTraces) {
+      throw new RoostError('ROOST_ERR_RESOURCE_LIMIT', `limits.maxInFlightTraces: ${this.inFlight} traces are in flight already`, {
+        field: 'limits.maxInFlightTraces',
+        details: { limit: this.options.limits.maxInFlightTraces },
+      });
+    }
+    this.inFlight++;
+  }
+
+  /** @internal */
+  traceEnded(): void {
+    if (--this.inFlight === 0 && this.idle.length > 0) {
+      const idle = this.idle;
+      this.idle = [];
+      for (const resolve of idle) resolve();
+    }
+  }
+
+  /** @internal */
+  reserveRuns(flow: string, concurrency: number): void {
+    const limit = this.options.limits.maxConcurrentRuns;
+    if (this.reservedRuns + concurrency > limit) {
+      throw new RoostError(
+        'ROOST_ERR_RESOURCE_LIMIT',
+        `limits.maxConcurrentRuns: flow ${flow} needs ${concurrency} run slots, ${limit - this.reservedRuns} of ${limit} are left`,
+        // Retrying the same registration can never fit: not retryable.
+        { field: 'limits.maxConcurrentRuns', retryable: false, details: { limit, reserved: this.reservedRuns, requested: concurrency } },
+      );
+    }
+    this.reservedRuns += concurrency;
+  }
+
+  /** @internal */
+  resolveAgent(agent: Agent | AgentOptions): Agent {
+    if (agent instanceof Agent) {
+      if (this.agents.get(agent.name) !== agent) {
+        throw new RoostError('ROOST_ERR_AGENT_NOT_FOUND', `agent ${agent.name} is not registered with this runtime`, { field: 'node.agent' });
+      }
+      return agent;
+    }
+    const known = this.inlineAgents.get(agent);
+    if (known !== undefined) return known;
+    const created = this.agent(agent);
+    this.inlineAgents.set(agent, created);
+    return created;
+  }
+
+  /** @internal */
+  publish(event: RoostEvent): void {
+    const listeners = this.listeners;
+    for (let i = 0; i < listeners.length; i++) {
+      try {
+        listeners[i]!(event);
+      } catch (error) {
+        this.logger.error({ err: ensureError(error), event: event.type }, 'event listener threw');
+      }
+    }
+  }
+
+  // ---- registry ---------------------------------------------------------------------------------
+
+  /** Registers an agent. Throws `ROOST_ERR_ALREADY_EXISTS` or `ROOST_ERR_RESOURCE_LIMIT`. */
+  agent<I, O>(options: AgentOptions<I, O> & { quarantine?: RuntimeOptions['quarantine'] }): Agent {
+    this.assertRegistering('agent');
+    const o = checkObject('agent', options, AGENT_KEYS);
+    const name = assertName('agent.name', o['name']);
+    if (typeof o['handler'] !== 'function') throw invalidOption(`agent(${name}).handler`, 'a function', o['handler']);
+    const caps = o['capabilities'] ?? [];
+    if (!Array.isArray(caps) || caps.some((c) => typeof c !== 'string')) throw invalidOption(`agent(${name}).capabilities`, 'an array of strings', caps);
+    if (o['description'] !== undefined && typeof o['description'] !== 'string') throw invalidOption(`agent(${name}).description`, 'a string', o['description']);
+    resolvePolicy(`agent(${name}).policy`, o['policy']); // validate now, not when a flow uses it
+    if (this.agents.has(name)) {
+      throw new RoostError('ROOST_ERR_ALREADY_EXISTS', `an agent named ${name} is already registered`, { field: 'agent.name', received: name });
+    }
+    if (this.agents.size >= this.options.limits.maxAgents) {
+      throw new RoostError('ROOST_ERR_RESOURCE_LIMIT', `limits.maxAgents: ${this.agents.size} agents are registered already`, {
+        field: 'limits.maxAgents',
+        retryable: false, // agents are not unregistered: retrying cannot help
+        details: { limit: this.options.limits.maxAgents },
+      });
+    }
+    const quarantine = resolveQuarantine(`agent(${name}).quarantine`, o['quarantine'], this.options.quarantine);
+    const agent = new Agent(options as AgentOptions, quarantine, (e) => this.publish(e));
+    if (this.stateValue === 'running') agent.setLifecycle('ready');
+    this.agents.set(name, agent);
+    return agent;
+  }
+
+  /** Builds and registers a flow. Throws `ROOST_ERR_FLOW_INVALID`, `ROOST_ERR_ALREADY_EXISTS` or `ROOST_ERR_RESOURCE_LIMIT`. */
+  flow(options: FlowOptions): Flow {
+    this.assertRegistering('flow');
+    const o = checkObject('flow', options, FLOW_KEYS);
+    const name = assertName('flow.name', o['name']);
+    if (this.flows.has(name)) throw new RoostError('ROOST_ERR_ALREADY_EXISTS', `a flow named ${name} is already registered`, { field: 'flow.name', received: name });
+    const field = `flow(${name})`;
+    const fields = {
+      capacity: optInt(field, o, 'queueCapacity', 1, 1_000_000, 64),
+      overflow: optEnum(field, o, 'overflow', OVERFLOW_POLICIES, 'wait'),
+      allowCycles: optBool(field, o, 'allowCycles', false),
+      maxHops: optInt(field, o, 'maxHops', 1, 1_000_000, 64),
+    };
+    const ingress = checkObject(`${field}.ingressQueue`, o['ingressQueue'], ['capacity', 'overflow']);
+    optInt(`${field}.ingressQueue`, ingress, 'capacity', 1, 1_000_000, fields.capacity);
+    optEnum(`${field}.ingressQueue`, ingress, 'overflow', OVERFLOW_POLICIES, fields.overflow);
+    // A flow that fails to build leaves nothing behind: neither its run slots nor its inline agents.
+    const agentsBefore = new Set(this.agents.keys());
+    const reservedBefore = this.reservedRuns;
+    try {
+      const flow = new Flow(this, options, fields);
+      this.flows.set(name, flow);
+      return flow;
+    } catch (error) {
+      this.reservedRuns = reservedBefore;
+      for (const agentName of [...this.agents.keys()]) if (!agentsBefore.has(agentName)) this.agents.delete(agentName);
+      throw error;
+    }
+  }
+
+  private assertRegistering(what: string): void {
+    if (this.stateValue !== 'created' && this.stateValue !== 'running') {
+      throw new RoostError('ROOST_ERR_INVALID_STATE', `${what}: cannot register while the runtime is ${this.stateValue}`, {
+        field: 'runtime.state',
+        expected: 'created or running',
+        received: this.stateValue,
+      });
+    }
+  }
+
+  /** The flow named `name`, or undefined. */
+  getFlow(name: string): Flow | undefined {
+    return this.flows.get(name);
+  }
+
+  /** Every flow's name. */
+  flowNames(): string[] {
+    return [...this.flows.keys()];
+  }
+
+  /** The agent named `name`, or throws `ROOST_ERR_AGENT_NOT_FOUND`. */
+  getAgent(name: string): Agent {
+    const agent = this.agents.get(name);
+    if (agent === undefined) throw new RoostError('ROOST_ERR_AGENT_NOT_FOUND', `no agent named ${name}`, { field: 'agent', received: name });
+    return agent;
+  }
+
+  /** Snapshots of every agent. */
+  listAgents(): AgentInfo[] {
+    const now = Date.now();
+    return [...this.agents.values()].map((a) => a.info(now));
+  }
+
+  /** Brings a quarantined agent back (its parked envelopes resume). */
+  restore(name: string): void {
+    this.getAgent(name).restore();
+  }
+
+  /** Emits into the flow named `flow`. */
+  emit(flow: string, payload: unknown, options?: EmitOptions): Promise<EmitResult> {
+    const f = this.flows.get(flow);
+    if (f === undefined) return Promise.reject(new RoostError('ROOST_ERR_FLOW_NOT_FOUND', `no flow named ${flow}`, { field: 'flow', received: flow }));
+    return f.emit(payload, options);
+  }
+
+  /** Re-runs a dead letter as a new trace (attempt + 1) at the node that failed it; returns the new trace id. */
+  async replayDeadLetter(id: string): Promise<string> {
+    const letter = this.deadLetters.get(id);
+    const flow = this.flows.get(letter.flow);
+    if (flow === undefined) throw new RoostError('ROOST_ERR_FLOW_NOT_FOUND', `no flow named ${letter.flow}`, { field: 'deadLetter.flow', received: letter.flow });
+    const traceId = await flow.replay(letter);
+    this.deadLetters.replayed(letter, traceId, Date.now());
+    return traceId;
+  }
+
+  /** Subscribes to every event; returns the unsubscribe function. */
+  on(listener: EventListener): () => void {
+    if (typeof listener !== 'function') throw invalidOption('listener', 'a function', listener);
+    this.listeners = [...this.listeners, listener];
+    this.listening = true;
+    return () => {
+      this.listeners = this.listeners.filter((l) => l !== listener);
+      this.listening = this.listeners.length > 0;
+    };
+  }
+
+  stats(): RuntimeStats {
+    let quarantined = 0;
+    for (const a of this.agents.values()) if (a.quarantined) quarantined++;
+    return {
+      state: this.stateValue,
+      inFlightTraces: this.inFlight,
+      reservedRuns: this.reservedRuns,
+      agents: this.agents.size,
+      quarantinedAgents: quarantined,
+      deadLetters: this.deadLetters.size,
+      timers: this.timers.size,
+    };
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------------------
+
+  private transition(from: readonly RuntimeState[], to: RuntimeState, operation: string): void {
+    if (!from.includes(this.stateValue)) {
+      throw new RoostError('ROOST_ERR_INVALID_STATE', `${operation}: the runtime is ${this.stateValue}; expected ${from.join(' or ')}`, {
+        field: 'runtime.state',
+        expected: from.join(' or '),
+        received: this.stateValue,
+      });
+    }
+    this.stateValue = to;
+  }
+
+  /** Starts the runtime: flows accept tasks from now on. */
+  start(): Promise<void> {
+    try {
+      this.transition(['created'], 'starting', 'start');
+    } catch (error) {
+      return Promise.reject(ensureError(error));
+    }
+    try {
+      for (const agent of this.agents.values()) agent.setLifecycle('ready');
+      this.stateValue = 'running';
+    } catch (error) {
+      this.stateValue = 'failed';
+      return Promise.reject(ensureError(error));
+    }
+    return Promise.resolve();
+  }
+
+  /**
+   * Stops admitting tasks and waits for the traces in flight to finish (or, after `timeoutMs`,
+   * cancels them); then the runtime is stopped. Repeat calls return the same promise.
+   */
+  drain(options: DrainOptions = {}): Promise<void> {
+    if (this.draining !== null) return this.draining;
+    try {
+      const o = checkObject('drain.options', options, ['timeoutMs']);
+      if (o['timeoutMs'] !== undefined) optInt('drain.options', o, 'timeoutMs', 0, 2_147_483_647, 0);
+      this.transition(['running'], 'draining', 'drain');
+    } catch (error) {
+      return Promise.reject(ensureError(error));
+    }
+    for (const agent of this.agents.values()) agent.setLifecycle('draining');
+    this.draining = this.waitIdle(options.timeoutMs).then(() => this.shutdown());
+    return this.draining;
+  }
+
+  private async waitIdle(timeoutMs: number | undefined): Promise<void> {
+    if (this.inFlight === 0) return;
+    const idle = new Promise<void>((resolve) => this.idle.push(resolve));
+    if (timeoutMs === undefined) return idle;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), timeoutMs);
+    });
+    const late = await Promise.race([idle.then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (late) {
+      this.logger.warn({ inFlight: this.inFlight }, 'drain timed out; cancelling the traces still running');
+      for (const flow of this.flows.values()) flow.stop();
+    }
+  }
+
+  private shutdown(): void {
+    for (const flow of this.flows.values()) flow.stop();
+    this.timers.close();
+    for (const agent of this.agents.values()) agent.setLifecycle('stopped');
+    this.stateValue = 'stopped';
+  }
+
+  /**
+   * Closes the runtime: a graceful drain (up to `drainTimeoutMs`) when running, then everything
+   * is released. Repeat calls return the same promise; it never rejects.
+   */
+  close(): Promise<void> {
+    if (this.closing !== null) return this.closing;
+    this.closing = (async () => {
+      try {
+        if (this.stateValue === 'running') await this.drain({ timeoutMs: this.options.drainTimeoutMs });
+        else if (this.draining !== null) await this.draining;
+      } catch (error) {
+        this.logger.error({ err: ensureError(error) }, 'drain failed during close');
+      }
+      try {
+        if (this.stateValue !== 'stopped') this.shutdown();
+      } catch (error) {
+        this.logger.error({ err: ensureError(error) }, 'shutdown failed during close');
+        this.stateValue = 'stopped';
+      }
+    })();
+    return this.closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

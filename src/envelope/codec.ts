@@ -100,5 +100,38 @@ export function decodeEnvelope(input: Uint8Array | string, options: CodecOptions
       cause: error,
     });
   }
+  // A number literal too large for a double parses as ±Infinity, which JSON cannot carry on
+  // (it would re-encode as null). Only a literal of 309+ digits or a 3-digit exponent can
+  // overflow, so the walk runs only when the text has one (or a string that looks like one).
+  if (MAYBE_OVERFLOW.test(text)) {
+    const path = nonFinitePath(parsed, 'envelope', 0);
+    if (path !== undefined) {
+      throw new RoostError('ROOST_ERR_ENVELOPE_INVALID', `${path}: number out of range (a JSON number must be finite)`, {
+        field: path,
+        expected: 'a finite number (magnitude below 1.8e308)',
+        received: 'a number literal that overflows to Infinity',
+      });
+    }
+  }
   return validateEnvelope(parsed);
+}
+
+const MAYBE_OVERFLOW = /\d{309}|[eE][+]?0*[1-9]\d{2}/;
+
+/** The path of the first non-finite number in a parsed JSON value, or undefined. */
+function nonFinitePath(value: unknown, path: string, depth: number): string | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : path;
+  if (typeof value !== 'object' || value === null || depth > 10_000) return undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = nonFinitePath(value[i], `${path}[${i}]`, depth + 1);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  }
+  for (const key of Object.keys(value)) {
+    const found = nonFinitePath((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }

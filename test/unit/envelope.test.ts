@@ -328,7 +328,11 @@ describe('decodeEnvelope on garbage never throws anything but a RoostError', () 
         if (bytes.byteLength > DEFAULT_MAX_ENVELOPE_BYTES) return;
         bytes[at % bytes.byteLength] = byte;
         const result = tryDecode(bytes);
-        if (result.ok) expect(validateEnvelope(viaJson(result.env))).toEqual(result.env);
+        if (!result.ok) return;
+        // What decode accepts survives a re-encode unchanged (JSON text compared: -0 becomes 0).
+        const text = JSON.stringify(result.env);
+        expect(JSON.stringify(decodeEnvelope(encodeEnvelope(result.env)))).toBe(text);
+        expect(JSON.stringify(validateEnvelope(viaJson(result.env)))).toBe(text);
       }),
       { numRuns: 500 },
     );
@@ -338,6 +342,17 @@ describe('decodeEnvelope on garbage never throws anything but a RoostError', () 
 // ---- specific errors --------------------------------------------------------------------------
 
 describe('decodeEnvelope errors: code and field', () => {
+  it('a number literal that overflows a double → ROOST_ERR_ENVELOPE_INVALID naming its path', () => {
+    const env = sample({ payload: { x: [1, 2] } });
+    const text = JSON.stringify(env).replace('[1,2]', '[1,-1e400]');
+    expectCode(() => decodeEnvelope(text), 'ROOST_ERR_ENVELOPE_INVALID', 'envelope.payload.x[1]');
+    const digits = JSON.stringify(env).replace('[1,2]', `[1,${'9'.repeat(400)}]`);
+    expectCode(() => decodeEnvelope(digits), 'ROOST_ERR_ENVELOPE_INVALID', 'envelope.payload.x[1]');
+    // Large but finite, and a tiny exponent, still decode.
+    const fine = JSON.stringify(env).replace('[1,2]', '[1.7e308,1e-400]');
+    expect(decodeEnvelope(fine).payload).toEqual({ x: [1.7e308, 0] });
+  });
+
   it('text that is not JSON → ROOST_ERR_ENVELOPE_PARSE, field envelope, the SyntaxError as cause', () => {
     for (const text of ['', '{', '{"v":1,}', 'undefined', "{'v':1}", 'NaN', '\u0000']) {
       const error = expectCode(() => decodeEnvelope(text), 'ROOST_ERR_ENVELOPE_PARSE', 'envelope');

@@ -20,7 +20,8 @@ export type NodeEventType =
   | 'node_cancelled'
   | 'node_late_result'
   | 'deadline_skip'
-  | 'queue_overflow';
+  | 'queue_overflow'
+  | 'join_surplus';
 
 /** An event about a node of a flow, for one trace. */
 export interface NodeEvent {
@@ -125,6 +126,7 @@ export const EVENT_TYPES: readonly RoostEvent['type'][] = [
   'node_late_result',
   'deadline_skip',
   'queue_overflow',
+  'join_surplus',
   'trace_start',
   'trace_success',
   'trace_failed',

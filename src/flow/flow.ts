@@ -165,18 +165,25 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (n.kind === 'subflow') {
       const child = n.subflow!;
       return async (env, ctx) => {
-        const options: { tenant: string; headers: Record<string, string>; deadline?: number } = {
+        const signal = ctx.signal;
+        const options: { tenant: string; headers: Record<string, string>; deadline?: number; signal: AbortSignal } = {
           tenant: env.tenant,
           headers: { ...env.headers, 'roost-parent-trace': env.traceId },
+          signal, // also stops a wait for room at the child's ingress (cancelling the child)
         };
         if (env.deadline !== null) options.deadline = env.deadline;
         const { traceId } = await child.emit(env.payload, options);
         const onAbort = (): void => void child.cancel(traceId);
-        ctx.signal.addEventListener('abort', onAbort, { once: true });
+        // A cancel or timeout while the emit was under way: the listener below would miss it.
+        if (signal.aborted) {
+          onAbort();
+          throw signal.reason;
+        }
+        signal.addEventListener('abort', onAbort, { once: true });
         try {
           return await child.fetch(traceId);
         } finally {
-          ctx.signal.removeEventListener('abort', onAbort);
+          signal.removeEventListener('abort', onAbort);
         }
       };
     }
@@ -207,7 +214,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (this.stopped) throw stoppedError(this.name);
     if (typeof options !== 'object' || options === null) throw invalidOption('emit.options', 'an object', options);
     checkEmitOptions(options as Record<string, unknown>);
-    if (!fitsJson(payload, host.maxPayloadBytes)) toJsonWithin('payload', payload, host.maxPayloadBytes);
+    if (!fitsPayload(payload, host.maxPayloadBytes)) toJsonWithin('payload', payload, host.maxPayloadBytes);
     const now = Date.now();
     const tenant = options.tenant ?? DEFAULT_TENANT;
     const key = options.idempotencyKey;
@@ -248,6 +255,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const trace = new Trace(traceId, tenant, now, env.deadline, options.traceId === undefined ? lastUuidv7Time() : uuidv7Time(traceId));
     this.traces.set(traceId, trace);
     this.running++;
+    if (env.deadline !== null) this.watchDeadline(trace, env.deadline);
     if (windowKey !== null) window!.set(windowKey, traceId, now);
     if (host.listening) this.traceEvent('trace_start', trace, 0, null);
     const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0));
@@ -298,8 +306,31 @@ export class Flow implements RunnerFlow, SubflowTarget {
   private forget(trace: Trace): void {
     // Only this trace: a caller may have started a new trace with the same id since.
     if (this.traces.get(trace.id) === trace) this.traces.delete(trace.id);
-    if (trace.idTime > this.expiredUpTo) this.expiredUpTo = trace.idTime;
+    // Capped at now (or the newest id made here): a caller's trace id from the future must not
+    // make every unknown id look expired.
+    const time = Math.min(trace.idTime, Math.max(Date.now(), lastUuidv7Time()));
+    if (time > this.expiredUpTo) this.expiredUpTo = time;
   }
+
+  /**
+   * Ends `trace` at its deadline wherever its envelopes are: queued, parked behind a quarantined
+   * agent, waiting for queue space or in a join. (A running handler's own timer aborts it at the
+   * deadline too; a queued envelope is otherwise only checked when it is dequeued.)
+   */
+  private watchDeadline(trace: Trace, deadline: number): void {
+    trace.expire = this.traceDeadlinePassed;
+    this.host.timers.schedule(trace, deadline);
+  }
+
+  private readonly traceDeadlinePassed = (trace: Trace): void => {
+    if (!trace.running) return;
+    this.failTrace(
+      trace,
+      new RoostError('ROOST_ERR_DEADLINE_EXCEEDED', `trace ${trace.id}: deadline passed before it finished`, {
+        details: { deadline: trace.deadline },
+      }),
+    );
+  };
 
   /** The outcome of a finished trace, or undefined while it runs or once it expired (never waits). */
   outcome(traceId: string): Outcome | undefined {
@@ -343,6 +374,11 @@ export class Flow implements RunnerFlow, SubflowTarget {
     }
     if (this.finishedHead > 1024 && this.finishedHead * 2 > finished.length) {
       this.finished = finished.slice(this.finishedHead);
+      this.finishedHead = 0;
+    } else if (finished.length - this.finishedHead > 2 * this.held + 1024) {
+      // Fetched traces pile up behind an older one still held: keep only the held ones (in
+      // order), so memory follows what is held, not what went through since.
+      this.finished = finished.slice(this.finishedHead).filter((t) => t.held);
       this.finishedHead = 0;
     }
   }
@@ -575,6 +611,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (!trace.running) return;
     trace.status = status;
     trace.error = error;
+    if (trace.timerIndex >= 0) this.host.timers.remove(trace);
     if (status !== 'succeeded') {
       const reason = error!;
       if (status === 'cancelled') this.traceEvent('trace_cancel_start', trace, 0, null);
@@ -621,6 +658,15 @@ export class Flow implements RunnerFlow, SubflowTarget {
       for (const s of streams) s.end(end);
     }
     this.host.traceEnded();
+  }
+}
+
+/** `fitsJson`, where a throwing getter means "cannot tell" (then `toJsonWithin` gives the coded error). */
+function fitsPayload(payload: unknown, maxBytes: number): boolean {
+  try {
+    return fitsJson(payload, maxBytes);
+  } catch {
+    return false;
   }
 }
 

@@ -19,7 +19,9 @@ import type { Trace } from './trace.js';
 class JoinState implements Timed {
   timerAt = 0;
   timerIndex = -1;
-  readonly payloads: unknown[] = [];
+  payloads: unknown[] = [];
+  /** It has sent its `k` on; it stays until the trace ends, so later arrivals are surplus. */
+  fired = false;
   constructor(
     private readonly runner: NodeRunner,
     readonly trace: Trace,
@@ -40,7 +42,9 @@ export class NodeRunner implements RunOwner {
   private rr = 0;
   private pumping = false;
   private readonly middlewares: readonly Middleware[];
+  /** Join state per trace, kept until the trace ends (see `joinArrive`). */
   private readonly joins: Map<string, JoinState> | null;
+  private joinsOpen = 0;
   /** Envelopes a join waits for per trace. */
   joinK = 1;
   readonly lane: TimeoutLane;
@@ -61,7 +65,7 @@ export class NodeRunner implements RunOwner {
 
   /** Traces this join node is collecting envelopes for. */
   get joinsWaiting(): number {
-    return this.joins === null ? 0 : this.joins.size;
+    return this.joinsOpen;
   }
 
   /** Envelopes queued on the incoming edges. */
@@ -189,6 +193,12 @@ export class NodeRunner implements RunOwner {
     return waits.length === 1 ? waits[0] : Promise.all(waits).then(noop);
   }
 
+  /**
+   * A join sends on once per trace, when `k` envelopes of it have arrived. With `k` below the
+   * number of branches that arrive (a quorum, "first k of n"), the later ones are surplus: they
+   * are consumed and reported (`join_surplus`), never the start of a second join that would time
+   * out and fail a trace that already went on.
+   */
   private joinArrive(msg: Msg): void {
     const trace = msg.trace;
     const joins = this.joins!;
@@ -197,26 +207,34 @@ export class NodeRunner implements RunOwner {
       const created = new JoinState(this, trace);
       state = created;
       joins.set(trace.id, created);
+      this.joinsOpen++;
       trace.pending++; // the join holds the trace open until it sends on or gives up
       this.flow.host.timers.schedule(created, Date.now() + this.node.join!.timeoutMs);
       trace.onEnd(() => {
         this.flow.host.timers.remove(created);
+        if (!created.fired) this.joinsOpen--;
         joins.delete(trace.id);
       });
+    } else if (state.fired) {
+      this.flow.nodeEvent('join_surplus', this, msg, Date.now(), null, null, null);
+      this.flow.release(trace);
+      return;
     }
     state.payloads.push(msg.env.payload);
     this.flow.release(trace); // the arriving envelope is consumed
     if (state.payloads.length < this.joinK || !trace.running) return;
     this.flow.host.timers.remove(state);
-    joins.delete(trace.id);
-    const sent = this.forward(msg, state.payloads, this.outEdges);
+    state.fired = true;
+    this.joinsOpen--;
+    const payloads = state.payloads;
+    state.payloads = [];
+    const sent = this.forward(msg, payloads, this.outEdges);
     if (sent === undefined) this.flow.release(trace);
     else sent.then(() => this.flow.release(trace), noop);
   }
 
   /** @internal a join's timer fired before it had `k` envelopes. */
   joinTimedOut(state: JoinState): void {
-    this.joins!.delete(state.trace.id);
     this.flow.failTrace(
       state.trace,
       new RoostError(

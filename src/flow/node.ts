@@ -40,7 +40,7 @@ export interface SubflowTarget {
   readonly name: string;
   emit(
     payload: unknown,
-    options: { tenant?: string; deadline?: number; headers?: Record<string, string> },
+    options: { tenant?: string; deadline?: number; headers?: Record<string, string>; signal?: AbortSignal },
   ): Promise<{ traceId: string }>;
   fetch(traceId: string): Promise<unknown>;
   cancel(traceId: string): Promise<boolean>;
@@ -163,6 +163,8 @@ export function routeBy(name: string, field: string, cases: Readonly<Record<stri
  * Waits for `k` envelopes of one trace and sends on one envelope whose payload is their payloads
  * in arrival order. A trace that does not bring `k` in `timeoutMs` fails with
  * `ROOST_ERR_JOIN_TIMEOUT`; a branch that fails ends the trace (and so the join) with its error.
+ * A join fires once per trace: envelopes arriving after it fired (`k` below the branches that
+ * arrive) are dropped with a `join_surplus` event.
  */
 export function join(name: string, options: JoinOptions = {}): Node {
   assertName('join.name', name);

@@ -1,6 +1,8 @@
 /**
  * One run of a node's handler on one envelope, across its attempts. The run is also the
- * handler's `ctx` (one object per run, not two) and its own timer entry.
+ * first attempt's `ctx` (one object per hop on the fast path) and its own timer entry; a retry
+ * gets a context of its own, so an abandoned attempt's `ctx` stays dead (its signal aborted, its
+ * `emit`/`reply` refused) while the next attempt runs.
  *
  * Timeouts really abort: at the earlier of the node's timeout and the envelope's deadline the
  * signal fires, the attempt is abandoned (its slot is free again, or taken by the retry), and
@@ -65,6 +67,67 @@ function withAttempt(env: Envelope, attempt: number): Envelope {
   };
 }
 
+/** The `ctx` of a retry (attempt 2 and later); the first attempt's `ctx` is the {@link Run}. */
+class AttemptContext implements HandlerContext {
+  private controller: AbortController | null = null;
+  private abortReason: RoostError | null = null;
+
+  constructor(
+    private readonly run: Run,
+    private readonly token: number,
+    private readonly env: Envelope,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.abortReason !== null) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+  get traceId(): string {
+    return this.env.traceId;
+  }
+  get tenant(): string {
+    return this.env.tenant;
+  }
+  get flow(): string {
+    return this.run.flow;
+  }
+  get node(): string {
+    return this.run.node;
+  }
+  get attempt(): number {
+    return this.env.attempt;
+  }
+  get deadline(): number | null {
+    return this.env.deadline;
+  }
+  get idempotencyKey(): string {
+    return this.run.idempotencyKey;
+  }
+  get logger(): Logger {
+    return this.run.logger;
+  }
+  emit(payload: unknown, options?: ContextEmitOptions): Promise<void> {
+    return this.run.emitAs(this.token, payload, options);
+  }
+  reply(payload: unknown): Promise<void> {
+    return this.run.replyAs(this.token, payload);
+  }
+  chunk(data: unknown): void {
+    this.run.chunkAs(this.token, data);
+  }
+  /** @internal */
+  abort(reason: RoostError): void {
+    if (this.controller !== null) this.controller.abort(reason);
+    else this.abortReason ??= reason;
+  }
+}
+
+/** The first attempt's token: the Run itself is that attempt's `ctx`. */
+const FIRST_TOKEN = 1;
+
 /** @internal see the module comment. */
 export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source, Msg {
   timerAt = 0;
@@ -78,8 +141,12 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   private token = 0;
   private phase = IDLE;
   private startedAt = 0;
+  /** The first attempt's signal (the Run is its `ctx`). */
   private controller: AbortController | null = null;
   private abortReason: RoostError | null = null;
+  /** The running retry's `ctx` (null during the first attempt). */
+  private current: AttemptContext | null = null;
+  /** Attempts abandoned while their handler still runs: +token timed out, -token cancelled. */
   private abandonedTokens: number[] | null = null;
   private loggerValue: Logger | null = null;
   private keyValue: string | null = null;
@@ -118,7 +185,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     return this.owner.name;
   }
   get attempt(): number {
-    return this.env.attempt;
+    return this.firstAttempt; // this object is the first attempt's ctx
   }
   get deadline(): number | null {
     return this.env.deadline;
@@ -146,7 +213,20 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   }
 
   emit(payload: unknown, options?: ContextEmitOptions): Promise<void> {
-    const over = this.overError('emit');
+    return this.emitAs(FIRST_TOKEN, payload, options);
+  }
+
+  reply(payload: unknown): Promise<void> {
+    return this.replyAs(FIRST_TOKEN, payload);
+  }
+
+  chunk(data: unknown): void {
+    this.chunkAs(FIRST_TOKEN, data);
+  }
+
+  /** @internal `ctx.emit` of the attempt with `token`. */
+  emitAs(token: number, payload: unknown, options?: ContextEmitOptions): Promise<void> {
+    const over = this.overError(token, 'emit');
     if (over !== null) return Promise.reject(over);
     let edges = this.owner.outEdges;
     if (options?.to !== undefined) {
@@ -162,23 +242,29 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
       }
       edges = [edge];
     }
-    return this.owner.forward(this, payload, edges) ?? Promise.resolve();
+    const sent = this.owner.forward(this, payload, edges);
+    // The send itself can end the trace (a full edge that rejects or drops this trace's oldest
+    // envelope, the hop budget): then the payload did not go on, and the handler must know.
+    if (!this.trace.running) return Promise.reject(this.trace.error ?? this.overError(token, 'emit'));
+    return sent ?? Promise.resolve();
   }
 
-  reply(payload: unknown): Promise<void> {
-    const over = this.overError('reply');
+  /** @internal `ctx.reply` of the attempt with `token`. */
+  replyAs(token: number, payload: unknown): Promise<void> {
+    const over = this.overError(token, 'reply');
     if (over !== null) return Promise.reject(over);
     this.trace.addOutput(payload);
     return Promise.resolve();
   }
 
-  chunk(data: unknown): void {
-    if (this.phase !== RUNNING) return;
+  /** @internal `ctx.chunk` of the attempt with `token`. */
+  chunkAs(token: number, data: unknown): void {
+    if (token !== this.token || this.phase !== RUNNING) return;
     this.owner.flow.chunk(this.trace, this.owner.name, data);
   }
 
-  private overError(operation: string): RoostError | null {
-    if (this.phase === RUNNING && this.trace.running) return null;
+  private overError(token: number, operation: string): RoostError | null {
+    if (token === this.token && this.phase === RUNNING && this.trace.running) return null;
     return new RoostError('ROOST_ERR_INVALID_STATE', `ctx.${operation}: the run of ${this.owner.name} is over (timed out, cancelled or finished)`, {
       field: `ctx.${operation}`,
       expected: 'a call while the handler runs',
@@ -192,8 +278,8 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const token = ++this.token;
     const owner = this.owner;
     this.phase = RUNNING;
-    this.controller = null;
-    this.abortReason = null;
+    let ctx: HandlerContext = this;
+    if (token !== FIRST_TOKEN) ctx = this.current = new AttemptContext(this, token, this.env);
     const now = Date.now();
     const observed = owner.flow.host.listening || this.trace.streams !== null;
     this.startedAt = observed ? performance.now() : 0; // latency is only reported in events
@@ -202,20 +288,20 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const deadline = this.env.deadline;
     if (deadline !== null && deadline < timeoutAt) owner.flow.host.timers.schedule(this, deadline);
     else if (timeoutAt !== Infinity) owner.lane.arm(this, timeoutAt);
-    let result: unknown;
     try {
-      result = owner.invoke(this.env, this);
+      const result = owner.invoke(this.env, ctx);
+      // Reading `then` and calling it run user code too (a getter, a thenable): a throw there is
+      // the attempt's failure, never an escape from here.
+      if (isThenable(result)) {
+        result.then(
+          (value) => this.succeeded(token, value),
+          (error: unknown) => this.failed(token, error),
+        );
+      } else {
+        this.succeeded(token, result);
+      }
     } catch (error) {
       this.failed(token, error);
-      return;
-    }
-    if (isThenable(result)) {
-      result.then(
-        (value) => this.succeeded(token, value),
-        (error: unknown) => this.failed(token, error),
-      );
-    } else {
-      this.succeeded(token, result);
     }
   }
 
@@ -292,7 +378,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
         });
     this.phase = IDLE; // whatever the handler returns from now on is late
     (this.abandonedTokens ??= []).push(this.token);
-    owner.agent?.abandonedStarted(now);
+    owner.agent?.abandonedStarted();
     this.abort(error);
     owner.flow.nodeEvent('node_timeout', owner, this, now, this.latency(), error, null);
     this.afterFailure(error);
@@ -309,8 +395,8 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     }
     const attempts = this.env.attempt - this.firstAttempt + 1;
     const deadline = this.env.deadline;
-    if (attempts <= owner.policy.retries && !isRoostError(error, 'ROOST_ERR_DEADLINE_EXCEEDED') && owner.policy.retryable(error, this.env.attempt)) {
-      const delay = backoffDelay(owner.policy.backoff, attempts, flow.host.random);
+    const delay = attempts <= owner.policy.retries && !isRoostError(error, 'ROOST_ERR_DEADLINE_EXCEEDED') ? this.retryDelay(error, attempts) : -1;
+    if (delay >= 0) {
       if (deadline === null || now + delay < deadline) {
         flow.nodeEvent('node_retry', owner, this, now, null, error, delay);
         this.phase = BACKOFF;
@@ -331,28 +417,62 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     this.finish();
   }
 
+  /**
+   * The backoff before the next attempt, or -1 when `error` is not to be retried. The policy's
+   * `retryable` and the host's random source are user code: when one throws, the run is not
+   * retried (the attempt's own error stands) and the throw is logged.
+   */
+  private retryDelay(error: Error, attempts: number): number {
+    const owner = this.owner;
+    try {
+      if (!owner.policy.retryable(error, this.env.attempt)) return -1;
+      const delay = backoffDelay(owner.policy.backoff, attempts, owner.flow.host.random);
+      return Number.isFinite(delay) && delay >= 0 ? delay : -1;
+    } catch (thrown) {
+      owner.flow.host.logger.error({ err: ensureError(thrown), node: owner.name }, 'retry policy threw; not retrying');
+      return -1;
+    }
+  }
+
   private settledLate(token: number, error: Error | null): void {
     const tokens = this.abandonedTokens;
-    const i = tokens === null ? -1 : tokens.indexOf(token);
-    if (i < 0) return; // a cancelled run settling: nothing to count
-    tokens!.splice(i, 1);
+    if (tokens === null) return;
+    let i = tokens.indexOf(token);
+    if (i < 0) {
+      // A cancelled attempt settling: it no longer counts as abandoned; nothing is published.
+      i = tokens.indexOf(-token);
+      if (i < 0) return;
+      tokens.splice(i, 1);
+      this.owner.agent?.abandonedSettled();
+      return;
+    }
+    tokens.splice(i, 1);
     this.owner.agent?.abandonedSettled();
     this.owner.flow.lateResult();
     this.owner.flow.nodeEvent('node_late_result', this.owner, this, Date.now(), this.latency(), error, null);
   }
 
+  /** Aborts the signal of the attempt now running. */
   private abort(reason: RoostError): void {
-    if (this.controller !== null) this.controller.abort(reason);
-    else this.abortReason = reason;
+    if (this.token !== FIRST_TOKEN) this.current!.abort(reason);
+    else if (this.controller !== null) this.controller.abort(reason);
+    else this.abortReason ??= reason;
   }
 
   /** The trace ends (cancelled or failed elsewhere): abort and free the slot now. */
   cancel(reason: RoostError): void {
     if (this.phase === DONE) return;
     const owner = this.owner;
+    const now = Date.now();
     this.stopTimer();
+    if (this.phase === RUNNING) {
+      // The handler is still running: it counts as abandoned until it settles, as a timed-out
+      // one does (a handler that ignores its abort holds resources all the same).
+      (this.abandonedTokens ??= []).push(-this.token);
+      owner.agent?.abandonedStarted();
+    }
     this.abort(reason);
-    owner.flow.nodeEvent('node_cancelled', owner, this, Date.now(), this.latency(), reason, null);
+    owner.flow.nodeEvent('node_cancelled', owner, this, now, this.latency(), reason, null);
     this.phase = DONE;
     this.trace.removeRun(this);
     owner.running--;

@@ -1,5 +1,6 @@
 /** The live state of one trace: what is pending, what came out, who waits for it. */
 import type { RoostError } from '../errors.js';
+import type { Timed } from '../resilience/timer-queue.js';
 import type { TraceStream } from './trace-stream.js';
 
 /** Where a trace is. */
@@ -18,8 +19,12 @@ export interface Fetcher {
   reject(error: unknown): void;
 }
 
-/** @internal the live state of a trace, owned by its flow. */
-export class Trace {
+/** @internal the live state of a trace, owned by its flow; its timer entry is its deadline. */
+export class Trace implements Timed {
+  timerAt = 0;
+  timerIndex = -1;
+  /** Called when the deadline passes (set by the flow when the trace has a deadline). */
+  expire: ((trace: Trace) => void) | null = null;
   /** Envelopes of the trace queued, waiting for queue space or running, plus join holds. */
   pending = 1;
   status: TraceStatus = 'running';
@@ -46,6 +51,10 @@ export class Trace {
     /** The time encoded in the UUIDv7 id (what "expired" is judged by; can differ from `createdAt`). */
     readonly idTime: number,
   ) {}
+
+  onTimer(): void {
+    this.expire?.(this);
+  }
 
   get running(): boolean {
     return this.status === 'running';

@@ -49,6 +49,8 @@ export class TimeoutLane implements Timed {
     // Runs mostly finish in the order they started: drop finished ones from the front now, so
     // the queue stays short without a compaction pass.
     this.dropFinished();
+    // An idle node holds no timer: its entry would keep the process alive until it fell due.
+    if (this.armed === 0 && this.timerIndex >= 0) this.timers.remove(this);
   }
 
   /** Runs armed now. */

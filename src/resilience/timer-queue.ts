@@ -7,6 +7,8 @@
  * one node arrive in due order, so that is rare).
  */
 
+const MAX_TIMEOUT_MS = 2_147_483_647;
+
 /** Something with a due time in a {@link TimerQueue}. */
 export interface Timed {
   /** Due time, epoch ms. Set by the queue. */
@@ -79,7 +81,9 @@ export class TimerQueue {
   private arm(at: number): void {
     if (this.handle !== undefined) clearTimeout(this.handle);
     this.armedAt = at;
-    this.handle = setTimeout(this.fire, Math.max(0, at - Date.now()));
+    // setTimeout takes at most 2^31-1 ms (24.8 days) and fires at once for more: a later entry
+    // is reached by re-arming when the clamped timer fires.
+    this.handle = setTimeout(this.fire, Math.min(MAX_TIMEOUT_MS, Math.max(0, at - Date.now())));
     this.refed = true;
   }
 

@@ -78,6 +78,7 @@ export class Agent {
   readonly policy: NodePolicy | undefined;
   private stateValue: AgentState = 'starting';
   private abandonedCount = 0;
+  private abandonCheckScheduled = false;
   private readonly window: SlidingWindow;
   private readonly restoreWatchers: (() => void)[] = [];
 
@@ -99,7 +100,7 @@ export class Agent {
     return this.stateValue;
   }
 
-  /** Handlers that timed out, ignored their abort, and have not settled yet. */
+  /** Handlers aborted (timed out or cancelled) that have not settled yet. */
   get abandoned(): number {
     return this.abandonedCount;
   }
@@ -119,13 +120,26 @@ export class Agent {
     }
   }
 
-  /** @internal a timed-out handler kept running. */
-  abandonedStarted(now: number): void {
+  /**
+   * @internal a handler was aborted (timed out or cancelled) while running. It counts as
+   * abandoned until it settles. The cap is checked one turn of the event loop later, so handlers
+   * that honour their signal (they settle within microtasks of the abort) never trip it, even
+   * when many are aborted at once.
+   */
+  abandonedStarted(): void {
     this.abandonedCount++;
-    if (this.abandonedCount > this.quarantineOptions.maxAbandoned && this.stateValue !== 'quarantined') {
-      this.quarantine('abandoned_runs', now);
+    if (this.abandonedCount > this.quarantineOptions.maxAbandoned && !this.abandonCheckScheduled) {
+      this.abandonCheckScheduled = true;
+      setImmediate(this.checkAbandoned).unref();
     }
   }
+
+  private readonly checkAbandoned = (): void => {
+    this.abandonCheckScheduled = false;
+    if (this.abandonedCount > this.quarantineOptions.maxAbandoned && this.stateValue !== 'quarantined' && this.stateValue !== 'stopped') {
+      this.quarantine('abandoned_runs', Date.now());
+    }
+  };
 
   /** @internal an abandoned handler finally settled. */
   abandonedSettled(): void {

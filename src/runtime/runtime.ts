@@ -359,11 +359,16 @@ export class Runtime implements FlowHost, AsyncDisposable {
     if (this.inFlight === 0) return;
     const idle = new Promise<void>((resolve) => this.idle.push(resolve));
     if (timeoutMs === undefined) return idle;
+    await this.cancelAfter(idle, timeoutMs);
+  }
+
+  /** Waits for `done`, or after `timeoutMs` cancels every running trace (which ends the wait). */
+  private async cancelAfter(done: Promise<void>, timeoutMs: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(true), timeoutMs);
     });
-    const late = await Promise.race([idle.then(() => false), timedOut]);
+    const late = await Promise.race([done.then(() => false), timedOut]);
     clearTimeout(timer);
     if (late) {
       this.logger.warn({ inFlight: this.inFlight }, 'drain timed out; cancelling the traces still running');
@@ -387,7 +392,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
     this.closing = (async () => {
       try {
         if (this.stateValue === 'running') await this.drain({ timeoutMs: this.options.drainTimeoutMs });
-        else if (this.draining !== null) await this.draining;
+        else if (this.draining !== null) {
+          // A drain() without a timeout may wait for ever; close() bounds it by drainTimeoutMs.
+          await this.cancelAfter(this.draining, this.options.drainTimeoutMs);
+          await this.draining;
+        }
       } catch (error) {
         this.logger.error({ err: ensureError(error) }, 'drain failed during close');
       }

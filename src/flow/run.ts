@@ -245,7 +245,8 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const sent = this.owner.forward(this, payload, edges);
     // The send itself can end the trace (a full edge that rejects or drops this trace's oldest
     // envelope, the hop budget): then the payload did not go on, and the handler must know.
-    if (!this.trace.running) return Promise.reject(this.trace.error ?? this.overError(token, 'emit'));
+    const ended = this.trace.error;
+    if (ended !== null) return Promise.reject(ended);
     return sent ?? Promise.resolve();
   }
 
@@ -278,8 +279,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const token = ++this.token;
     const owner = this.owner;
     this.phase = RUNNING;
-    let ctx: HandlerContext = this;
-    if (token !== FIRST_TOKEN) ctx = this.current = new AttemptContext(this, token, this.env);
+    const ctx: HandlerContext = token === FIRST_TOKEN ? this : (this.current = new AttemptContext(this, token, this.env));
     const now = Date.now();
     const observed = owner.flow.host.listening || this.trace.streams !== null;
     this.startedAt = observed ? performance.now() : 0; // latency is only reported in events

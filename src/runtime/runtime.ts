@@ -260,6 +260,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
     return [...this.agents.values()].map((a) => a.info(now));
   }
 
+  /** Quarantines an agent by hand (reason `manual`), until {@link restore}. */
+  quarantine(name: string): void {
+    this.getAgent(name).quarantine('manual');
+  }
+
   /** Brings a quarantined agent back (its parked envelopes resume). */
   restore(name: string): void {
     this.getAgent(name).restore();

@@ -123,21 +123,28 @@ describe('bounded edges and backpressure', () => {
   it('an emit waiting for room can be given up with its AbortSignal', async () => {
     ({ rt } = await startRuntime());
     const gate = deferred();
-    const slow = node('slow', async () => {
+    const ran: number[] = [];
+    const slow = node('slow', async (env: Envelope<{ n: number }>) => {
+      ran.push(env.payload.n);
       await gate.promise;
       return 1;
     });
     const flow = rt.flow({ name: 'abortwait', edges: [slow.to()], queueCapacity: 1 });
     await rt.start();
-    await flow.emit({});
+    await flow.emit({ n: 1 });
     await tick();
-    await flow.emit({});
+    await flow.emit({ n: 2 });
     const ac = new AbortController();
-    const waiting = flow.emit({}, { signal: ac.signal });
+    const waiting = flow.emit({ n: 3 }, { signal: ac.signal });
     ac.abort();
     await expect(waiting).rejects.toMatchObject({ code: 'ROOST_ERR_TRACE_CANCELLED' });
     expect(flow.stats().queued).toBe(1);
     gate.resolve();
+    await until(() => flow.stats().activeTraces === 0);
+    await tick();
+    // The given-up task never ran and left nothing behind.
+    expect(ran).toEqual([1, 2]);
+    expect(flow.stats()).toMatchObject({ queued: 0, running: 0, succeeded: 2, cancelled: 1 });
   });
 });
 

@@ -319,7 +319,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
    */
   private watchDeadline(trace: Trace, deadline: number): void {
     trace.expire = this.traceDeadlinePassed;
-    this.host.timers.schedule(trace, deadline);
+    // A millisecond after the runs' own deadline timers, so a running handler times out as
+    // itself (node_timeout, node_failed, its agent's failure count) rather than being cancelled.
+    this.host.timers.schedule(trace, deadline + 1);
   }
 
   private readonly traceDeadlinePassed = (trace: Trace): void => {

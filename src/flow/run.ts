@@ -43,6 +43,8 @@ const BACKOFF = 2;
 const FORWARDING = 3;
 const DONE = 4;
 
+function noop(): void {}
+
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
 }
@@ -246,7 +248,10 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     // The send itself can end the trace (a full edge that rejects or drops this trace's oldest
     // envelope, the hop budget): then the payload did not go on, and the handler must know.
     const ended = this.trace.error;
-    if (ended !== null) return Promise.reject(ended);
+    if (ended !== null) {
+      sent?.catch(noop); // a wait on another edge is rejected by the same failure: reported here once
+      return Promise.reject(ended);
+    }
     return sent ?? Promise.resolve();
   }
 

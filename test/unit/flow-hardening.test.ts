@@ -201,7 +201,9 @@ describe('cancellation races', () => {
     await rt.start();
     const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => flow.emit(i)));
     await until(() => started === 10);
-    for (const t of ids) await flow.cancel(t.traceId);
+    // All at once, in one synchronous loop: ten handlers aborted before any could settle.
+    for (const t of ids) void flow.cancel(t.traceId);
+    expect(agent.abandoned).toBe(10);
     await tick();
     await tick();
     expect(agent.abandoned).toBe(0);
@@ -235,6 +237,50 @@ describe('cancellation races', () => {
     await until(() => results.length === 2);
     expect(results[1]).toMatchObject({ status: 'rejected', reason: { code: 'ROOST_ERR_QUEUE_FULL' } });
     gate.resolve();
+  });
+});
+
+describe('a send that fails its own trace', () => {
+  it('rejects ctx.emit once, and the other edge\'s abandoned wait is no unhandled rejection', async () => {
+    ({ rt } = await startRuntime());
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const gate = deferred();
+      const blocked = async (): Promise<string> => {
+        await gate.promise;
+        return 'done';
+      };
+      const b = node('b', blocked, { timeoutMs: null });
+      const c = node('c', blocked, { timeoutMs: null });
+      let seen: unknown;
+      const src = node('src', async (env: Envelope<string>, ctx) => {
+        if (env.payload === 'fill') return 'fill';
+        await ctx.emit('x').catch((e: unknown) => (seen = e));
+        return undefined;
+      });
+      const flow = rt.flow({
+        name: 'two-edges',
+        edges: [src.to(edge(b, { capacity: 1, overflow: 'wait' }), edge(c, { capacity: 1, overflow: 'reject' }))],
+        ingressQueue: { capacity: 8 },
+      });
+      await rt.start();
+      await flow.emit('fill'); // b and c each run one, blocked
+      await until(() => flow.stats().running === 2);
+      await flow.emit('fill'); // fills both edges
+      await until(() => flow.stats().queued === 2);
+      const t = await flow.emit('go'); // waits on b's edge, is refused by c's: the trace fails
+      await expect(flow.fetch(t.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_QUEUE_FULL' });
+      await until(() => seen !== undefined);
+      expect(seen).toMatchObject({ code: 'ROOST_ERR_QUEUE_FULL' });
+      await tick();
+      await tick();
+      expect(unhandled).toEqual([]);
+      gate.resolve();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 });
 

@@ -67,7 +67,8 @@ describe('timeouts', () => {
   });
 
   it('the signal fires at the deadline when it comes before the timeout', async () => {
-    ({ rt } = await startRuntime());
+    let events;
+    ({ rt, events } = await startRuntime());
     let reason: unknown;
     const work = node(
       'work',
@@ -88,6 +89,9 @@ describe('timeouts', () => {
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(isRoostError(reason, 'ROOST_ERR_DEADLINE_EXCEEDED')).toBe(true);
     expect(rt.deadLetters.size).toBe(0); // past its deadline: nothing to replay
+    // The running handler times out as itself (the trace's own deadline timer comes after it).
+    expect(typesOf(events, t.traceId)).toEqual(['trace_start', 'node_start', 'node_timeout', 'node_failed', 'trace_failed', 'node_late_result']);
+    expect(rt.getAgent('work').info()).toMatchObject({ runs: 1, failures: 1 });
   });
 });
 

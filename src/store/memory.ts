@@ -1,0 +1,217 @@
+/**
+ * The store contract in memory: for tests and for runs that need no durability. Values are
+ * copied through JSON on the way in and out, as a database would, so a caller that mutates an
+ * object after committing it cannot change what was stored.
+ */
+import { RoostError, ensureError } from '../errors.js';
+import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import type {
+  Lease,
+  PendingEnvelope,
+  Store,
+  StoreBatch,
+  StoredDeadLetter,
+  StoredEvent,
+  StoredTrace,
+  TracePage,
+  TraceQuery,
+  Versioned,
+} from './store.js';
+
+function copy<T>(value: T): T {
+  return value === undefined ? value : (JSON.parse(JSON.stringify(value)) as T);
+}
+
+/** See the module comment. */
+export class MemoryStore implements Store {
+  readonly durable = false;
+  private readonly traces = new Map<string, StoredTrace>();
+  private readonly pending = new Map<string, PendingEnvelope>();
+  private readonly events: StoredEvent[] = [];
+  private readonly steps = new Map<string, { traceId: string; value: unknown }>();
+  private readonly deadLetters = new Map<string, StoredDeadLetter>();
+  private readonly leases = new Map<string, Lease>();
+  private readonly values = new Map<string, Versioned>();
+  private seq = 0;
+  private closed = false;
+
+  /** Runs `fn` as a database call would: refused once closed, errors as rejections. */
+  private run<T>(fn: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(closedError());
+    try {
+      return Promise.resolve(fn());
+    } catch (error) {
+      return Promise.reject(ensureError(error));
+    }
+  }
+
+  commit(batch: StoreBatch): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    for (const t of batch.traces ?? []) {
+      const key = traceKey(t.flow, t.traceId);
+      const before = this.traces.get(key);
+      this.traces.set(key, {
+        flow: t.flow,
+        traceId: t.traceId,
+        tenant: t.tenant,
+        status: t.status,
+        createdAt: t.createdAt,
+        updatedAt: t.updatedAt,
+        deadline: t.deadline,
+        idempotencyKey: t.idempotencyKey,
+        result: t.result === undefined ? (before?.result ?? null) : copy(t.result),
+        error: t.error === undefined ? (before?.error ?? null) : copy(t.error),
+        owner: t.owner === undefined ? (before?.owner ?? null) : t.owner,
+      });
+    }
+    for (const p of batch.accepted ?? []) {
+      if (this.pending.has(p.envelope.id)) continue; // accepting twice (a resume) keeps the first
+      this.pending.set(p.envelope.id, { flow: p.flow, node: p.node, envelope: copy(p.envelope), hops: p.hops, seq: ++this.seq });
+    }
+    for (const id of batch.consumed ?? []) this.pending.delete(id);
+    for (const e of batch.events ?? []) this.events.push({ traceId: e.traceId, seq: ++this.seq, type: e.type, ts: e.ts, event: copy(e.event) });
+    for (const s of batch.steps ?? []) {
+      if (!this.steps.has(s.stepKey)) this.steps.set(s.stepKey, { traceId: s.traceId, value: copy(s.value) });
+    }
+    for (const d of batch.deadLetters ?? []) this.deadLetters.set(d.id, copy(d));
+    for (const id of batch.deadLettersRemoved ?? []) this.deadLetters.delete(id);
+    return Promise.resolve();
+  }
+
+  getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
+    return this.run(() => {
+      return copy(this.traces.get(traceKey(flow, traceId)) ?? null);
+    });
+  }
+
+  listTraces(query: TraceQuery = {}): Promise<TracePage> {
+    return this.run(() => {
+      const limit = pageLimit(query.limit);
+      const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
+      const matching = [...this.traces.values()]
+        .filter(
+          (t) =>
+            (query.flow === undefined || t.flow === query.flow) &&
+            (query.tenant === undefined || t.tenant === query.tenant) &&
+            (query.status === undefined || t.status === query.status) &&
+            (query.since === undefined || t.createdAt >= query.since) &&
+            (query.until === undefined || t.createdAt < query.until) &&
+            (after === null || t.createdAt < after.createdAt || (t.createdAt === after.createdAt && t.traceId < after.traceId)),
+        )
+        .sort((a, b) => b.createdAt - a.createdAt || (a.traceId < b.traceId ? 1 : a.traceId > b.traceId ? -1 : 0));
+      const page = matching.slice(0, limit);
+      const last = page[page.length - 1];
+      const next = matching.length > limit && last !== undefined ? encodeCursor(last.createdAt, last.traceId) : null;
+      return { traces: copy(page), next };
+    });
+  }
+
+  runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {
+    return this.run(() => {
+      const list = [...this.traces.values()]
+        .filter((t) => t.flow === flow && t.status === 'running' && (owner === undefined || t.owner === owner || t.owner === null))
+        .sort((a, b) => a.createdAt - b.createdAt);
+      return copy(list);
+    });
+  }
+
+  pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]> {
+    return this.run(() => {
+      const list = [...this.pending.values()].filter((p) => p.flow === flow).sort((a, b) => a.seq - b.seq);
+      return copy(list);
+    });
+  }
+
+  getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined> {
+    return this.run(() => {
+      const step = this.steps.get(stepKey);
+      return step === undefined ? undefined : { value: copy(step.value) };
+    });
+  }
+
+  history(traceId: string): Promise<readonly StoredEvent[]> {
+    return this.run(() => {
+      return copy(this.events.filter((e) => e.traceId === traceId));
+    });
+  }
+
+  listDeadLetters(query: { flow?: string; tenant?: string; limit?: number } = {}): Promise<readonly StoredDeadLetter[]> {
+    return this.run(() => {
+      const limit = pageLimit(query.limit);
+      const list = [...this.deadLetters.values()]
+        .filter((d) => (query.flow === undefined || d.flow === query.flow) && (query.tenant === undefined || d.tenant === query.tenant))
+        .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1))
+        .slice(0, limit);
+      return copy(list);
+    });
+  }
+
+  getDeadLetter(id: string): Promise<StoredDeadLetter | null> {
+    return this.run(() => {
+      return copy(this.deadLetters.get(id) ?? null);
+    });
+  }
+
+  acquireLease(name: string, holder: string, ttlMs: number, now: number): Promise<Lease | null> {
+    return this.run(() => {
+      const current = this.leases.get(name);
+      if (current !== undefined && current.holder !== holder && current.until > now) return null;
+      const token = current === undefined ? 1 : current.holder === holder && current.until > now ? current.token : current.token + 1;
+      const lease: Lease = { name, holder, token, until: now + ttlMs };
+      this.leases.set(name, lease);
+      return { ...lease };
+    });
+  }
+
+  releaseLease(name: string, holder: string, token: number): Promise<void> {
+    return this.run(() => {
+      const current = this.leases.get(name);
+      // Expired, not deleted: the next holder's token must still be higher.
+      if (current !== undefined && current.holder === holder && current.token === token) this.leases.set(name, { ...current, until: 0 });
+      return ;
+    });
+  }
+
+  getValue(key: string): Promise<Versioned | undefined> {
+    return this.run(() => {
+      const v = this.values.get(key);
+      return v === undefined ? undefined : { value: copy(v.value), version: v.version };
+    });
+  }
+
+  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null> {
+    return this.run(() => {
+      const current = this.values.get(key)?.version ?? 0;
+      if (current !== expectedVersion) return null;
+      this.values.set(key, { value: copy(value), version: current + 1 });
+      return current + 1;
+    });
+  }
+
+  prune(before: number): Promise<number> {
+    return this.run(() => {
+      let n = 0;
+      for (const [key, t] of this.traces) {
+        if (t.status === 'running' || t.updatedAt >= before) continue;
+        this.traces.delete(key);
+        n++;
+        for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i]!.traceId === t.traceId) this.events.splice(i, 1);
+        for (const [k, s] of this.steps) if (s.traceId === t.traceId) this.steps.delete(k);
+      }
+      return n;
+    });
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+}
+
+function traceKey(flow: string, traceId: string): string {
+  return `${flow}\u0000${traceId}`;
+}
+
+function closedError(): RoostError {
+  return new RoostError('ROOST_ERR_INVALID_STATE', 'store: it is closed', { field: 'store', expected: 'an open store', received: 'closed' });
+}

@@ -1,0 +1,412 @@
+/**
+ * The store contract on an embedded SQLite file (`better-sqlite3`): the default journal.
+ *
+ * WAL mode with `synchronous=FULL` by default, so a commit that returned survives a power cut;
+ * one transaction per batch (the runtime batches a tick's writes: group commit). Migrations are
+ * the numbered `.sql` files of `migrations/sqlite/`, applied in order inside a transaction under
+ * SQLite's write lock, and recorded in `schema_migrations`.
+ *
+ * better-sqlite3 is synchronous: a commit blocks the event loop for its fsync. That is the
+ * price of an embedded journal without a server; batching keeps it to one fsync per tick.
+ */
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import type { Envelope } from '../envelope/envelope.js';
+import { RoostError, ensureError } from '../errors.js';
+import type { EventError } from '../flow/events.js';
+import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import type {
+  Lease,
+  PendingEnvelope,
+  Store,
+  StoreBatch,
+  StoredDeadLetter,
+  StoredEvent,
+  StoredTrace,
+  StoredTraceStatus,
+  TracePage,
+  TraceQuery,
+  Versioned,
+} from './store.js';
+
+/** Options of {@link SqliteStore}. */
+export interface SqliteStoreOptions {
+  /** `FULL` (default: a returned commit survives a power cut) or `NORMAL` (survives a crash of the process only). */
+  readonly synchronous?: 'FULL' | 'NORMAL';
+  /** How long a write waits for another connection's lock, ms (default 5000). */
+  readonly busyTimeoutMs?: number;
+}
+
+const MIGRATIONS = new URL('./migrations/sqlite/', import.meta.url);
+
+interface TraceRow {
+  flow: string;
+  trace_id: string;
+  tenant: string;
+  status: StoredTraceStatus;
+  created_at: number;
+  updated_at: number;
+  deadline: number | null;
+  idempotency_key: string | null;
+  result: string | null;
+  error: string | null;
+  owner: string | null;
+}
+
+interface DeadLetterRow {
+  id: string;
+  flow: string;
+  node: string;
+  trace_id: string;
+  tenant: string;
+  envelope: string;
+  error: string;
+  attempts: number;
+  created_at: number;
+}
+
+function toTrace(r: TraceRow): StoredTrace {
+  return {
+    flow: r.flow,
+    traceId: r.trace_id,
+    tenant: r.tenant,
+    status: r.status,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    deadline: r.deadline,
+    idempotencyKey: r.idempotency_key,
+    result: r.result === null ? null : (JSON.parse(r.result) as unknown),
+    error: r.error === null ? null : (JSON.parse(r.error) as EventError),
+    owner: r.owner,
+  };
+}
+
+function toDeadLetter(r: DeadLetterRow): StoredDeadLetter {
+  return {
+    id: r.id,
+    flow: r.flow,
+    node: r.node,
+    traceId: r.trace_id,
+    tenant: r.tenant,
+    envelope: JSON.parse(r.envelope) as Envelope,
+    error: JSON.parse(r.error) as EventError,
+    attempts: r.attempts,
+    createdAt: r.created_at,
+  };
+}
+
+/** JSON text of a value, with `undefined` stored as null. */
+function json(value: unknown): string {
+  return JSON.stringify(value ?? null);
+}
+
+/** See the module comment. */
+export class SqliteStore implements Store {
+  readonly durable = true;
+  private readonly db: Database.Database;
+  private readonly statements;
+  private readonly commitTx: (batch: StoreBatch) => void;
+  private closed = false;
+
+  /** Opens (creating when missing) the journal at `path` and applies pending migrations. */
+  constructor(
+    readonly path: string,
+    options: SqliteStoreOptions = {},
+  ) {
+    try {
+      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+      this.db = new Database(path);
+    } catch (error) {
+      throw unavailable(`cannot open the SQLite journal at ${path}`, error);
+    }
+    const db = this.db;
+    db.pragma('journal_mode = WAL');
+    db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
+    db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+    migrate(db);
+    this.statements = {
+      upsertTrace: db.prepare(
+        `INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, result, error, owner)
+         VALUES (@flow, @traceId, @tenant, @status, @createdAt, @updatedAt, @deadline, @idempotencyKey, @result, @error, @owner)
+         ON CONFLICT (flow, trace_id) DO UPDATE SET
+           status = excluded.status, updated_at = excluded.updated_at,
+           result = CASE WHEN @hasResult THEN excluded.result ELSE traces.result END,
+           error = CASE WHEN @hasError THEN excluded.error ELSE traces.error END,
+           owner = CASE WHEN @hasOwner THEN excluded.owner ELSE traces.owner END`,
+      ),
+      accept: db.prepare(
+        `INSERT INTO pending (envelope_id, flow, node, trace_id, hops, envelope) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (envelope_id) DO NOTHING`,
+      ),
+      consume: db.prepare('DELETE FROM pending WHERE envelope_id = ?'),
+      event: db.prepare('INSERT INTO events (trace_id, type, ts, event) VALUES (?, ?, ?, ?)'),
+      step: db.prepare('INSERT INTO steps (step_key, trace_id, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (step_key) DO NOTHING'),
+      deadLetter: db.prepare(
+        `INSERT OR REPLACE INTO dead_letters (id, flow, node, trace_id, tenant, envelope, error, attempts, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      deadLetterDelete: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
+      getTrace: db.prepare('SELECT * FROM traces WHERE flow = ? AND trace_id = ?'),
+      running: db.prepare("SELECT * FROM traces WHERE flow = ? AND status = 'running' ORDER BY created_at, trace_id"),
+      runningOwned: db.prepare(
+        "SELECT * FROM traces WHERE flow = ? AND status = 'running' AND (owner = ? OR owner IS NULL) ORDER BY created_at, trace_id",
+      ),
+      pending: db.prepare('SELECT seq, flow, node, hops, envelope FROM pending WHERE flow = ? ORDER BY seq'),
+      getStep: db.prepare('SELECT value FROM steps WHERE step_key = ?'),
+      history: db.prepare('SELECT seq, trace_id, type, ts, event FROM events WHERE trace_id = ? ORDER BY seq'),
+      getDeadLetter: db.prepare('SELECT * FROM dead_letters WHERE id = ?'),
+      getLease: db.prepare('SELECT name, holder, token, until FROM leases WHERE name = ?'),
+      putLease: db.prepare('INSERT OR REPLACE INTO leases (name, holder, token, until) VALUES (?, ?, ?, ?)'),
+      releaseLease: db.prepare('UPDATE leases SET until = 0 WHERE name = ? AND holder = ? AND token = ?'),
+      getValue: db.prepare('SELECT value, version FROM kv WHERE key = ?'),
+      insertValue: db.prepare('INSERT INTO kv (key, value, version) VALUES (?, ?, 1) ON CONFLICT (key) DO NOTHING'),
+      updateValue: db.prepare('UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?'),
+      pruneTraces: db.prepare("DELETE FROM traces WHERE status <> 'running' AND updated_at < ? RETURNING trace_id"),
+      pruneEvents: db.prepare('DELETE FROM events WHERE trace_id = ?'),
+      pruneSteps: db.prepare('DELETE FROM steps WHERE trace_id = ?'),
+    };
+    const s = this.statements;
+    this.commitTx = db.transaction((batch: StoreBatch) => {
+      for (const t of batch.traces ?? []) {
+        s.upsertTrace.run({
+          flow: t.flow,
+          traceId: t.traceId,
+          tenant: t.tenant,
+          status: t.status,
+          createdAt: t.createdAt,
+          updatedAt: t.updatedAt,
+          deadline: t.deadline,
+          idempotencyKey: t.idempotencyKey,
+          result: t.result === undefined ? null : json(t.result),
+          error: t.error === undefined || t.error === null ? null : json(t.error),
+          owner: t.owner ?? null,
+          hasResult: t.result === undefined ? 0 : 1,
+          hasError: t.error === undefined ? 0 : 1,
+          hasOwner: t.owner === undefined ? 0 : 1,
+        });
+      }
+      for (const p of batch.accepted ?? []) s.accept.run(p.envelope.id, p.flow, p.node, p.envelope.traceId, p.hops, json(p.envelope));
+      for (const id of batch.consumed ?? []) s.consume.run(id);
+      for (const e of batch.events ?? []) s.event.run(e.traceId, e.type, e.ts, json(e.event));
+      for (const st of batch.steps ?? []) s.step.run(st.stepKey, st.traceId, json(st.value), st.ts);
+      for (const d of batch.deadLetters ?? []) {
+        s.deadLetter.run(d.id, d.flow, d.node, d.traceId, d.tenant, json(d.envelope), json(d.error), d.attempts, d.createdAt);
+      }
+      for (const id of batch.deadLettersRemoved ?? []) s.deadLetterDelete.run(id);
+    });
+  }
+
+  /** PRAGMAs as the connection reports them (for `roost doctor` and the benchmark). */
+  pragmas(): { journalMode: string; synchronous: number; busyTimeout: number } {
+    return {
+      journalMode: this.db.pragma('journal_mode', { simple: true }) as string,
+      synchronous: this.db.pragma('synchronous', { simple: true }) as number,
+      busyTimeout: this.db.pragma('busy_timeout', { simple: true }) as number,
+    };
+  }
+
+  commit(batch: StoreBatch): Promise<void> {
+    return this.run(() => this.commitTx(batch));
+  }
+
+  getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
+    return this.run(() => {
+      const row = this.statements.getTrace.get(flow, traceId) as TraceRow | undefined;
+      return row === undefined ? null : toTrace(row);
+    });
+  }
+
+  listTraces(query: TraceQuery = {}): Promise<TracePage> {
+    return this.run(() => {
+      const limit = pageLimit(query.limit);
+      const where: string[] = [];
+      const args: (string | number)[] = [];
+      if (query.flow !== undefined) {
+        where.push('flow = ?');
+        args.push(query.flow);
+      }
+      if (query.tenant !== undefined) {
+        where.push('tenant = ?');
+        args.push(query.tenant);
+      }
+      if (query.status !== undefined) {
+        where.push('status = ?');
+        args.push(query.status);
+      }
+      if (query.since !== undefined) {
+        where.push('created_at >= ?');
+        args.push(query.since);
+      }
+      if (query.until !== undefined) {
+        where.push('created_at < ?');
+        args.push(query.until);
+      }
+      if (query.cursor !== undefined) {
+        const after = decodeCursor(query.cursor);
+        where.push('(created_at < ? OR (created_at = ? AND trace_id < ?))');
+        args.push(after.createdAt, after.createdAt, after.traceId);
+      }
+      const sql = `SELECT * FROM traces ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+                   ORDER BY created_at DESC, trace_id DESC LIMIT ?`;
+      const rows = this.db.prepare(sql).all(...args, limit + 1) as TraceRow[];
+      const page = rows.slice(0, limit).map(toTrace);
+      const last = page[page.length - 1];
+      return { traces: page, next: rows.length > limit && last !== undefined ? encodeCursor(last.createdAt, last.traceId) : null };
+    });
+  }
+
+  runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {
+    return this.run(() => {
+      const rows = (owner === undefined ? this.statements.running.all(flow) : this.statements.runningOwned.all(flow, owner)) as TraceRow[];
+      return rows.map(toTrace);
+    });
+  }
+
+  pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]> {
+    return this.run(() =>
+      (this.statements.pending.all(flow) as { seq: number; flow: string; node: string; hops: number; envelope: string }[]).map((r) => ({
+        seq: r.seq,
+        flow: r.flow,
+        node: r.node,
+        hops: r.hops,
+        envelope: JSON.parse(r.envelope) as Envelope,
+      })),
+    );
+  }
+
+  getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined> {
+    return this.run(() => {
+      const row = this.statements.getStep.get(stepKey) as { value: string } | undefined;
+      return row === undefined ? undefined : { value: JSON.parse(row.value) as unknown };
+    });
+  }
+
+  history(traceId: string): Promise<readonly StoredEvent[]> {
+    return this.run(() =>
+      (this.statements.history.all(traceId) as { seq: number; trace_id: string; type: string; ts: number; event: string }[]).map((r) => ({
+        seq: r.seq,
+        traceId: r.trace_id,
+        type: r.type,
+        ts: r.ts,
+        event: JSON.parse(r.event) as Record<string, unknown>,
+      })),
+    );
+  }
+
+  listDeadLetters(query: { flow?: string; tenant?: string; limit?: number } = {}): Promise<readonly StoredDeadLetter[]> {
+    return this.run(() => {
+      const limit = pageLimit(query.limit);
+      const where: string[] = [];
+      const args: (string | number)[] = [];
+      if (query.flow !== undefined) {
+        where.push('flow = ?');
+        args.push(query.flow);
+      }
+      if (query.tenant !== undefined) {
+        where.push('tenant = ?');
+        args.push(query.tenant);
+      }
+      const sql = `SELECT * FROM dead_letters ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+                   ORDER BY created_at DESC, id DESC LIMIT ?`;
+      return (this.db.prepare(sql).all(...args, limit) as DeadLetterRow[]).map(toDeadLetter);
+    });
+  }
+
+  getDeadLetter(id: string): Promise<StoredDeadLetter | null> {
+    return this.run(() => {
+      const row = this.statements.getDeadLetter.get(id) as DeadLetterRow | undefined;
+      return row === undefined ? null : toDeadLetter(row);
+    });
+  }
+
+  acquireLease(name: string, holder: string, ttlMs: number, now: number): Promise<Lease | null> {
+    return this.run(() =>
+      this.db.transaction((): Lease | null => {
+        const current = this.statements.getLease.get(name) as Lease | undefined;
+        if (current !== undefined && current.holder !== holder && current.until > now) return null;
+        const token = current === undefined ? 1 : current.holder === holder && current.until > now ? current.token : current.token + 1;
+        const lease: Lease = { name, holder, token, until: now + ttlMs };
+        this.statements.putLease.run(name, holder, token, lease.until);
+        return lease;
+      }).immediate(),
+    );
+  }
+
+  releaseLease(name: string, holder: string, token: number): Promise<void> {
+    return this.run(() => {
+      this.statements.releaseLease.run(name, holder, token);
+    });
+  }
+
+  getValue(key: string): Promise<Versioned | undefined> {
+    return this.run(() => {
+      const row = this.statements.getValue.get(key) as { value: string; version: number } | undefined;
+      return row === undefined ? undefined : { value: JSON.parse(row.value) as unknown, version: row.version };
+    });
+  }
+
+  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null> {
+    return this.run(() => {
+      const text = json(value);
+      if (expectedVersion === 0) return this.statements.insertValue.run(key, text).changes === 1 ? 1 : null;
+      return this.statements.updateValue.run(text, key, expectedVersion).changes === 1 ? expectedVersion + 1 : null;
+    });
+  }
+
+  prune(before: number): Promise<number> {
+    return this.run(() =>
+      this.db.transaction((): number => {
+        const gone = this.statements.pruneTraces.all(before) as { trace_id: string }[];
+        for (const { trace_id } of gone) {
+          this.statements.pruneEvents.run(trace_id);
+          this.statements.pruneSteps.run(trace_id);
+        }
+        return gone.length;
+      })(),
+    );
+  }
+
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.db.close();
+    }
+    return Promise.resolve();
+  }
+
+  /** Runs a synchronous database call as a promise; driver errors become coded errors. */
+  private run<T>(fn: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new RoostError('ROOST_ERR_INVALID_STATE', 'store: it is closed', { field: 'store' }));
+    try {
+      return Promise.resolve(fn());
+    } catch (error) {
+      return Promise.reject(error instanceof RoostError ? error : unavailable('SQLite journal operation failed', error));
+    }
+  }
+}
+
+/** Applies the migrations not yet recorded, in order, each in its own transaction. */
+function migrate(db: Database.Database): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+  const applied = new Set((db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version));
+  const dir = fileURLToPath(MIGRATIONS);
+  const files = readdirSync(dir)
+    .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
+    .sort();
+  for (const file of files) {
+    const version = Number(file.slice(0, 3));
+    if (applied.has(version)) continue;
+    const sql = readFileSync(`${dir}${file}`, 'utf8');
+    db.transaction(() => {
+      db.exec(sql);
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(version, file, Date.now());
+    }).immediate();
+  }
+}
+
+function unavailable(message: string, cause: unknown): RoostError {
+  const error = ensureError(cause);
+  return new RoostError('ROOST_ERR_STORE_UNAVAILABLE', `${message}: ${error.message}`, { cause: error, details: { store: 'sqlite' } });
+}

@@ -1,0 +1,195 @@
+/**
+ * The store contract: what the runtime keeps durably, with no database type leaking through.
+ *
+ * Writes go in batches: the runtime gathers what one turn of its loop produced (accepted
+ * envelopes, consumed ones, trace outcomes, events, step results, dead letters) and commits them
+ * in one transaction (group commit), so a message waits for at most two commits in series (its
+ * acceptance and its trace's result), however many nodes it crosses. Reads serve resume after a
+ * crash, `fetch` of finished traces, history, the dead-letter queue and listings.
+ *
+ * Implementations: `MemoryStore` (tests, and runs that need no durability), `SqliteStore` (the
+ * embedded default). Every implementation passes the contract suite in `test/store/`.
+ */
+import type { Envelope } from '../envelope/envelope.js';
+import type { EventError } from '../flow/events.js';
+
+/** Where a trace is, as stored. */
+export type StoredTraceStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+/** A trace as the store keeps it. */
+export interface StoredTrace {
+  readonly flow: string;
+  readonly traceId: string;
+  readonly tenant: string;
+  readonly status: StoredTraceStatus;
+  /** Epoch ms when it was accepted. */
+  readonly createdAt: number;
+  /** Epoch ms of the last change. */
+  readonly updatedAt: number;
+  readonly deadline: number | null;
+  readonly idempotencyKey: string | null;
+  /** The result (succeeded), else null. */
+  readonly result: unknown;
+  /** The error (failed or cancelled), else null. */
+  readonly error: EventError | null;
+  /** The process that owns it while it runs (resumes it after a crash), or null. */
+  readonly owner: string | null;
+}
+
+/** Creates a trace, or changes its status, result, error or owner. */
+export interface TraceWrite {
+  readonly flow: string;
+  readonly traceId: string;
+  readonly tenant: string;
+  readonly status: StoredTraceStatus;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  readonly deadline: number | null;
+  readonly idempotencyKey: string | null;
+  readonly result?: unknown;
+  readonly error?: EventError | null;
+  readonly owner?: string | null;
+}
+
+/** An envelope accepted for a node and not yet consumed there. */
+export interface PendingEnvelope {
+  readonly flow: string;
+  /** The node it waits for. */
+  readonly node: string;
+  readonly envelope: Envelope;
+  /** Edges its lineage has crossed (the hop budget). */
+  readonly hops: number;
+  /** Store-assigned order of acceptance: resume re-enqueues in this order. */
+  readonly seq: number;
+}
+
+/** An envelope to journal as pending at `node`. */
+export interface PendingWrite {
+  readonly flow: string;
+  readonly node: string;
+  readonly envelope: Envelope;
+  readonly hops: number;
+}
+
+/** A journaled event of a trace. */
+export interface StoredEvent {
+  readonly traceId: string;
+  /** Store-assigned, increasing per store: the order events were committed. */
+  readonly seq: number;
+  readonly type: string;
+  readonly ts: number;
+  /** The whole event as published. */
+  readonly event: Readonly<Record<string, unknown>>;
+}
+
+export interface EventWrite {
+  readonly traceId: string;
+  readonly type: string;
+  readonly ts: number;
+  readonly event: Readonly<Record<string, unknown>>;
+}
+
+/** The recorded result of `ctx.step(name, fn)`. */
+export interface StepWrite {
+  /** Stable for (trace, node, input envelope, step name). */
+  readonly stepKey: string;
+  readonly traceId: string;
+  readonly value: unknown;
+  readonly ts: number;
+}
+
+/** A dead letter as stored. */
+export interface StoredDeadLetter {
+  readonly id: string;
+  readonly flow: string;
+  readonly node: string;
+  readonly traceId: string;
+  readonly tenant: string;
+  readonly envelope: Envelope;
+  readonly error: EventError;
+  readonly attempts: number;
+  readonly createdAt: number;
+}
+
+/** One group commit: every part is optional; all of it lands or none does. */
+export interface StoreBatch {
+  readonly traces?: readonly TraceWrite[];
+  readonly accepted?: readonly PendingWrite[];
+  /** Ids of envelopes no longer pending (consumed by their node, dropped or dead-lettered). */
+  readonly consumed?: readonly string[];
+  readonly events?: readonly EventWrite[];
+  readonly steps?: readonly StepWrite[];
+  readonly deadLetters?: readonly StoredDeadLetter[];
+  /** Ids of dead letters to delete (replayed or removed). */
+  readonly deadLettersRemoved?: readonly string[];
+}
+
+/** What `listTraces` filters on. Results are newest first. */
+export interface TraceQuery {
+  readonly flow?: string;
+  readonly tenant?: string;
+  readonly status?: StoredTraceStatus;
+  /** Accepted at or after this time (epoch ms). */
+  readonly since?: number;
+  /** Accepted before this time (epoch ms). */
+  readonly until?: number;
+  /** Page size (default 100). */
+  readonly limit?: number;
+  /** From the previous page's `next`. */
+  readonly cursor?: string;
+}
+
+export interface TracePage {
+  readonly traces: readonly StoredTrace[];
+  /** Cursor of the next page, or null on the last one. */
+  readonly next: string | null;
+}
+
+/** A lease on a named singleton duty; `token` rises with every new holder (fencing). */
+export interface Lease {
+  readonly name: string;
+  readonly holder: string;
+  readonly token: number;
+  /** Epoch ms it expires unless renewed. */
+  readonly until: number;
+}
+
+/** A value of the versioned key-value area. */
+export interface Versioned {
+  readonly value: unknown;
+  /** 1 for the first write, then +1 per write. */
+  readonly version: number;
+}
+
+/** See the module comment. */
+export interface Store {
+  /** True when a commit survives a crash of the process (memory: false). */
+  readonly durable: boolean;
+  /** Commits `batch` in one transaction; resolves once it is durable (for a durable store). */
+  commit(batch: StoreBatch): Promise<void>;
+  getTrace(flow: string, traceId: string): Promise<StoredTrace | null>;
+  listTraces(query?: TraceQuery): Promise<TracePage>;
+  /** Running traces of `flow` (owned by `owner` when given, or by nobody), oldest first. */
+  runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]>;
+  /** Envelopes pending in `flow`, in acceptance order (`seq`). */
+  pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]>;
+  /** The recorded result of a step, or undefined when it has none. */
+  getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined>;
+  /** The journaled events of a trace, in commit order. */
+  history(traceId: string): Promise<readonly StoredEvent[]>;
+  listDeadLetters(query?: { flow?: string; tenant?: string; limit?: number }): Promise<readonly StoredDeadLetter[]>;
+  getDeadLetter(id: string): Promise<StoredDeadLetter | null>;
+  /** Takes the lease when free or expired at `now`, or renews it for its holder; null when another holds it. */
+  acquireLease(name: string, holder: string, ttlMs: number, now: number): Promise<Lease | null>;
+  /** Gives the lease up if `holder` holds it with `token`. */
+  releaseLease(name: string, holder: string, token: number): Promise<void>;
+  getValue(key: string): Promise<Versioned | undefined>;
+  /**
+   * Writes `value` when the key's version is `expectedVersion` (0: the key must not exist);
+   * returns the new version, or null when the version did not match (compare-and-set).
+   */
+  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null>;
+  /** Deletes finished traces updated before `before` with their events and steps; returns how many. */
+  prune(before: number): Promise<number>;
+  close(): Promise<void>;
+}

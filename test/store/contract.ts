@@ -1,0 +1,272 @@
+/**
+ * The store contract suite: written once, run against every implementation (each `*.test.ts`
+ * beside this file calls {@link storeContract} with a factory that makes a fresh, empty store).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { uuidv7, type Envelope } from '../../src/index.js';
+import type { Store, TraceWrite } from '../../src/store/store.js';
+
+function envelope(traceId: string, to: string, payload: unknown, attempt = 1): Envelope {
+  return {
+    v: 1,
+    id: uuidv7(),
+    traceId,
+    parentId: null,
+    tenant: 'acme',
+    from: 'ingress',
+    to,
+    kind: 'task',
+    payload,
+    headers: { 'x-request-id': 'r1' },
+    deadline: null,
+    createdAt: 1_700_000_000_000,
+    attempt,
+    idempotencyKey: null,
+  };
+}
+
+function trace(flow: string, traceId: string, createdAt: number, extra: Partial<TraceWrite> = {}): TraceWrite {
+  return { flow, traceId, tenant: 'acme', status: 'running', createdAt, updatedAt: createdAt, deadline: null, idempotencyKey: null, ...extra };
+}
+
+export function storeContract(name: string, open: () => Promise<Store> | Store, reopen?: (store: Store) => Promise<Store>): void {
+  describe(`store contract: ${name}`, () => {
+    let store: Store;
+    beforeEach(async () => {
+      store = await open();
+    });
+    afterEach(async () => {
+      await store.close();
+    });
+
+    it('creates a trace, then records its outcome; unknown traces are null', async () => {
+      const id = uuidv7();
+      await store.commit({ traces: [trace('f', id, 1000, { idempotencyKey: 'k-1', deadline: 5000, owner: 'p1' })] });
+      expect(await store.getTrace('f', id)).toEqual({
+        flow: 'f',
+        traceId: id,
+        tenant: 'acme',
+        status: 'running',
+        createdAt: 1000,
+        updatedAt: 1000,
+        deadline: 5000,
+        idempotencyKey: 'k-1',
+        result: null,
+        error: null,
+        owner: 'p1',
+      });
+      await store.commit({ traces: [trace('f', id, 1000, { status: 'succeeded', updatedAt: 1200, result: { n: 3, s: 'é' } })] });
+      expect(await store.getTrace('f', id)).toMatchObject({ status: 'succeeded', updatedAt: 1200, result: { n: 3, s: 'é' }, owner: 'p1', error: null });
+      expect(await store.getTrace('f', uuidv7())).toBeNull();
+      expect(await store.getTrace('other-flow', id)).toBeNull();
+    });
+
+    it('keeps a string result a string, and a failed trace its error', async () => {
+      const a = uuidv7();
+      const b = uuidv7();
+      await store.commit({
+        traces: [
+          trace('f', a, 1, { status: 'succeeded', result: 'plain text' }),
+          trace('f', b, 1, { status: 'failed', error: { code: 'ROOST_ERR_NODE_FAILED', message: 'boom' } }),
+        ],
+      });
+      expect((await store.getTrace('f', a))!.result).toBe('plain text');
+      expect((await store.getTrace('f', b))!.error).toEqual({ code: 'ROOST_ERR_NODE_FAILED', message: 'boom' });
+    });
+
+    it('journals pending envelopes in acceptance order and forgets consumed ones', async () => {
+      const t = uuidv7();
+      const envs = [envelope(t, 'a', 1), envelope(t, 'b', 2), envelope(t, 'a', 3)];
+      await store.commit({ traces: [trace('f', t, 1)], accepted: envs.map((e, i) => ({ flow: 'f', node: e.to, envelope: e, hops: i })) });
+      await store.commit({ accepted: [{ flow: 'g', node: 'x', envelope: envelope(uuidv7(), 'x', 9), hops: 0 }] });
+      let pending = await store.pendingEnvelopes('f');
+      expect(pending.map((p) => [p.node, p.envelope.payload, p.hops])).toEqual([
+        ['a', 1, 0],
+        ['b', 2, 1],
+        ['a', 3, 2],
+      ]);
+      expect(pending[0]!.envelope).toEqual(envs[0]);
+      expect(pending[0]!.seq).toBeLessThan(pending[1]!.seq);
+      await store.commit({ consumed: [envs[1]!.id] });
+      pending = await store.pendingEnvelopes('f');
+      expect(pending.map((p) => p.envelope.payload)).toEqual([1, 3]);
+      // Accepting an envelope again (a resume) keeps its first place.
+      await store.commit({ accepted: [{ flow: 'f', node: 'a', envelope: envs[0]!, hops: 0 }] });
+      expect((await store.pendingEnvelopes('f')).map((p) => p.envelope.payload)).toEqual([1, 3]);
+    });
+
+    it('a batch lands whole: the trace, its accepted envelope, its event', async () => {
+      const t = uuidv7();
+      const e = envelope(t, 'a', { x: 1 });
+      await store.commit({
+        traces: [trace('f', t, 10)],
+        accepted: [{ flow: 'f', node: 'a', envelope: e, hops: 0 }],
+        events: [{ traceId: t, type: 'trace_start', ts: 10, event: { type: 'trace_start', traceId: t } }],
+      });
+      expect(await store.getTrace('f', t)).not.toBeNull();
+      expect(await store.pendingEnvelopes('f')).toHaveLength(1);
+      expect((await store.history(t)).map((h) => h.type)).toEqual(['trace_start']);
+    });
+
+    it('lists running traces oldest first, by owner (or unowned)', async () => {
+      const [a, b, c, d] = [uuidv7(), uuidv7(), uuidv7(), uuidv7()];
+      await store.commit({
+        traces: [
+          trace('f', b, 20, { owner: 'p1' }),
+          trace('f', a, 10, { owner: 'p2' }),
+          trace('f', c, 30, { owner: null }),
+          trace('f', d, 5, { status: 'succeeded' }),
+        ],
+      });
+      expect((await store.runningTraces('f')).map((t) => t.traceId)).toEqual([a, b, c]);
+      expect((await store.runningTraces('f', 'p1')).map((t) => t.traceId)).toEqual([b, c]);
+      expect(await store.runningTraces('nope')).toEqual([]);
+    });
+
+    it('pages traces newest first with filters and a cursor', async () => {
+      const ids: string[] = [];
+      const writes: TraceWrite[] = [];
+      for (let i = 0; i < 7; i++) {
+        const id = uuidv7();
+        ids.push(id);
+        writes.push(trace('f', id, 1000 + i, { tenant: i % 2 === 0 ? 'even' : 'odd', status: i === 3 ? 'failed' : 'succeeded' }));
+      }
+      await store.commit({ traces: writes });
+      const first = await store.listTraces({ flow: 'f', limit: 3 });
+      expect(first.traces.map((t) => t.createdAt)).toEqual([1006, 1005, 1004]);
+      const second = await store.listTraces({ flow: 'f', limit: 3, cursor: first.next! });
+      expect(second.traces.map((t) => t.createdAt)).toEqual([1003, 1002, 1001]);
+      const third = await store.listTraces({ flow: 'f', limit: 3, cursor: second.next! });
+      expect(third.traces.map((t) => t.createdAt)).toEqual([1000]);
+      expect(third.next).toBeNull();
+      expect((await store.listTraces({ tenant: 'even' })).traces).toHaveLength(4);
+      expect((await store.listTraces({ status: 'failed' })).traces.map((t) => t.traceId)).toEqual([ids[3]]);
+      expect((await store.listTraces({ since: 1002, until: 1004 })).traces.map((t) => t.createdAt)).toEqual([1003, 1002]);
+      await expect(store.listTraces({ cursor: 'not-a-cursor' })).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'query.cursor' });
+      await expect(store.listTraces({ limit: 0 })).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'query.limit' });
+    });
+
+    it('records a step once: the first result stands', async () => {
+      const t = uuidv7();
+      expect(await store.getStep('s-1')).toBeUndefined();
+      await store.commit({ steps: [{ stepKey: 's-1', traceId: t, value: { charged: 42 }, ts: 1 }] });
+      await store.commit({ steps: [{ stepKey: 's-1', traceId: t, value: { charged: 99 }, ts: 2 }] });
+      expect(await store.getStep('s-1')).toEqual({ value: { charged: 42 } });
+      await store.commit({ steps: [{ stepKey: 's-null', traceId: t, value: null, ts: 1 }] });
+      expect(await store.getStep('s-null')).toEqual({ value: null }); // recorded, even if null
+    });
+
+    it('keeps events per trace in commit order', async () => {
+      const [a, b] = [uuidv7(), uuidv7()];
+      await store.commit({ events: [{ traceId: a, type: 'node_start', ts: 1, event: { type: 'node_start', node: 'x' } }] });
+      await store.commit({
+        events: [
+          { traceId: b, type: 'trace_start', ts: 2, event: { type: 'trace_start' } },
+          { traceId: a, type: 'node_success', ts: 3, event: { type: 'node_success', node: 'x' } },
+        ],
+      });
+      const history = await store.history(a);
+      expect(history.map((h) => [h.type, h.ts, h.event['node']])).toEqual([
+        ['node_start', 1, 'x'],
+        ['node_success', 3, 'x'],
+      ]);
+      expect(history[0]!.seq).toBeLessThan(history[1]!.seq);
+      expect(await store.history(uuidv7())).toEqual([]);
+    });
+
+    it('keeps dead letters until removed, newest first, filtered by flow and tenant', async () => {
+      const t = uuidv7();
+      const letter = (id: string, flow: string, createdAt: number) => ({
+        id,
+        flow,
+        node: 'n',
+        traceId: t,
+        tenant: 'acme',
+        envelope: envelope(t, 'n', { id }),
+        error: { code: 'ROOST_ERR_NODE_FAILED', message: 'x' },
+        attempts: 3,
+        createdAt,
+      });
+      const d1 = letter('d1', 'f', 1);
+      await store.commit({ deadLetters: [d1, letter('d2', 'f', 2), letter('d3', 'g', 3)] });
+      expect((await store.listDeadLetters()).map((d) => d.id)).toEqual(['d3', 'd2', 'd1']);
+      expect((await store.listDeadLetters({ flow: 'f', limit: 1 })).map((d) => d.id)).toEqual(['d2']);
+      expect(await store.getDeadLetter('d1')).toEqual(d1);
+      await store.commit({ deadLettersRemoved: ['d1'] });
+      expect(await store.getDeadLetter('d1')).toBeNull();
+      expect((await store.listDeadLetters({ tenant: 'other' }))).toEqual([]);
+    });
+
+    it('leases: one holder at a time, renewal keeps the token, a new holder gets a higher one', async () => {
+      const first = await store.acquireLease('singleton', 'p1', 1000, 10_000);
+      expect(first).toEqual({ name: 'singleton', holder: 'p1', token: 1, until: 11_000 });
+      expect(await store.acquireLease('singleton', 'p2', 1000, 10_500)).toBeNull();
+      expect(await store.acquireLease('singleton', 'p1', 1000, 10_900)).toMatchObject({ token: 1, until: 11_900 });
+      const taken = await store.acquireLease('singleton', 'p2', 1000, 12_000); // p1 missed its renewal
+      expect(taken).toMatchObject({ holder: 'p2', token: 2 });
+      await store.releaseLease('singleton', 'p1', 1); // a deposed holder cannot release it
+      expect(await store.acquireLease('singleton', 'p3', 1000, 12_100)).toBeNull();
+      await store.releaseLease('singleton', 'p2', 2);
+      expect(await store.acquireLease('singleton', 'p3', 1000, 12_200)).toMatchObject({ holder: 'p3', token: 3 });
+    });
+
+    it('versioned values: compare-and-set by version', async () => {
+      expect(await store.getValue('cfg')).toBeUndefined();
+      expect(await store.putValue('cfg', { a: 1 }, 1)).toBeNull(); // not there yet
+      expect(await store.putValue('cfg', { a: 1 }, 0)).toBe(1);
+      expect(await store.putValue('cfg', { a: 2 }, 0)).toBeNull(); // exists already
+      expect(await store.putValue('cfg', { a: 2 }, 1)).toBe(2);
+      expect(await store.putValue('cfg', { a: 3 }, 1)).toBeNull(); // stale version
+      expect(await store.getValue('cfg')).toEqual({ value: { a: 2 }, version: 2 });
+    });
+
+    it('prunes finished traces older than a time, with their events and steps; running ones stay', async () => {
+      const [old, recent, running] = [uuidv7(), uuidv7(), uuidv7()];
+      await store.commit({
+        traces: [
+          trace('f', old, 1, { status: 'succeeded', updatedAt: 100 }),
+          trace('f', recent, 1, { status: 'failed', updatedAt: 900 }),
+          trace('f', running, 1, { updatedAt: 50 }),
+        ],
+        events: [{ traceId: old, type: 'trace_success', ts: 100, event: {} }],
+        steps: [{ stepKey: 'old-step', traceId: old, value: 1, ts: 100 }],
+      });
+      expect(await store.prune(500)).toBe(1);
+      expect(await store.getTrace('f', old)).toBeNull();
+      expect(await store.history(old)).toEqual([]);
+      expect(await store.getStep('old-step')).toBeUndefined();
+      expect(await store.getTrace('f', recent)).not.toBeNull();
+      expect(await store.getTrace('f', running)).not.toBeNull();
+    });
+
+    it('what it stores is a copy: changing the caller\'s objects later changes nothing', async () => {
+      const t = uuidv7();
+      const result = { list: [1, 2] };
+      await store.commit({ traces: [trace('f', t, 1, { status: 'succeeded', result })] });
+      result.list.push(3);
+      expect((await store.getTrace('f', t))!.result).toEqual({ list: [1, 2] });
+    });
+
+    it('refuses work once closed, with a coded error', async () => {
+      await store.close();
+      await expect(store.getTrace('f', uuidv7())).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_STATE' });
+      await expect(store.commit({})).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_STATE' });
+    });
+
+    if (reopen !== undefined) {
+      it('everything committed is there after reopening', async () => {
+        const t = uuidv7();
+        const e = envelope(t, 'a', { keep: true });
+        await store.commit({
+          traces: [trace('f', t, 1)],
+          accepted: [{ flow: 'f', node: 'a', envelope: e, hops: 0 }],
+          steps: [{ stepKey: 'st', traceId: t, value: 'once', ts: 1 }],
+        });
+        store = await reopen(store);
+        expect((await store.getTrace('f', t))!.status).toBe('running');
+        expect((await store.pendingEnvelopes('f')).map((p) => p.envelope)).toEqual([e]);
+        expect(await store.getStep('st')).toEqual({ value: 'once' });
+      });
+    }
+  });
+}

@@ -1,0 +1,67 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/store/sqlite.js';
+import { openStore } from '../../src/store/open.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import { storeContract } from './contract.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'roost-sqlite-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+
+storeContract(
+  'sqlite',
+  () => new SqliteStore(join(dir, `contract-${++n}.db`)),
+  async (store) => {
+    const path = (store as SqliteStore).path;
+    await store.close();
+    return new SqliteStore(path);
+  },
+);
+
+describe('sqlite journal settings', () => {
+  it('runs in WAL with synchronous=FULL by default, NORMAL on request', async () => {
+    const full = new SqliteStore(join(dir, 'pragmas-full.db'));
+    expect(full.pragmas()).toEqual({ journalMode: 'wal', synchronous: 2, busyTimeout: 5000 });
+    await full.close();
+    const normal = new SqliteStore(join(dir, 'pragmas-normal.db'), { synchronous: 'NORMAL', busyTimeoutMs: 100 });
+    expect(normal.pragmas()).toEqual({ journalMode: 'wal', synchronous: 1, busyTimeout: 100 });
+    await normal.close();
+  });
+
+  it('makes the directory of a new journal, and migrating twice changes nothing', async () => {
+    const path = join(dir, 'nested', 'deeper', 'roost.db');
+    const a = new SqliteStore(path);
+    await a.putValue('k', 1, 0);
+    await a.close();
+    const b = new SqliteStore(path);
+    expect(await b.getValue('k')).toEqual({ value: 1, version: 1 });
+    await b.close();
+  });
+
+  it('a journal that cannot be opened gives ROOST_ERR_STORE_UNAVAILABLE', () => {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'not a directory');
+    expect(() => new SqliteStore(join(file, 'x.db'))).toThrow(expect.objectContaining({ code: 'ROOST_ERR_STORE_UNAVAILABLE' }));
+  });
+});
+
+describe('openStore(url)', () => {
+  it('memory: and sqlite:<path>', async () => {
+    const memory = openStore('memory:');
+    expect(memory).toBeInstanceOf(MemoryStore);
+    await memory.close();
+    const sqlite = openStore(`sqlite:${join(dir, 'by-url.db')}`);
+    expect(sqlite).toBeInstanceOf(SqliteStore);
+    expect(sqlite.durable).toBe(true);
+    await sqlite.close();
+  });
+
+  it('anything else is refused, naming the field', () => {
+    for (const url of ['', 'sqlite:', 'mysql://x', 'file.db', 42]) {
+      expect(() => openStore(url as string, {}, 'options.store')).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: 'options.store' }));
+    }
+  });
+});

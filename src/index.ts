@@ -24,7 +24,23 @@ export type { DeadLetter, DeadLetterQuery, DeadLetterQueue } from './runtime/dea
 export type { FlowOptions, EmitOptions, EmitResult, FlowStats } from './flow/flow.js';
 export type { Outcome } from './flow/host.js';
 export type { NodeKind, EdgeOptions, EdgeSpec, Adjacency, JoinOptions, SubflowTarget } from './flow/node.js';
-export type { Handler, HandlerContext, ContextEmitOptions, Middleware } from './flow/handler.js';
+export type { Handler, HandlerContext, ContextEmitOptions, Middleware, StepInfo } from './flow/handler.js';
+export { MemoryStore } from './store/memory.js';
+export { SqliteStore, type SqliteStoreOptions } from './store/sqlite.js';
+export { openStore, DEFAULT_STORE_URL, type OpenStoreOptions } from './store/open.js';
+export type {
+  Store,
+  StoreBatch,
+  StoredTrace,
+  StoredTraceStatus,
+  StoredEvent,
+  StoredDeadLetter,
+  PendingEnvelope,
+  TraceQuery,
+  TracePage,
+  Lease,
+  Versioned,
+} from './store/store.js';
 export type { NodePolicy, ResolvedNodePolicy, JsonSchema } from './flow/policy.js';
 export type { OverflowPolicy } from './flow/bounded-queue.js';
 export type {

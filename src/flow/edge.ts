@@ -7,6 +7,7 @@ import type { Envelope } from '../envelope/envelope.js';
 import type { RoostError } from '../errors.js';
 import { BoundedQueue, type OverflowPolicy } from './bounded-queue.js';
 import type { NodeEventType } from './events.js';
+import type { Journal } from '../store/journal.js';
 import type { FlowHost } from './host.js';
 import type { Trace } from './trace.js';
 
@@ -76,6 +77,10 @@ export interface RunnerFlow {
   release(trace: Trace): void;
   failTrace(trace: Trace, error: RoostError): void;
   deadLetter(node: string, env: Envelope, error: RoostError, attempts: number): void;
+  /** An output of the trace (egress value or `ctx.reply`). */
+  output(trace: Trace, value: unknown): void;
+  /** The runtime's journal, or null. */
+  readonly journal: Journal | null;
 }
 
 /** Makes the envelope a node sends on: same trace, tenant, deadline and headers. */

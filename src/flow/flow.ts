@@ -10,6 +10,8 @@ import { checkEmitOptions } from './emit-options.js';
 import { isUuidV7, lastUuidv7Time, uuidv7, uuidv7Time } from '../envelope/uuid.js';
 import { RoostError, ensureError, invalidOption } from '../errors.js';
 import type { DeadLetter } from '../runtime/dead-letters.js';
+import type { Journal } from '../store/journal.js';
+import type { Store } from '../store/store.js';
 import { Edge, type Msg, type RunnerFlow, type Source } from './edge.js';
 import { eventError, type NodeEvent, type NodeEventType, type TraceEvent, type TraceEventType } from './events.js';
 import { buildGraph } from './graph.js';
@@ -86,6 +88,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
   readonly maxHops: number;
   private readonly runners = new Map<string, NodeRunner>();
   private readonly ingressEdge: Edge;
+  /** The runtime's journal, or null (no store). */
+  readonly journal: Journal | null;
   /**
    * Running traces and finished ones kept for `fetch`, in one map: one insert and one delete per
    * trace. (Two maps cost twice the churn, and map churn is among the dearest things per message.)
@@ -104,6 +108,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
    */
   private expiredUpTo = -1;
   private stopped = false;
+  /** Closing with a journal: traces ended now are left unfinished in the journal. */
+  private suspending = false;
   private lateResults = 0;
   private counts = { succeeded: 0, failed: 0, cancelled: 0 };
 
@@ -115,6 +121,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
   ) {
     this.name = options.name;
     this.maxHops = fields.maxHops;
+    this.journal = host.journal;
     const graph = buildGraph(this.name, options.edges, {
       capacity: fields.capacity,
       overflow: fields.overflow,
@@ -257,11 +264,50 @@ export class Flow implements RunnerFlow, SubflowTarget {
     this.running++;
     if (env.deadline !== null) this.watchDeadline(trace, env.deadline);
     if (windowKey !== null) window!.set(windowKey, traceId, now);
-    if (host.listening) this.traceEvent('trace_start', trace, 0, null);
+    const journal = this.journal;
+    if (journal !== null) {
+      // Written before the envelope is queued: a node that consumes it in this same tick
+      // writes its consumption after its acceptance.
+      journal.trace({
+        flow: this.name,
+        traceId,
+        tenant,
+        status: 'running',
+        createdAt: now,
+        updatedAt: now,
+        deadline: env.deadline,
+        idempotencyKey: env.idempotencyKey,
+        owner: host.owner,
+      });
+      journal.accept({ flow: this.name, node: ingress.name, envelope: env, hops: 0 });
+    }
+    this.traceEvent('trace_start', trace, 0, null);
     const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0));
     const result: EmitResult = { traceId, deduplicated: false };
+    if (journal !== null) return this.acknowledge(journal, wait, result, options.signal, windowKey);
     if (wait === undefined) return result;
     return this.waitForRoom(wait, result, options.signal, windowKey);
+  }
+
+  /** With a journal, `emit` resolves once the accepted task is committed (and queued). */
+  private async acknowledge(
+    journal: Journal,
+    wait: Promise<void> | undefined,
+    result: EmitResult,
+    signal: AbortSignal | undefined,
+    windowKey: string | null,
+  ): Promise<EmitResult> {
+    const committed = journal.committed();
+    if (wait !== undefined) await this.waitForRoom(wait, result, signal, windowKey);
+    try {
+      await committed;
+    } catch (error) {
+      // Not durable, so not accepted: the caller is told, and the trace does not go on.
+      void this.cancel(result.traceId);
+      if (windowKey !== null) this.host.idempotency?.delete(windowKey);
+      throw error;
+    }
+    return result;
   }
 
   /** The ingress edge was full (`wait` policy): resolves once the task is queued. */
@@ -299,7 +345,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
       this.held--;
     }
     this.forget(trace);
-    return trace.status === 'succeeded' ? Promise.resolve(trace.result()) : Promise.reject(trace.error!);
+    const outcome = (): Promise<unknown> => (trace.status === 'succeeded' ? Promise.resolve(trace.result()) : Promise.reject(trace.error!));
+    // With a journal, a result is seen only once it is committed.
+    return trace.durable === null ? outcome() : trace.durable.then(outcome);
   }
 
   /** Drops a finished trace from the map (fetched, expired or pushed out). */
@@ -432,9 +480,14 @@ export class Flow implements RunnerFlow, SubflowTarget {
     return Promise.resolve(true);
   }
 
-  /** Refuses new tasks and cancels every running trace. */
-  stop(): void {
+  /**
+   * Refuses new tasks and cancels every running trace. With `suspend` (a runtime closing with a
+   * journal) the cancellations are not journaled: the traces stay unfinished in the journal and
+   * the next start resumes them.
+   */
+  stop(suspend = false): void {
     this.stopped = true;
+    if (suspend) this.suspending = true;
     const running: string[] = [];
     for (const trace of this.traces.values()) if (trace.running) running.push(trace.id);
     for (const traceId of running) void this.cancel(traceId);
@@ -488,11 +541,89 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const trace = new Trace(traceId, env.tenant, now, null, uuidv7Time(traceId));
     this.traces.set(traceId, trace);
     this.running++;
-    if (this.host.listening) this.traceEvent('trace_start', trace, 0, null);
+    const journal = this.journal;
+    if (journal !== null) {
+      journal.trace({
+        flow: this.name,
+        traceId,
+        tenant: env.tenant,
+        status: 'running',
+        createdAt: now,
+        updatedAt: now,
+        deadline: null,
+        idempotencyKey: env.idempotencyKey,
+        owner: this.host.owner,
+      });
+      journal.accept({ flow: this.name, node: runner.name, envelope: env, hops: 0 });
+    }
+    this.traceEvent('trace_start', trace, 0, null);
     const edge = runner.inEdges[0]!;
     const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0));
     if (wait !== undefined) await wait;
+    if (journal !== null) await journal.committed();
     return traceId;
+  }
+
+  /**
+   * @internal re-creates the unfinished traces of this flow that `store` holds (after a crash or
+   * a restart) and queues their pending envelopes again, in acceptance order, at their nodes:
+   * work goes on from the last commit. Returns how many traces were resumed.
+   */
+  async resume(store: Store): Promise<number> {
+    const [running, pending, outputs] = await Promise.all([
+      store.runningTraces(this.name),
+      store.pendingEnvelopes(this.name),
+      store.pendingOutputs(this.name),
+    ]);
+    if (running.length === 0) return 0;
+    const now = Date.now();
+    const resumed = new Map<string, Trace>();
+    const window = this.host.idempotency;
+    for (const r of running) {
+      if (this.traces.has(r.traceId)) continue;
+      const trace = new Trace(r.traceId, r.tenant, r.createdAt, r.deadline, isUuidV7(r.traceId) ? uuidv7Time(r.traceId) : r.createdAt);
+      trace.pending = 0;
+      this.traces.set(r.traceId, trace);
+      this.running++;
+      this.host.traceResumed();
+      resumed.set(r.traceId, trace);
+      if (r.idempotencyKey !== null && window !== null) window.set(`${this.name}\u0000${r.tenant}\u0000${r.idempotencyKey}`, r.traceId, now);
+    }
+    for (const o of outputs) resumed.get(o.traceId)?.addOutput(o.value);
+    const queue: { runner: NodeRunner; p: (typeof pending)[number]; trace: Trace }[] = [];
+    for (const p of pending) {
+      const trace = resumed.get(p.envelope.traceId);
+      if (trace === undefined) continue;
+      const runner = this.runners.get(p.node);
+      if (runner === undefined || runner.inEdges.length === 0) {
+        this.failTrace(
+          trace,
+          new RoostError('ROOST_ERR_FLOW_INVALID', `trace ${trace.id}: resumed at node ${p.node}, which flow ${this.name} no longer has`, {
+            details: { node: p.node },
+          }),
+        );
+        continue;
+      }
+      trace.pending++; // counted before any is queued, so an early finish cannot end the trace
+      queue.push({ runner, p, trace });
+    }
+    for (const trace of resumed.values()) {
+      if (trace.deadline !== null) this.watchDeadline(trace, trace.deadline);
+      if (trace.running && trace.pending === 0) {
+        // Nothing left to run: its last envelope was consumed but its end was not committed.
+        trace.pending = 1;
+        this.release(trace);
+      }
+    }
+    for (const { runner, p, trace } of queue) {
+      if (!trace.running) continue;
+      const from = p.envelope.from;
+      const edge = runner.inEdges.find((e) => (e.from === null ? 'ingress' : e.from.name) === from) ?? runner.inEdges[0]!;
+      const wait = this.enqueue(edge, runner.prepare(p.envelope, trace, p.hops));
+      wait?.catch(() => {}); // a resumed envelope waiting for room: its trace's end reports any failure
+    }
+    this.host.logger.info({ flow: this.name, traces: resumed.size, envelopes: queue.length }, 'resumed unfinished traces from the journal');
+    return resumed.size;
   }
 
   // ---- RunnerFlow -----------------------------------------------------------------------------
@@ -543,7 +674,24 @@ export class Flow implements RunnerFlow, SubflowTarget {
 
   /** @internal */
   deadLetter(node: string, env: Envelope, error: RoostError, attempts: number): void {
-    this.host.deadLetters.add(this.name, node, env, eventError(error), attempts, Date.now());
+    const letter = this.host.deadLetters.add(this.name, node, env, eventError(error), attempts, Date.now());
+    this.journal?.deadLetter({
+      id: letter.id,
+      flow: this.name,
+      node,
+      traceId: env.traceId,
+      tenant: env.tenant,
+      envelope: env,
+      error: letter.error,
+      attempts,
+      createdAt: letter.failedAt,
+    });
+  }
+
+  /** @internal an output of `trace` (an egress value or `ctx.reply`), journaled for resume. */
+  output(trace: Trace, value: unknown): void {
+    trace.addOutput(value);
+    this.journal?.output({ flow: this.name, traceId: trace.id, value });
   }
 
   /** @internal */
@@ -570,7 +718,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
     delayMs: number | null,
   ): void {
     const trace = src.trace;
-    if (!this.host.listening && trace.streams === null) return;
+    const journaled = this.journal !== null && !this.suspending && journalsEvent(this.host.journalEvents, type);
+    if (!this.host.listening && trace.streams === null && !journaled) return;
     const event: NodeEvent = {
       type,
       ts: now,
@@ -587,12 +736,14 @@ export class Flow implements RunnerFlow, SubflowTarget {
       error: error === null ? null : eventError(error),
       delayMs,
     };
+    if (journaled) this.journal.event({ traceId: trace.id, type, ts: now, event: event as unknown as Record<string, unknown> });
     this.host.publish(event);
     if (trace.streams !== null) for (const s of trace.streams) s.push(event);
   }
 
   private traceEvent(type: TraceEventType, trace: Trace, count: number, error: RoostError | null): void {
-    if (!this.host.listening && trace.streams === null) return;
+    const journaled = this.journal !== null && !this.suspending && journalsEvent(this.host.journalEvents, type);
+    if (!this.host.listening && trace.streams === null && !journaled) return;
     const now = Date.now();
     const event: TraceEvent = {
       type,
@@ -604,6 +755,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       count,
       error: error === null ? null : eventError(error),
     };
+    if (journaled) this.journal.event({ traceId: trace.id, type, ts: now, event: event as unknown as Record<string, unknown> });
     this.host.publish(event);
     if (trace.streams !== null) for (const s of trace.streams) s.push(event);
   }
@@ -635,6 +787,23 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const now = Date.now();
     const result = status === 'succeeded' ? trace.result() : null;
     trace.finishedAt = now;
+    const journal = this.suspending ? null : this.journal;
+    if (journal !== null) {
+      journal.trace({
+        flow: this.name,
+        traceId: trace.id,
+        tenant: trace.tenant,
+        status,
+        createdAt: trace.createdAt,
+        updatedAt: now,
+        deadline: trace.deadline,
+        idempotencyKey: null,
+        result,
+        error: error === null ? null : eventError(error),
+      });
+      journal.ended(this.name, trace.id);
+      trace.durable = journal.committed();
+    }
     if (trace.fetchers !== null) {
       this.forget(trace); // delivered to the fetches waiting below: nothing to keep
     } else {
@@ -648,10 +817,17 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const fetchers = trace.fetchers;
     trace.fetchers = null;
     if (fetchers !== null) {
-      for (const f of fetchers) {
-        if (status === 'succeeded') f.resolve(result);
-        else f.reject(error);
-      }
+      const deliver = (): void => {
+        for (const f of fetchers) {
+          if (status === 'succeeded') f.resolve(result);
+          else f.reject(error);
+        }
+      };
+      if (trace.durable === null) deliver();
+      else
+        trace.durable.then(deliver, (storeError: unknown) => {
+          for (const f of fetchers) f.reject(storeError);
+        });
     }
     if (trace.streams !== null) {
       const end: TraceEndItem = { type: 'trace_end', ts: now, traceId: trace.id, status, result, error };
@@ -661,6 +837,24 @@ export class Flow implements RunnerFlow, SubflowTarget {
     }
     this.host.traceEnded();
   }
+}
+
+/** Events that change a trace's state: what `journalEvents: 'state'` keeps. */
+const STATE_EVENTS: ReadonlySet<string> = new Set([
+  'trace_start',
+  'trace_success',
+  'trace_failed',
+  'trace_cancel_finish',
+  'node_retry',
+  'node_timeout',
+  'node_failed',
+  'deadline_skip',
+  'queue_overflow',
+  'join_surplus',
+]);
+
+function journalsEvent(mode: 'state' | 'all' | 'none', type: string): boolean {
+  return mode === 'all' || (mode === 'state' && STATE_EVENTS.has(type));
 }
 
 /** `fitsJson`, where a throwing getter means "cannot tell" (then `toJsonWithin` gives the coded error). */

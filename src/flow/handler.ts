@@ -36,6 +36,21 @@ export interface HandlerContext {
   reply(payload: unknown): Promise<void>;
   /** Streams `data` to the trace's stream readers (progress, tokens). Never blocks. */
   chunk(data: unknown): void;
+  /**
+   * Runs a side effect once for this input: `fn`'s result (JSON) is recorded, and on a retry of
+   * this input, or after a crash and resume with a journal, the recorded result is returned and
+   * `fn` does not run again. `fn` can run twice only if the process dies after `fn` finished and
+   * before its result was committed: pass `stepKey` (stable for trace, node, input and step
+   * name) to the outside system so it can ignore the repeat (an insert-or-ignore, an
+   * `Idempotency-Key` header).
+   */
+  step<T>(name: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T>;
+}
+
+/** What `ctx.step` tells its function. */
+export interface StepInfo {
+  /** Stable for (trace, node, input envelope, step name): the key for the outside system's dedup. */
+  readonly stepKey: string;
 }
 
 /**

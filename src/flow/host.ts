@@ -7,6 +7,7 @@ import type { ExpiringMap } from '../runtime/expiring-map.js';
 import type { Agent, AgentOptions } from '../runtime/agent.js';
 import type { DeadLetterQueue } from '../runtime/dead-letters.js';
 import type { TimerQueue } from '../resilience/timer-queue.js';
+import type { Journal } from '../store/journal.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RoostEvent } from './events.js';
 import type { Middleware } from './handler.js';
@@ -35,6 +36,14 @@ export interface FlowHost {
   /** Reserves `concurrency` run slots out of the runtime's limit, or throws `ROOST_ERR_RESOURCE_LIMIT`. */
   reserveRuns(flow: string, concurrency: number): void;
   readonly random: () => number;
+  /** The journal (group commit over the store), or null when the runtime has no store. */
+  readonly journal: Journal | null;
+  /** Which events are journaled. */
+  readonly journalEvents: 'state' | 'all' | 'none';
+  /** This process, as the owner of the traces it runs. */
+  readonly owner: string;
+  /** Counts a trace resumed from the journal (not refused by the in-flight limit: it was accepted already). */
+  traceResumed(): void;
 }
 
 /** The outcome of a finished trace, kept until fetched or expired. */

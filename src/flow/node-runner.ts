@@ -20,6 +20,8 @@ class JoinState implements Timed {
   timerAt = 0;
   timerIndex = -1;
   payloads: unknown[] = [];
+  /** Ids of the envelopes collected: journaled as consumed only when the join fires. */
+  ids: string[] = [];
   /** It has sent its `k` on; it stays until the trace ends, so later arrivals are surplus. */
   fired = false;
   constructor(
@@ -167,7 +169,7 @@ export class NodeRunner implements RunOwner {
   forward(src: Source, payload: unknown, edges: readonly Edge[], now: number = Date.now()): Promise<void> | undefined {
     const trace = src.trace;
     if (edges.length === 0) {
-      trace.addOutput(payload);
+      this.flow.output(trace, payload);
       return undefined;
     }
     const hops = src.hops + 1;
@@ -181,11 +183,14 @@ export class NodeRunner implements RunOwner {
       return undefined;
     }
     let waits: Promise<void>[] | null = null;
+    const journal = this.flow.journal;
     for (let i = 0; i < edges.length; i++) {
       const edge = edges[i]!;
       if (!trace.running) break;
       const env = childEnvelope(src.env, this.name, edge.to.name, payload, uuidv7(now), now);
       trace.pending++;
+      // Journaled before it is queued, so its consumption (maybe this same tick) comes after.
+      journal?.accept({ flow: this.flow.name, node: edge.to.name, envelope: env, hops });
       const wait = this.flow.enqueue(edge, edge.to.prepare(env, trace, hops));
       if (wait !== undefined) (waits ??= []).push(wait);
     }
@@ -217,10 +222,14 @@ export class NodeRunner implements RunOwner {
       });
     } else if (state.fired) {
       this.flow.nodeEvent('join_surplus', this, msg, Date.now(), null, null, null);
+      this.flow.journal?.consume(msg.env.id);
       this.flow.release(trace);
       return;
     }
     state.payloads.push(msg.env.payload);
+    // With a journal, collected envelopes stay pending until the join fires: after a crash
+    // they are queued here again and the join is rebuilt.
+    if (this.flow.journal !== null) state.ids.push(msg.env.id);
     this.flow.release(trace); // the arriving envelope is consumed
     if (state.payloads.length < this.joinK || !trace.running) return;
     this.flow.host.timers.remove(state);
@@ -229,6 +238,9 @@ export class NodeRunner implements RunOwner {
     const payloads = state.payloads;
     state.payloads = [];
     const sent = this.forward(msg, payloads, this.outEdges);
+    const journal = this.flow.journal;
+    if (journal !== null) for (const id of state.ids) journal.consume(id);
+    state.ids = [];
     if (sent === undefined) this.flow.release(trace);
     else sent.then(() => this.flow.release(trace), noop);
   }

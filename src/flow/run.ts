@@ -11,14 +11,14 @@
  */
 import { createHash } from 'node:crypto';
 import type { Envelope } from '../envelope/envelope.js';
-import { RoostError, ensureError, isRoostError } from '../errors.js';
+import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
 import type { Agent } from '../runtime/agent.js';
 import { backoffDelay } from '../resilience/backoff.js';
 import type { Timed } from '../resilience/timer-queue.js';
 import type { LaneMember, TimeoutLane } from '../resilience/timeout-lane.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Edge, Msg, RunnerFlow, RunnerInfo, Source } from './edge.js';
-import type { ContextEmitOptions, HandlerContext } from './handler.js';
+import type { ContextEmitOptions, HandlerContext, StepInfo } from './handler.js';
 import { checkSchema, type ResolvedNodePolicy } from './policy.js';
 import type { Trace, TraceRun } from './trace.js';
 
@@ -119,6 +119,9 @@ class AttemptContext implements HandlerContext {
   }
   chunk(data: unknown): void {
     this.run.chunkAs(this.token, data);
+  }
+  step<T>(name: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
+    return this.run.stepAs(this.token, name, fn);
   }
   /** @internal */
   abort(reason: RoostError): void {
@@ -226,6 +229,43 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     this.chunkAs(FIRST_TOKEN, data);
   }
 
+  step<T>(name: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
+    return this.stepAs(FIRST_TOKEN, name, fn);
+  }
+
+  /** @internal `ctx.step` of the attempt with `token`. */
+  stepAs<T>(token: number, name: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
+    const over = this.overError(token, 'step');
+    if (over !== null) return Promise.reject(over);
+    if (typeof name !== 'string' || name.length === 0 || name.length > 200) {
+      return Promise.reject(invalidOption('ctx.step.name', 'a string of 1 to 200 characters', name));
+    }
+    if (typeof fn !== 'function') return Promise.reject(invalidOption('ctx.step.fn', 'a function', fn));
+    const stepKey = createHash('sha256')
+      .update(`${this.env.traceId}\u0000${this.owner.flow.name}\u0000${this.owner.name}\u0000${this.env.id}\u0000${name}`)
+      .digest('hex')
+      .slice(0, 32);
+    return this.runStep(stepKey, fn);
+  }
+
+  private async runStep<T>(stepKey: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
+    const journal = this.owner.flow.journal;
+    const trace = this.trace;
+    if (journal === null) {
+      const steps = (trace.steps ??= new Map());
+      if (steps.has(stepKey)) return steps.get(stepKey) as T;
+      const value = await fn({ stepKey });
+      steps.set(stepKey, value);
+      return value;
+    }
+    const found = await journal.getStep(stepKey);
+    if (found !== undefined) return found.value as T;
+    const value = await fn({ stepKey });
+    journal.step({ stepKey, traceId: trace.id, value: value === undefined ? null : value, ts: Date.now() });
+    await journal.committed();
+    return value;
+  }
+
   /** @internal `ctx.emit` of the attempt with `token`. */
   emitAs(token: number, payload: unknown, options?: ContextEmitOptions): Promise<void> {
     const over = this.overError(token, 'emit');
@@ -259,7 +299,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   replyAs(token: number, payload: unknown): Promise<void> {
     const over = this.overError(token, 'reply');
     if (over !== null) return Promise.reject(over);
-    this.trace.addOutput(payload);
+    this.owner.flow.output(this.trace, payload);
     return Promise.resolve();
   }
 
@@ -362,6 +402,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   onTimer(): void {
     if (this.phase === BACKOFF) {
       this.env = withAttempt(this.env, this.env.attempt + 1);
+      this.owner.flow.journal?.attempt(this.env.id, this.env.attempt);
       this.begin();
       return;
     }
@@ -487,6 +528,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   private finish(): void {
     if (this.phase === DONE) return;
     this.phase = DONE;
+    this.owner.flow.journal?.consume(this.env.id);
     this.trace.removeRun(this);
     this.owner.running--;
     this.owner.flow.release(this.trace);

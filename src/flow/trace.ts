@@ -42,6 +42,10 @@ export class Trace implements Timed {
   fetchers: Fetcher[] | null = null;
   streams: TraceStream[] | null = null;
   cleanups: (() => void)[] | null = null;
+  /** Step results of this trace when there is no journal (retries reuse them). */
+  steps: Map<string, unknown> | null = null;
+  /** With a journal: settles when the trace's end is committed (fetch waits for it). */
+  durable: Promise<void> | null = null;
 
   constructor(
     readonly id: string,

@@ -1,8 +1,11 @@
 /** Runtime options: what a user passes, and the validated, frozen form the runtime keeps. */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { DEFAULT_MAX_ENVELOPE_BYTES } from '../envelope/codec.js';
 import { invalidOption } from '../errors.js';
 import type { Middleware } from '../flow/handler.js';
 import { DEFAULT_STREAM_BUFFER } from '../flow/trace-stream.js';
+import type { Store } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { checkObject, optEnum, optInt, optNumber } from '../validate-options.js';
 import { DEFAULT_QUARANTINE, type QuarantineOptions, type ResolvedQuarantineOptions } from './agent.js';
@@ -60,6 +63,16 @@ export interface RuntimeOptions {
   readonly middlewares?: readonly Middleware[];
   /** Random numbers for backoff jitter (tests pass a fixed one). */
   readonly random?: () => number;
+  /**
+   * The journal: a store URL (`memory:`, `sqlite:<path>`) or a `Store`. Default: none (in-process
+   * only, at-most-once). With a durable store, `emit` resolves once the task is committed, results
+   * are committed before `fetch` sees them, and `start()` resumes unfinished traces.
+   */
+  readonly store?: string | Store;
+  /** Which events go to the journal: `state` (default: those that change a trace), `all`, or `none`. */
+  readonly journalEvents?: 'state' | 'all' | 'none';
+  /** This process's name as the owner of its traces (default: host, pid and a random suffix). */
+  readonly owner?: string;
 }
 
 /** {@link RuntimeOptions} validated, with defaults, frozen. */
@@ -75,6 +88,9 @@ export interface ResolvedRuntimeOptions {
   readonly logger: Logger | false | undefined;
   readonly middlewares: readonly Middleware[];
   readonly random: () => number;
+  readonly store: string | Store | null;
+  readonly journalEvents: 'state' | 'all' | 'none';
+  readonly owner: string;
 }
 
 const MAX_MS = 2_147_483_647;
@@ -90,6 +106,9 @@ const TOP_KEYS = [
   'logger',
   'middlewares',
   'random',
+  'store',
+  'journalEvents',
+  'owner',
 ];
 
 /** Validates quarantine options on top of `base`. */
@@ -123,6 +142,12 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
   if (!Array.isArray(middlewares) || middlewares.some((m) => typeof m !== 'function')) throw invalidOption('middlewares', 'an array of functions', middlewares);
   const random = o['random'] ?? Math.random;
   if (typeof random !== 'function') throw invalidOption('random', 'a function returning numbers in [0, 1)', random);
+  const store = o['store'] ?? null;
+  if (store !== null && typeof store !== 'string' && (typeof store !== 'object' || typeof (store as Store).commit !== 'function')) {
+    throw invalidOption('store', 'a store URL (memory:, sqlite:<path>) or a Store', store);
+  }
+  const owner = o['owner'] ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  if (typeof owner !== 'string' || owner.length < 1 || owner.length > 200) throw invalidOption('owner', 'a string of 1 to 200 characters', owner);
   return Object.freeze({
     maxPayloadBytes: optInt('', o, 'maxPayloadBytes', 1, 64 * 1024 * 1024, DEFAULT_MAX_ENVELOPE_BYTES),
     limits: Object.freeze({
@@ -139,5 +164,8 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
     logger: logger as Logger | false | undefined,
     middlewares: Object.freeze([...(middlewares as Middleware[])]),
     random: random as () => number,
+    store: store as string | Store | null,
+    journalEvents: optEnum('', o, 'journalEvents', ['state', 'all', 'none'], 'state'),
+    owner,
   });
 }

@@ -12,6 +12,9 @@ import type { Middleware } from '../flow/handler.js';
 import { OVERFLOW_POLICIES } from '../flow/bounded-queue.js';
 import { resolvePolicy } from '../flow/policy.js';
 import { TimerQueue } from '../resilience/timer-queue.js';
+import { Journal } from '../store/journal.js';
+import { openStore } from '../store/open.js';
+import type { Store } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
 import { Agent, type AgentInfo, type AgentOptions } from './agent.js';
@@ -56,7 +59,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
   readonly random: () => number;
   readonly deadLetters: DeadLetterQueue;
   readonly idempotency: ExpiringMap<string, string> | null;
+  /** The store behind the journal, or null without one. */
+  readonly store: Store | null;
+  readonly journal: Journal | null;
   listening = false;
+  private readonly ownsStore: boolean;
   private stateValue: RuntimeState = 'created';
   private readonly agents = new Map<string, Agent>();
   private readonly inlineAgents = new WeakMap<AgentOptions, Agent>();
@@ -76,6 +83,17 @@ export class Runtime implements FlowHost, AsyncDisposable {
     this.deadLetters = new DeadLetterQueue(this.options.deadLetters.max, (e) => this.publish(e));
     const i = this.options.idempotency;
     this.idempotency = i === false ? null : new ExpiringMap(i.max, i.ttlMs);
+    const store = this.options.store;
+    this.ownsStore = typeof store === 'string';
+    this.store = store === null ? null : typeof store === 'string' ? openStore(store, {}, 'store') : store;
+    this.journal = this.store === null ? null : new Journal(this.store, (error) => this.logger.error({ err: error }, 'journal commit failed'));
+  }
+
+  get journalEvents(): 'state' | 'all' | 'none' {
+    return this.options.journalEvents;
+  }
+  get owner(): string {
+    return this.options.owner;
   }
 
   get state(): RuntimeState {
@@ -115,6 +133,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
         details: { limit: this.options.limits.maxInFlightTraces },
       });
     }
+    this.inFlight++;
+  }
+
+  /** @internal */
+  traceResumed(): void {
     this.inFlight++;
   }
 
@@ -284,6 +307,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
     if (flow === undefined) throw new RoostError('ROOST_ERR_FLOW_NOT_FOUND', `no flow named ${letter.flow}`, { field: 'deadLetter.flow', received: letter.flow });
     const traceId = await flow.replay(letter);
     this.deadLetters.replayed(letter, traceId, Date.now());
+    this.journal?.deadLetterRemoved(letter.id);
     return traceId;
   }
 
@@ -332,14 +356,20 @@ export class Runtime implements FlowHost, AsyncDisposable {
     } catch (error) {
       return Promise.reject(ensureError(error));
     }
+    return this.startUp();
+  }
+
+  private async startUp(): Promise<void> {
     try {
       for (const agent of this.agents.values()) agent.setLifecycle('ready');
+      // Resume what the journal holds before taking new work: unfinished traces go on where
+      // their last commit left them.
+      if (this.store !== null) for (const flow of this.flows.values()) await flow.resume(this.store);
       this.stateValue = 'running';
     } catch (error) {
       this.stateValue = 'failed';
-      return Promise.reject(ensureError(error));
+      throw ensureError(error);
     }
-    return Promise.resolve();
   }
 
   /**
@@ -377,12 +407,12 @@ export class Runtime implements FlowHost, AsyncDisposable {
     clearTimeout(timer);
     if (late) {
       this.logger.warn({ inFlight: this.inFlight }, 'drain timed out; cancelling the traces still running');
-      for (const flow of this.flows.values()) flow.stop();
+      for (const flow of this.flows.values()) flow.stop(this.journal !== null);
     }
   }
 
   private shutdown(): void {
-    for (const flow of this.flows.values()) flow.stop();
+    for (const flow of this.flows.values()) flow.stop(this.journal !== null);
     this.timers.close();
     for (const agent of this.agents.values()) agent.setLifecycle('stopped');
     this.stateValue = 'stopped';
@@ -410,6 +440,10 @@ export class Runtime implements FlowHost, AsyncDisposable {
       } catch (error) {
         this.logger.error({ err: ensureError(error) }, 'shutdown failed during close');
         this.stateValue = 'stopped';
+      }
+      if (this.journal !== null) {
+        await this.journal.flush();
+        if (this.ownsStore) await this.store!.close().catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'store close failed'));
       }
     })();
     return this.closing;

@@ -28,6 +28,7 @@ export class MemoryStore implements Store {
   private readonly traces = new Map<string, StoredTrace>();
   private readonly pending = new Map<string, PendingEnvelope>();
   private readonly events: StoredEvent[] = [];
+  private outputs: { flow: string; traceId: string; value: unknown }[] = [];
   private readonly steps = new Map<string, { traceId: string; value: unknown }>();
   private readonly deadLetters = new Map<string, StoredDeadLetter>();
   private readonly leases = new Map<string, Lease>();
@@ -69,6 +70,15 @@ export class MemoryStore implements Store {
       this.pending.set(p.envelope.id, { flow: p.flow, node: p.node, envelope: copy(p.envelope), hops: p.hops, seq: ++this.seq });
     }
     for (const id of batch.consumed ?? []) this.pending.delete(id);
+    for (const a of batch.attempts ?? []) {
+      const p = this.pending.get(a.envelopeId);
+      if (p !== undefined) this.pending.set(a.envelopeId, { ...p, envelope: { ...p.envelope, attempt: a.attempt } });
+    }
+    for (const o of batch.outputs ?? []) this.outputs.push({ flow: o.flow, traceId: o.traceId, value: copy(o.value) });
+    for (const e of batch.ended ?? []) {
+      for (const [id, p] of this.pending) if (p.flow === e.flow && p.envelope.traceId === e.traceId) this.pending.delete(id);
+      this.outputs = this.outputs.filter((o) => o.flow !== e.flow || o.traceId !== e.traceId);
+    }
     for (const e of batch.events ?? []) this.events.push({ traceId: e.traceId, seq: ++this.seq, type: e.type, ts: e.ts, event: copy(e.event) });
     for (const s of batch.steps ?? []) {
       if (!this.steps.has(s.stepKey)) this.steps.set(s.stepKey, { traceId: s.traceId, value: copy(s.value) });
@@ -120,6 +130,16 @@ export class MemoryStore implements Store {
       const list = [...this.pending.values()].filter((p) => p.flow === flow).sort((a, b) => a.seq - b.seq);
       return copy(list);
     });
+  }
+
+  pendingOutputs(flow: string): Promise<readonly { readonly traceId: string; readonly value: unknown }[]> {
+    return this.run(() =>
+      copy(
+        this.outputs
+          .filter((o) => o.flow === flow && this.traces.get(traceKey(flow, o.traceId))?.status === 'running')
+          .map((o) => ({ traceId: o.traceId, value: o.value })),
+      ),
+    );
   }
 
   getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined> {

@@ -141,6 +141,14 @@ export class SqliteStore implements Store {
          ON CONFLICT (envelope_id) DO NOTHING`,
       ),
       consume: db.prepare('DELETE FROM pending WHERE envelope_id = ?'),
+      attempt: db.prepare("UPDATE pending SET envelope = json_set(envelope, '$.attempt', ?) WHERE envelope_id = ?"),
+      output: db.prepare('INSERT INTO outputs (flow, trace_id, value) VALUES (?, ?, ?)'),
+      endPending: db.prepare('DELETE FROM pending WHERE flow = ? AND trace_id = ?'),
+      endOutputs: db.prepare('DELETE FROM outputs WHERE flow = ? AND trace_id = ?'),
+      outputs: db.prepare(
+        `SELECT o.trace_id, o.value FROM outputs o JOIN traces t ON t.flow = o.flow AND t.trace_id = o.trace_id
+         WHERE o.flow = ? AND t.status = 'running' ORDER BY o.seq`,
+      ),
       event: db.prepare('INSERT INTO events (trace_id, type, ts, event) VALUES (?, ?, ?, ?)'),
       step: db.prepare('INSERT INTO steps (step_key, trace_id, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (step_key) DO NOTHING'),
       deadLetter: db.prepare(
@@ -189,6 +197,12 @@ export class SqliteStore implements Store {
       }
       for (const p of batch.accepted ?? []) s.accept.run(p.envelope.id, p.flow, p.node, p.envelope.traceId, p.hops, json(p.envelope));
       for (const id of batch.consumed ?? []) s.consume.run(id);
+      for (const a of batch.attempts ?? []) s.attempt.run(a.attempt, a.envelopeId);
+      for (const o of batch.outputs ?? []) s.output.run(o.flow, o.traceId, json(o.value));
+      for (const e of batch.ended ?? []) {
+        s.endPending.run(e.flow, e.traceId);
+        s.endOutputs.run(e.flow, e.traceId);
+      }
       for (const e of batch.events ?? []) s.event.run(e.traceId, e.type, e.ts, json(e.event));
       for (const st of batch.steps ?? []) s.step.run(st.stepKey, st.traceId, json(st.value), st.ts);
       for (const d of batch.deadLetters ?? []) {
@@ -272,6 +286,15 @@ export class SqliteStore implements Store {
         node: r.node,
         hops: r.hops,
         envelope: JSON.parse(r.envelope) as Envelope,
+      })),
+    );
+  }
+
+  pendingOutputs(flow: string): Promise<readonly { readonly traceId: string; readonly value: unknown }[]> {
+    return this.run(() =>
+      (this.statements.outputs.all(flow) as { trace_id: string; value: string }[]).map((r) => ({
+        traceId: r.trace_id,
+        value: JSON.parse(r.value) as unknown,
       })),
     );
   }

@@ -71,6 +71,13 @@ export interface PendingWrite {
   readonly hops: number;
 }
 
+/** An output of a running trace. */
+export interface OutputWrite {
+  readonly flow: string;
+  readonly traceId: string;
+  readonly value: unknown;
+}
+
 /** A journaled event of a trace. */
 export interface StoredEvent {
   readonly traceId: string;
@@ -117,6 +124,12 @@ export interface StoreBatch {
   readonly accepted?: readonly PendingWrite[];
   /** Ids of envelopes no longer pending (consumed by their node, dropped or dead-lettered). */
   readonly consumed?: readonly string[];
+  /** Pending envelopes whose attempt number rose (a retry): resume keeps the count. */
+  readonly attempts?: readonly { readonly envelopeId: string; readonly attempt: number }[];
+  /** Outputs of running traces (an egress node's value), kept until the trace's result is written. */
+  readonly outputs?: readonly OutputWrite[];
+  /** Traces that ended: their pending envelopes and outputs are dropped. */
+  readonly ended?: readonly { readonly flow: string; readonly traceId: string }[];
   readonly events?: readonly EventWrite[];
   readonly steps?: readonly StepWrite[];
   readonly deadLetters?: readonly StoredDeadLetter[];
@@ -173,6 +186,8 @@ export interface Store {
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]>;
   /** Envelopes pending in `flow`, in acceptance order (`seq`). */
   pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]>;
+  /** Outputs of the running traces of `flow`, in the order they were written. */
+  pendingOutputs(flow: string): Promise<readonly { readonly traceId: string; readonly value: unknown }[]>;
   /** The recorded result of a step, or undefined when it has none. */
   getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined>;
   /** The journaled events of a trace, in commit order. */

@@ -95,6 +95,22 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect((await store.pendingEnvelopes('f')).map((p) => p.envelope.payload)).toEqual([1, 3]);
     });
 
+    it('keeps a retry\'s attempt, outputs of running traces, and drops both when the trace ends', async () => {
+      const t = uuidv7();
+      const e = envelope(t, 'a', 1);
+      await store.commit({ traces: [trace('f', t, 1)], accepted: [{ flow: 'f', node: 'a', envelope: e, hops: 0 }] });
+      await store.commit({ attempts: [{ envelopeId: e.id, attempt: 3 }], outputs: [{ flow: 'f', traceId: t, value: 'first' }] });
+      await store.commit({ outputs: [{ flow: 'f', traceId: t, value: { second: true } }] });
+      expect((await store.pendingEnvelopes('f'))[0]!.envelope).toEqual({ ...e, attempt: 3 });
+      expect(await store.pendingOutputs('f')).toEqual([
+        { traceId: t, value: 'first' },
+        { traceId: t, value: { second: true } },
+      ]);
+      await store.commit({ traces: [trace('f', t, 1, { status: 'succeeded', result: ['first', { second: true }] })], ended: [{ flow: 'f', traceId: t }] });
+      expect(await store.pendingEnvelopes('f')).toEqual([]);
+      expect(await store.pendingOutputs('f')).toEqual([]);
+    });
+
     it('a batch lands whole: the trace, its accepted envelope, its event', async () => {
       const t = uuidv7();
       const e = envelope(t, 'a', { x: 1 });

@@ -30,6 +30,16 @@ CREATE TABLE pending (
   envelope    TEXT    NOT NULL
 );
 CREATE INDEX pending_by_flow ON pending (flow, seq);
+CREATE INDEX pending_by_trace ON pending (flow, trace_id);
+
+-- Outputs of running traces (egress values), until the trace's result is written.
+CREATE TABLE outputs (
+  seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+  flow     TEXT    NOT NULL,
+  trace_id TEXT    NOT NULL,
+  value    TEXT    NOT NULL
+);
+CREATE INDEX outputs_by_trace ON outputs (flow, trace_id, seq);
 
 CREATE TABLE events (
   seq      INTEGER PRIMARY KEY AUTOINCREMENT,

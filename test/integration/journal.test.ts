@@ -1,0 +1,235 @@
+/**
+ * The journal on the real send path, on SQLite files in a temp directory: what `emit` and
+ * `fetch` wait for, what a second runtime on the same file resumes, and `ctx.step`.
+ * (The SIGKILL crash test is in crash-resume.test.ts.)
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as joinPath } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { createRuntime, join, node, SqliteStore, type Envelope, type Runtime } from '../../src/index.js';
+import { deferred, until } from '../helpers/runtime.js';
+
+const dir = mkdtempSync(joinPath(tmpdir(), 'roost-journal-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+const freshPath = (): string => joinPath(dir, `j-${++n}.db`);
+
+const runtimes: Runtime[] = [];
+const stores: SqliteStore[] = [];
+afterEach(async () => {
+  for (const rt of runtimes.splice(0)) await rt.close();
+  for (const s of stores.splice(0)) await s.close();
+});
+
+function runtime(path: string, extra: Parameters<typeof createRuntime>[0] = {}): Runtime {
+  const rt = createRuntime({ logger: false, store: `sqlite:${path}`, ...extra });
+  runtimes.push(rt);
+  return rt;
+}
+
+/** A second connection to the journal, to look at what is committed. */
+function look(path: string): SqliteStore {
+  const s = new SqliteStore(path);
+  stores.push(s);
+  return s;
+}
+
+describe('emit and fetch wait for their commits', () => {
+  it('the task is in the journal when emit resolves, the result when fetch resolves', async () => {
+    const path = freshPath();
+    const rt = runtime(path);
+    const gate = deferred();
+    const flow = rt.flow({
+      name: 'f',
+      edges: [
+        node('a', (env: Envelope<number>) => env.payload + 1).to(node('b', async (env: Envelope<number>) => {
+          await gate.promise;
+          return env.payload * 10;
+        })),
+      ],
+    });
+    await rt.start();
+    const t = await flow.emit(1, { idempotencyKey: 'task-1' });
+    const store = look(path);
+    expect(await store.getTrace('f', t.traceId)).toMatchObject({ status: 'running', idempotencyKey: 'task-1', tenant: 'default' });
+    gate.resolve();
+    expect(await flow.fetch(t.traceId)).toBe(20);
+    expect(await store.getTrace('f', t.traceId)).toMatchObject({ status: 'succeeded', result: 20 });
+    expect(await store.pendingEnvelopes('f')).toEqual([]);
+    expect((await store.history(t.traceId)).map((e) => e.type)).toEqual(['trace_start', 'trace_success']);
+  });
+
+  it('a failure past its retries is a durable dead letter, and the failed trace is journaled', async () => {
+    const path = freshPath();
+    const rt = runtime(path);
+    const flow = rt.flow({
+      name: 'f',
+      edges: [
+        node(
+          'bad',
+          () => {
+            throw new Error('always');
+          },
+          { retries: 1, backoff: { baseMs: 1, maxMs: 1, jitter: 0 } },
+        ).to(),
+      ],
+    });
+    await rt.start();
+    const t = await flow.emit({ x: 1 });
+    await expect(flow.fetch(t.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_NODE_FAILED' });
+    const store = look(path);
+    const letters = await store.listDeadLetters({ flow: 'f' });
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ node: 'bad', traceId: t.traceId, attempts: 2, error: { code: 'ROOST_ERR_NODE_FAILED' } });
+    expect(await store.getTrace('f', t.traceId)).toMatchObject({ status: 'failed', error: { code: 'ROOST_ERR_NODE_FAILED' } });
+    expect((await store.history(t.traceId)).map((e) => e.type)).toEqual(['trace_start', 'node_retry', 'node_failed', 'trace_failed']);
+  });
+});
+
+describe('a second runtime on the same journal resumes what the first left', () => {
+  it('re-queues pending envelopes at their nodes, keeps outputs, and finishes the traces', async () => {
+    const path = freshPath();
+    // The first runtime stops mid-flight: its middle node never returns (as if the process died).
+    const first = runtime(path, { drainTimeoutMs: 10 });
+    let bStarted = 0;
+    const stuckB = (): Promise<never> => {
+      bStarted++;
+      return new Promise(() => {});
+    };
+    const stuck = first.flow({
+      name: 'f',
+      edges: [node('a', (env: Envelope<number>) => env.payload + 1).to(node('b', stuckB, { timeoutMs: null, concurrency: 1 }))],
+    });
+    await first.start();
+    const ids = await Promise.all([1, 2, 3].map((i) => stuck.emit(i)));
+    await until(() => bStarted === 1 && stuck.stats().queued === 2);
+    await new Promise((r) => setTimeout(r, 20)); // let the outputs of `a` commit
+    const second = runtime(path);
+    const flow = second.flow({
+      name: 'f',
+      edges: [node('a', (env: Envelope<number>) => env.payload + 1).to(node('b', (env: Envelope<number>) => env.payload * 10))],
+    });
+    const seenAtA: number[] = [];
+    second.on((e) => {
+      if (e.type === 'node_start' && e.node === 'a') seenAtA.push(1);
+    });
+    await second.start();
+    expect(await Promise.all(ids.map((t) => flow.fetch(t.traceId)))).toEqual([20, 30, 40]);
+    expect(seenAtA).toEqual([]); // `a` had finished all three: only `b` ran again
+    expect(await look(path).pendingEnvelopes('f')).toEqual([]);
+  });
+
+  it('rebuilds a join from the envelopes it had collected', async () => {
+    const path = freshPath();
+    const flowOf = (rt: Runtime, slowForever: boolean) => {
+      const fan = node('fan', (env: Envelope<number>) => env.payload);
+      const fast = node('fast', (env: Envelope<number>) => env.payload + 1);
+      const slow = node('slow', slowForever ? () => new Promise(() => {}) : (env: Envelope<number>) => env.payload + 2, { timeoutMs: null });
+      const both = join('both', { timeoutMs: 60_000 });
+      const sum = node('sum', (env: Envelope<number[]>) => [...env.payload].sort((a, b) => a - b));
+      return rt.flow({ name: 'j', edges: [fan.to(fast, slow), fast.to(both), slow.to(both), both.to(sum)] });
+    };
+    const first = runtime(path, { drainTimeoutMs: 10 });
+    const f1 = flowOf(first, true);
+    await first.start();
+    const t = await f1.emit(10);
+    await until(() => f1.stats().joinsWaiting === 1);
+    await new Promise((r) => setTimeout(r, 20));
+    const second = runtime(path);
+    const f2 = flowOf(second, false);
+    await second.start();
+    expect(await f2.fetch(t.traceId)).toEqual([11, 12]);
+  });
+});
+
+describe('close with a journal', () => {
+  it('leaves traces still running unfinished in the journal, and the next start resumes them', async () => {
+    const path = freshPath();
+    const first = runtime(path, { drainTimeoutMs: 20 });
+    let started = 0;
+    const f1 = first.flow({
+      name: 'c',
+      edges: [
+        node(
+          'slow',
+          () => {
+            started++;
+            return new Promise(() => {});
+          },
+          { timeoutMs: null },
+        ).to(),
+      ],
+    });
+    await first.start();
+    const t = await f1.emit('x');
+    await until(() => started === 1);
+    await first.close();
+    expect(await look(path).getTrace('c', t.traceId)).toMatchObject({ status: 'running' });
+    const second = runtime(path);
+    const f2 = second.flow({ name: 'c', edges: [node('slow', (env: Envelope<string>) => `${env.payload} done`).to()] });
+    await second.start();
+    expect(await f2.fetch(t.traceId)).toBe('x done');
+  });
+});
+
+describe('ctx.step', () => {
+  it('runs its function once across retries, with a stable stepKey', async () => {
+    const path = freshPath();
+    const rt = runtime(path);
+    const ran: string[] = [];
+    let attempts = 0;
+    const flow = rt.flow({
+      name: 's',
+      edges: [
+        node(
+          'pay',
+          async (_env: Envelope, ctx) => {
+            attempts++;
+            const receipt = await ctx.step('charge', ({ stepKey }) => {
+              ran.push(stepKey);
+              return { charged: 42 };
+            });
+            if (attempts < 3) throw new Error('flaky after the charge');
+            return receipt;
+          },
+          { retries: 3, backoff: { baseMs: 1, maxMs: 1, jitter: 0 } },
+        ).to(),
+      ],
+    });
+    await rt.start();
+    const t = await flow.emit({});
+    expect(await flow.fetch(t.traceId)).toEqual({ charged: 42 });
+    expect(attempts).toBe(3);
+    expect(ran).toHaveLength(1);
+    expect(ran[0]).toMatch(/^[0-9a-f]{32}$/);
+    expect(await look(path).getStep(ran[0]!)).toEqual({ value: { charged: 42 } });
+  });
+
+  it('without a journal it still runs once per input across retries; bad arguments are coded errors', async () => {
+    const rt = createRuntime({ logger: false });
+    runtimes.push(rt);
+    let ran = 0;
+    let attempts = 0;
+    let badName: unknown;
+    const flow = rt.flow({
+      name: 's',
+      edges: [
+        node(
+          'pay',
+          async (_env: Envelope, ctx) => {
+            attempts++;
+            badName = await ctx.step('', () => 1).catch((e: unknown) => e);
+            await ctx.step('charge', () => ++ran);
+            if (attempts < 2) throw new Error('again');
+            return ran;
+          },
+          { retries: 2, backoff: { baseMs: 1, maxMs: 1, jitter: 0 } },
+        ).to(),
+      ],
+    });
+    await rt.start();
+    expect(await flow.fetch((await flow.emit({})).traceId)).toBe(1);
+    expect(badName).toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'ctx.step.name' });
+  });
+});

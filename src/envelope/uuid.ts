@@ -7,7 +7,7 @@
  * the 62 random bits of `rand_b` come from a pooled `randomFillSync` buffer, one system call per
  * 8,192 ids (ids are made on every hop of every message).
  */
-import { randomFillSync, randomInt } from 'node:crypto';
+import { hash, randomFillSync, randomInt } from 'node:crypto';
 
 /** Byte → its two lower-case hex digits as ASCII codes, at [2b] and [2b + 1]. */
 const HEX_CODES = new Uint8Array(512);
@@ -79,6 +79,18 @@ export function uuidv7(now: number = Date.now()): string {
     t[w + 1] = h[2 * b + 1]!;
   }
   return t.toString('latin1', 0, 36);
+}
+
+/**
+ * A UUIDv7 derived from `parent` (a UUIDv7) and `salt`: the parent's time, then 74 bits of
+ * SHA-256(parent, salt). The same inputs give the same id, so a node that runs again after a
+ * crash (its outputs were not committed) sends its outputs on under the ids they had the first
+ * time: the journal's insert-or-ignore and every `stepKey` downstream stay the same.
+ */
+export function deriveUuidv7(parent: string, salt: string): string {
+  const h = hash('sha256', `${parent}\u0000${salt}`, 'hex');
+  const variant = '89ab'[parseInt(h[3]!, 16) & 3]!;
+  return `${parent.slice(0, 13)}-7${h.slice(0, 3)}-${variant}${h.slice(4, 7)}-${h.slice(7, 19)}`;
 }
 
 /** The time (epoch ms) encoded in the last id {@link uuidv7} made: `uuidv7Time` without parsing. */

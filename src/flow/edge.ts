@@ -38,10 +38,9 @@ export interface Msg {
 }
 
 /** @internal what {@link NodeRunner.forward} makes outputs from: a run or a queued envelope. */
-export interface Source {
-  readonly env: Envelope;
-  readonly trace: Trace;
-  readonly hops: number;
+export interface Source extends Msg {
+  /** Sends made from it so far (numbers its outputs for their derived ids). */
+  outputSeq: number;
 }
 
 /** @internal a bounded queue between two nodes (or from the ingress to the first node). */
@@ -65,7 +64,7 @@ export interface RunnerFlow {
   nodeEvent(
     type: NodeEventType,
     runner: RunnerInfo,
-    src: Source,
+    src: Msg,
     now: number,
     latencyMs: number | null,
     error: Error | null,

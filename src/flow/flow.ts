@@ -12,7 +12,7 @@ import { RoostError, ensureError, invalidOption } from '../errors.js';
 import type { DeadLetter } from '../runtime/dead-letters.js';
 import type { Journal } from '../store/journal.js';
 import type { Store } from '../store/store.js';
-import { Edge, type Msg, type RunnerFlow, type Source } from './edge.js';
+import { Edge, type Msg, type RunnerFlow } from './edge.js';
 import { eventError, type NodeEvent, type NodeEventType, type TraceEvent, type TraceEventType } from './events.js';
 import { buildGraph } from './graph.js';
 import type { Handler } from './handler.js';
@@ -239,7 +239,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const ingress = this.ingressEdge.to as NodeRunner;
     const env: Envelope = {
       v: 1,
-      id: options.traceId === undefined ? traceId : uuidv7(now),
+      id: traceId, // the first envelope of a trace has its id: a task emitted again gets the same one
       traceId,
       parentId: null,
       tenant,
@@ -711,7 +711,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
   nodeEvent(
     type: NodeEventType,
     runner: NodeRunner,
-    src: Source,
+    src: Msg,
     now: number,
     latencyMs: number | null,
     error: Error | null,

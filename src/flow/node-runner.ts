@@ -4,7 +4,7 @@
  * room there (backpressure). Joins are collected here too.
  */
 import type { Envelope } from '../envelope/envelope.js';
-import { uuidv7 } from '../envelope/uuid.js';
+import { deriveUuidv7, uuidv7 } from '../envelope/uuid.js';
 import { RoostError } from '../errors.js';
 import type { Agent } from '../runtime/agent.js';
 import type { Timed } from '../resilience/timer-queue.js';
@@ -184,10 +184,14 @@ export class NodeRunner implements RunOwner {
     }
     let waits: Promise<void>[] | null = null;
     const journal = this.flow.journal;
+    // With a journal, output ids are derived from the input and the output's place, so a node
+    // run again after a crash sends the same envelopes on (see deriveUuidv7).
+    const seq = src.outputSeq++;
     for (let i = 0; i < edges.length; i++) {
       const edge = edges[i]!;
       if (!trace.running) break;
-      const env = childEnvelope(src.env, this.name, edge.to.name, payload, uuidv7(now), now);
+      const id = journal === null ? uuidv7(now) : deriveUuidv7(src.env.id, `${this.name}>${edge.to.name}#${seq}`);
+      const env = childEnvelope(src.env, this.name, edge.to.name, payload, id, now);
       trace.pending++;
       // Journaled before it is queued, so its consumption (maybe this same tick) comes after.
       journal?.accept({ flow: this.flow.name, node: edge.to.name, envelope: env, hops });
@@ -237,7 +241,7 @@ export class NodeRunner implements RunOwner {
     this.joinsOpen--;
     const payloads = state.payloads;
     state.payloads = [];
-    const sent = this.forward(msg, payloads, this.outEdges);
+    const sent = this.forward(msg as Run, payloads, this.outEdges); // every item queued here was made by prepare()
     const journal = this.flow.journal;
     if (journal !== null) for (const id of state.ids) journal.consume(id);
     state.ids = [];

@@ -139,6 +139,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   timerIndex = -1;
   laneAt = -1;
   traceSlot = -1;
+  outputSeq = 0;
   env: Envelope;
   readonly trace: Trace;
   readonly hops: number;

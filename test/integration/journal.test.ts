@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createRuntime, join, node, SqliteStore, type Envelope, type Runtime } from '../../src/index.js';
+import { createRuntime, join, node, SqliteStore, type Envelope, type Runtime, type Store, type StoreBatch } from '../../src/index.js';
 import { deferred, until } from '../helpers/runtime.js';
 
 const dir = mkdtempSync(joinPath(tmpdir(), 'roost-journal-'));
@@ -140,6 +140,71 @@ describe('a second runtime on the same journal resumes what the first left', () 
     const f2 = flowOf(second, false);
     await second.start();
     expect(await f2.fetch(t.traceId)).toEqual([11, 12]);
+  });
+});
+
+/** A store whose commits stop landing when frozen (as if the process died before them). */
+function freezable(inner: Store): Store & { freeze(): void; abandon(): void } {
+  let frozen = false;
+  let dead = false;
+  const stuck: ((error: Error) => void)[] = [];
+  return Object.assign(Object.create(inner) as Store, {
+    commit(batch: StoreBatch): Promise<void> {
+      if (dead) return Promise.reject(new Error('abandoned'));
+      if (!frozen) return inner.commit(batch);
+      return new Promise<void>((_resolve, reject) => stuck.push(reject));
+    },
+    freeze(): void {
+      frozen = true;
+    },
+    /** Fails the commits held and every later one, so the dead runtime can close. */
+    abandon(): void {
+      dead = true;
+      for (const reject of stuck.splice(0)) reject(new Error('abandoned'));
+    },
+  });
+}
+
+describe('a node run again after a crash sends the same envelopes on', () => {
+  it('so a step downstream gets the same stepKey as before the crash', async () => {
+    const path = freshPath();
+    const disk = look(path);
+    const store = freezable(disk);
+    const keys: string[] = [];
+    const flowOf = (rt: Runtime, gate: Promise<void>) => {
+      const a = node('a', async (env: Envelope<number>) => {
+        await gate;
+        return env.payload + 1;
+      });
+      const b = node(
+        'b',
+        async (env: Envelope<number>, ctx) => {
+          await ctx.step('effect', ({ stepKey }) => keys.push(stepKey));
+          return env.payload;
+        },
+        { timeoutMs: null },
+      );
+      return rt.flow({ name: 'd', edges: [a.to(b)] });
+    };
+    const first = createRuntime({ logger: false, store, drainTimeoutMs: 10 });
+    runtimes.push(first);
+    const gate = deferred();
+    try {
+      const f1 = flowOf(first, gate.promise);
+      await first.start();
+      const t = await f1.emit(1); // the task is committed
+      store.freeze(); // from here on nothing of the first runtime lands
+      gate.resolve();
+      await until(() => keys.length === 1); // b ran its step on a's output, which never committed
+      const second = runtime(path);
+      const f2 = flowOf(second, Promise.resolve());
+      await second.start(); // a runs again on the task: its output gets the same id
+      expect(await f2.fetch(t.traceId)).toBe(2);
+      expect(keys).toHaveLength(2); // the step's result never committed either: fn ran again …
+      expect(keys[1]).toBe(keys[0]); // … under the same stepKey, so the outside system can dedup it
+    } finally {
+      store.abandon(); // even on failure: the first runtime must be able to close (in afterEach)
+    }
   });
 });
 

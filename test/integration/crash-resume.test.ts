@@ -1,0 +1,116 @@
+/**
+ * The crash test: a child process runs a 3-node flow on an SQLite journal (test/fixtures/
+ * crash-worker.ts) and is SIGKILLed at random moments while work is in flight, then started
+ * again, until it finishes. Every accepted task must have exactly one result, its side effect
+ * must have happened exactly once, and the effect's function may have run at most once more
+ * per kill.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/index.js';
+
+const worker = fileURLToPath(new URL('../fixtures/crash-worker.ts', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'roost-crash-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const K = 2_000;
+const KILLS = 4;
+
+interface Life {
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
+  ready: Promise<void>;
+  kill(): void;
+  output(): string;
+}
+
+function startWorker(journal: string, effects: string, base: number): Life {
+  const child = spawn(process.execPath, ['--import', 'tsx', worker, journal, effects, String(K), String(base)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let ready!: () => void;
+  const readyPromise = new Promise<void>((r) => (ready = r));
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+    if (out.includes('ready')) ready();
+  });
+  child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { exited, ready: readyPromise, kill: () => child.kill('SIGKILL'), output: () => out };
+}
+
+/** Traces of the journal by status (read with a fresh connection, as after a crash). */
+function countByStatus(path: string): Record<string, number> {
+  const db = new Database(path, { readonly: true });
+  try {
+    const rows = db.prepare('SELECT status, COUNT(*) AS n FROM traces GROUP BY status').all() as { status: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  } finally {
+    db.close();
+  }
+}
+
+describe('crash and resume on the SQLite journal', () => {
+  it(`${K} tasks, ${KILLS} SIGKILLs while in flight: one result and one effect per task`, async () => {
+    const journal = join(dir, 'journal.db');
+    const effects = join(dir, 'effects.db');
+    const base = Date.now() - 3_600_000;
+    let kills = 0;
+    const progress: Record<string, number>[] = [];
+    for (let life = 0; life < KILLS; life++) {
+      const w = startWorker(journal, effects, base);
+      await Promise.race([w.ready, w.exited]);
+      // A random moment while tasks are being submitted and run.
+      const after = 150 + Math.floor(Math.random() * 600);
+      const done = await Promise.race([w.exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), after))]);
+      if (done) break; // it finished before this kill: nothing left to interrupt
+      w.kill();
+      expect(await w.exited).toBeNull();
+      kills++;
+      progress.push(countByStatus(journal));
+    }
+    const final = startWorker(journal, effects, base);
+    const code = await final.exited;
+    expect(code, final.output()).toBe(0);
+    expect(final.output()).toContain('done');
+    expect(kills).toBeGreaterThan(0);
+    // The kills landed while work was in flight: some tasks accepted and not finished.
+    expect(progress.some((p) => (p['running'] ?? 0) > 0), JSON.stringify(progress)).toBe(true);
+    if (process.env['ROOST_TEST_VERBOSE']) console.log('journal at each kill:', JSON.stringify(progress));
+
+    const store = new SqliteStore(journal);
+    try {
+      const seen = new Map<number, unknown>();
+      let cursor: string | undefined;
+      do {
+        const page = await store.listTraces({ flow: 'crash', limit: 1000, ...(cursor === undefined ? {} : { cursor }) });
+        for (const t of page.traces) {
+          expect(t.status).toBe('succeeded');
+          const result = t.result as { i: number; done: boolean; receipt: { charged: number } };
+          expect(seen.has(result.i)).toBe(false);
+          seen.set(result.i, result);
+          expect(result).toEqual({ i: result.i, done: true, receipt: { charged: result.i } });
+        }
+        cursor = page.next ?? undefined;
+      } while (cursor !== undefined);
+      expect(seen.size).toBe(K); // every task has exactly one result
+      expect(await store.pendingEnvelopes('crash')).toEqual([]); // nothing stuck
+    } finally {
+      await store.close();
+    }
+    const db = new Database(effects, { readonly: true });
+    try {
+      const rows = db.prepare('SELECT COUNT(*) AS n, COUNT(DISTINCT task) AS tasks FROM effects').get() as { n: number; tasks: number };
+      expect(rows).toEqual({ n: K, tasks: K }); // one effect per task
+      const runs = (db.prepare('SELECT n FROM runs').get() as { n: number }).n;
+      expect(runs).toBeGreaterThanOrEqual(K);
+      expect(runs).toBeLessThanOrEqual(K + kills); // fn reran only across a crash window
+    } finally {
+      db.close();
+    }
+  }, 180_000);
+});

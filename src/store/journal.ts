@@ -11,7 +11,14 @@ import type { EventWrite, OutputWrite, PendingWrite, Store, StoredDeadLetter, St
 
 interface Batch {
   traces: TraceWrite[];
-  accepted: PendingWrite[];
+  /** Accepted envelopes; null where one was consumed in this same batch (it never needs a row). */
+  accepted: (PendingWrite | null)[];
+  /** Envelope id → its index in `accepted`, while it is still pending in this batch. */
+  acceptedAt: Map<string, number>;
+  /** Trace (flow, id) → its index in `traces`. */
+  traceAt: Map<string, number>;
+  /** Traces created in this batch → indexes of their accepted envelopes. */
+  fresh: Map<string, number[]>;
   consumed: string[];
   attempts: { envelopeId: string; attempt: number }[];
   outputs: OutputWrite[];
@@ -37,6 +44,9 @@ function newBatch(): Batch {
   return {
     traces: [],
     accepted: [],
+    acceptedAt: new Map(),
+    traceAt: new Map(),
+    fresh: new Map(),
     consumed: [],
     attempts: [],
     outputs: [],
@@ -65,23 +75,80 @@ export class Journal {
     private readonly onError: (error: Error) => void,
   ) {}
 
+  /**
+   * Creates or updates a trace. Two writes of one trace in one batch become one row write
+   * (a trace accepted and finished within a tick costs one insert).
+   */
   trace(write: TraceWrite): void {
-    this.open().traces.push(write);
+    const batch = this.open();
+    const key = `${write.flow}\u0000${write.traceId}`;
+    const at = batch.traceAt.get(key);
+    if (at === undefined) {
+      batch.traceAt.set(key, batch.traces.length);
+      batch.traces.push(write);
+      if (write.status === 'running' && write.owner !== undefined) batch.fresh.set(key, []);
+      return;
+    }
+    const before = batch.traces[at]!;
+    batch.traces[at] = {
+      ...write,
+      createdAt: before.createdAt,
+      deadline: before.deadline,
+      idempotencyKey: before.idempotencyKey,
+      owner: write.owner === undefined ? before.owner : write.owner,
+      result: write.result === undefined ? before.result : write.result,
+      error: write.error === undefined ? before.error : write.error,
+    };
   }
   accept(write: PendingWrite): void {
-    this.open().accepted.push(write);
+    const batch = this.open();
+    const index = batch.accepted.length;
+    batch.accepted.push(write);
+    batch.acceptedAt.set(write.envelope.id, index);
+    batch.fresh.get(`${write.flow}\u0000${write.envelope.traceId}`)?.push(index);
   }
+  /** An envelope is done; accepted in this same batch, it never gets a row at all. */
   consume(envelopeId: string): void {
-    this.open().consumed.push(envelopeId);
+    const batch = this.open();
+    const at = batch.acceptedAt.get(envelopeId);
+    if (at !== undefined) {
+      batch.accepted[at] = null;
+      batch.acceptedAt.delete(envelopeId);
+      return;
+    }
+    batch.consumed.push(envelopeId);
   }
   attempt(envelopeId: string, attempt: number): void {
-    this.open().attempts.push({ envelopeId, attempt });
+    const batch = this.open();
+    const at = batch.acceptedAt.get(envelopeId);
+    const pending = at === undefined ? null : batch.accepted[at];
+    if (pending !== null && pending !== undefined) {
+      batch.accepted[at!] = { ...pending, envelope: { ...pending.envelope, attempt } };
+      return;
+    }
+    batch.attempts.push({ envelopeId, attempt });
   }
   output(write: OutputWrite): void {
     this.open().outputs.push(write);
   }
+  /** A trace ended: its pending envelopes and outputs go. Created in this batch, they never got rows. */
   ended(flow: string, traceId: string): void {
-    this.open().ended.push({ flow, traceId });
+    const batch = this.open();
+    const key = `${flow}\u0000${traceId}`;
+    const fresh = batch.fresh.get(key);
+    if (fresh === undefined) {
+      batch.ended.push({ flow, traceId });
+      return;
+    }
+    for (const index of fresh) {
+      const pending = batch.accepted[index];
+      if (pending !== null && pending !== undefined) {
+        batch.acceptedAt.delete(pending.envelope.id);
+        batch.accepted[index] = null;
+      }
+    }
+    batch.fresh.delete(key);
+    if (batch.outputs.length > 0) batch.outputs = batch.outputs.filter((o) => o.flow !== flow || o.traceId !== traceId);
   }
   event(write: EventWrite): void {
     this.open().events.push(write);
@@ -143,7 +210,7 @@ export class Journal {
       try {
         await this.store.commit({
           traces: batch.traces,
-          accepted: batch.accepted,
+          accepted: batch.accepted.filter((p): p is PendingWrite => p !== null),
           consumed: batch.consumed,
           attempts: batch.attempts,
           outputs: batch.outputs,

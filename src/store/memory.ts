@@ -54,15 +54,15 @@ export class MemoryStore implements Store {
       this.traces.set(key, {
         flow: t.flow,
         traceId: t.traceId,
-        tenant: t.tenant,
+        tenant: before?.tenant ?? t.tenant,
         status: t.status,
-        createdAt: t.createdAt,
+        createdAt: before?.createdAt ?? t.createdAt,
         updatedAt: t.updatedAt,
-        deadline: t.deadline,
-        idempotencyKey: t.idempotencyKey,
-        result: t.result === undefined ? (before?.result ?? null) : copy(t.result),
-        error: t.error === undefined ? (before?.error ?? null) : copy(t.error),
-        owner: t.owner === undefined ? (before?.owner ?? null) : t.owner,
+        deadline: before === undefined ? t.deadline : before.deadline,
+        idempotencyKey: before === undefined ? t.idempotencyKey : before.idempotencyKey,
+        result: t.result === undefined || t.result === null ? (before?.result ?? null) : copy(t.result),
+        error: t.error === undefined || t.error === null ? (before?.error ?? null) : copy(t.error),
+        owner: t.owner ?? before?.owner ?? null,
       });
     }
     for (const p of batch.accepted ?? []) {

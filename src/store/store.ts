@@ -36,7 +36,11 @@ export interface StoredTrace {
   readonly owner: string | null;
 }
 
-/** Creates a trace, or changes its status, result, error or owner. */
+/**
+ * Creates a trace, or changes its status, result, error or owner. On a change, a result, error
+ * or owner left out (or null) keeps the stored one; tenant, times of creation, deadline and
+ * idempotency key are set once, at creation.
+ */
 export interface TraceWrite {
   readonly flow: string;
   readonly traceId: string;

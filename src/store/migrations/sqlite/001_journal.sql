@@ -16,8 +16,8 @@ CREATE TABLE traces (
 ) WITHOUT ROWID;
 CREATE INDEX traces_by_status ON traces (flow, status, created_at);
 CREATE INDEX traces_by_time ON traces (created_at DESC, trace_id DESC);
-CREATE INDEX traces_by_tenant ON traces (tenant, created_at DESC);
-CREATE INDEX traces_finished ON traces (updated_at) WHERE status <> 'running';
+-- Few indexes on purpose: every trace write updates each of them (listing by tenant and
+-- pruning scan the time index instead).
 
 -- Envelopes accepted at a node and not consumed there yet: what a resume re-enqueues, by seq.
 CREATE TABLE pending (

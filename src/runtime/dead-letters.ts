@@ -57,6 +57,13 @@ export class DeadLetterQueue {
     return letter;
   }
 
+  /** @internal puts back a letter the journal kept (on start): no event, the cap still holds. */
+  restore(letter: DeadLetter): void {
+    if (this.letters.has(letter.id)) return;
+    this.letters.set(letter.id, letter);
+    while (this.letters.size > this.max) this.letters.delete(this.letters.keys().next().value as string);
+  }
+
   /** Letters, oldest first, filtered. */
   list(query: DeadLetterQuery = {}): DeadLetter[] {
     const limit = query.limit ?? Infinity;

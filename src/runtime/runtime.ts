@@ -14,11 +14,11 @@ import { resolvePolicy } from '../flow/policy.js';
 import { TimerQueue } from '../resilience/timer-queue.js';
 import { Journal } from '../store/journal.js';
 import { openStore } from '../store/open.js';
-import type { Store } from '../store/store.js';
+import type { Store, StoredEvent, StoredTrace, TracePage, TraceQuery } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
 import { Agent, type AgentInfo, type AgentOptions } from './agent.js';
-import { DeadLetterQueue } from './dead-letters.js';
+import { DeadLetterQueue, type DeadLetter } from './dead-letters.js';
 import { ExpiringMap } from './expiring-map.js';
 import { resolveQuarantine, resolveRuntimeOptions, type ResolvedRuntimeOptions, type RuntimeOptions } from './options.js';
 
@@ -302,13 +302,54 @@ export class Runtime implements FlowHost, AsyncDisposable {
 
   /** Re-runs a dead letter as a new trace (attempt + 1) at the node that failed it; returns the new trace id. */
   async replayDeadLetter(id: string): Promise<string> {
-    const letter = this.deadLetters.get(id);
+    const letter = await this.findDeadLetter(id);
     const flow = this.flows.get(letter.flow);
     if (flow === undefined) throw new RoostError('ROOST_ERR_FLOW_NOT_FOUND', `no flow named ${letter.flow}`, { field: 'deadLetter.flow', received: letter.flow });
     const traceId = await flow.replay(letter);
     this.deadLetters.replayed(letter, traceId, Date.now());
-    this.journal?.deadLetterRemoved(letter.id);
+    if (this.journal !== null) {
+      this.journal.deadLetterRemoved(letter.id);
+      await this.journal.committed();
+    }
     return traceId;
+  }
+
+  /** A dead letter from memory, or (with a journal) from the store. */
+  private async findDeadLetter(id: string): Promise<DeadLetter> {
+    try {
+      return this.deadLetters.get(id);
+    } catch (error) {
+      const stored = this.store === null || typeof id !== 'string' ? null : await this.store.getDeadLetter(id);
+      if (stored === null) throw error;
+      return { id: stored.id, flow: stored.flow, node: stored.node, envelope: stored.envelope, error: stored.error, attempts: stored.attempts, failedAt: stored.createdAt };
+    }
+  }
+
+  /** A trace as the journal has it (running or finished), or null. Needs a store. */
+  getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
+    return this.withStore('getTrace', (store) => store.getTrace(flow, traceId));
+  }
+
+  /** Traces from the journal, newest first, by flow, tenant, status and time, a page at a time. Needs a store. */
+  listTraces(query: TraceQuery = {}): Promise<TracePage> {
+    return this.withStore('listTraces', (store) => store.listTraces(query));
+  }
+
+  /** The journaled events of a trace, in order (which ones: the `journalEvents` option). Needs a store. */
+  loadHistory(traceId: string): Promise<readonly StoredEvent[]> {
+    return this.withStore('loadHistory', (store) => store.history(traceId));
+  }
+
+  private withStore<T>(operation: string, fn: (store: Store) => Promise<T>): Promise<T> {
+    if (this.store === null) {
+      return Promise.reject(
+        new RoostError('ROOST_ERR_INVALID_STATE', `${operation}: this runtime has no journal (set the store option)`, {
+          field: 'store',
+          expected: 'a runtime created with a store',
+        }),
+      );
+    }
+    return fn(this.store);
   }
 
   /** Subscribes to every event; returns the unsubscribe function. */
@@ -364,7 +405,15 @@ export class Runtime implements FlowHost, AsyncDisposable {
       for (const agent of this.agents.values()) agent.setLifecycle('ready');
       // Resume what the journal holds before taking new work: unfinished traces go on where
       // their last commit left them.
-      if (this.store !== null) for (const flow of this.flows.values()) await flow.resume(this.store);
+      if (this.store !== null) {
+        // The newest dead letters come back into the in-memory queue; older ones stay
+        // replayable by id from the store.
+        const letters = await this.store.listDeadLetters({ limit: Math.min(1000, this.options.deadLetters.max) });
+        for (const d of [...letters].reverse()) {
+          this.deadLetters.restore({ id: d.id, flow: d.flow, node: d.node, envelope: d.envelope, error: d.error, attempts: d.attempts, failedAt: d.createdAt });
+        }
+        for (const flow of this.flows.values()) await flow.resume(this.store);
+      }
       this.stateValue = 'running';
     } catch (error) {
       this.stateValue = 'failed';

@@ -87,6 +87,48 @@ describe('emit and fetch wait for their commits', () => {
   });
 });
 
+describe('dead letters and history outlive the process', () => {
+  it('a dead letter made before a restart is listed and replayed after it; history and listings read the journal', async () => {
+    const path = freshPath();
+    const flowOf = (rt: Runtime, fail: boolean) =>
+      rt.flow({
+        name: 'dlq',
+        edges: [
+          node('work', (env: Envelope<string>) => {
+            if (fail) throw new Error('down');
+            return `${env.payload} ok`;
+          }).to(),
+        ],
+      });
+    const first = runtime(path);
+    const f1 = flowOf(first, true);
+    await first.start();
+    const t = await f1.emit('task', { tenant: 'acme' });
+    await expect(f1.fetch(t.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_NODE_FAILED' });
+    const [letter] = first.deadLetters.list();
+    await first.close();
+
+    const second = runtime(path);
+    const f2 = flowOf(second, false);
+    await second.start();
+    expect(second.deadLetters.list().map((d) => d.id)).toEqual([letter!.id]);
+    const replay = await second.replayDeadLetter(letter!.id);
+    expect(await f2.fetch(replay)).toBe('task ok');
+    expect(await look(path).getDeadLetter(letter!.id)).toBeNull(); // replayed: gone from the journal
+    expect(await second.getTrace('dlq', t.traceId)).toMatchObject({ status: 'failed', tenant: 'acme' });
+    expect((await second.loadHistory(t.traceId)).map((e) => e.type)).toEqual(['trace_start', 'node_failed', 'trace_failed']);
+    const page = await second.listTraces({ flow: 'dlq', tenant: 'acme' });
+    expect(page.traces.map((x) => x.traceId).sort()).toEqual([t.traceId, replay].sort());
+  });
+
+  it('without a store the journal reads are refused with a coded error', async () => {
+    const rt = createRuntime({ logger: false });
+    runtimes.push(rt);
+    await expect(rt.loadHistory('x')).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_STATE', field: 'store' });
+    await expect(rt.listTraces()).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_STATE' });
+  });
+});
+
 describe('a second runtime on the same journal resumes what the first left', () => {
   it('re-queues pending envelopes at their nodes, keeps outputs, and finishes the traces', async () => {
     const path = freshPath();

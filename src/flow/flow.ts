@@ -605,6 +605,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
         continue;
       }
       trace.pending++; // counted before any is queued, so an early finish cannot end the trace
+      (trace.replayIds ??= new Set()).add(p.envelope.id);
       queue.push({ runner, p, trace });
     }
     for (const trace of resumed.values()) {

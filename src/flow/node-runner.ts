@@ -191,6 +191,7 @@ export class NodeRunner implements RunOwner {
       const edge = edges[i]!;
       if (!trace.running) break;
       const id = journal === null ? uuidv7(now) : deriveUuidv7(src.env.id, `${this.name}>${edge.to.name}#${seq}`);
+      if (trace.replayIds !== null && trace.replayIds.has(id)) continue; // queued already, from the journal
       const env = childEnvelope(src.env, this.name, edge.to.name, payload, id, now);
       trace.pending++;
       // Journaled before it is queued, so its consumption (maybe this same tick) comes after.

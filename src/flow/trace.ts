@@ -42,6 +42,11 @@ export class Trace implements Timed {
   fetchers: Fetcher[] | null = null;
   streams: TraceStream[] | null = null;
   cleanups: (() => void)[] | null = null;
+  /**
+   * A resumed trace: ids of the envelopes queued again from the journal. A node that runs again
+   * on an older input re-creates some of them (derived ids): those are not queued a second time.
+   */
+  replayIds: Set<string> | null = null;
   /** Step results of this trace when there is no journal (retries reuse them). */
   steps: Map<string, unknown> | null = null;
   /** With a journal: settles when the trace's end is committed (fetch waits for it). */

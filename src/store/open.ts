@@ -1,10 +1,11 @@
 /**
  * Picks a store by URL, the same everywhere (option, `--store`, `ROOST_STORE_URL`):
- * `memory:`, `sqlite:<path>` (the default, `sqlite:.roost/roost.db`).
+ * `memory:`, `sqlite:<path>` (the default, `sqlite:.roost/roost.db`), `postgres://…[?schema=name]`.
  */
 import { resolve } from 'node:path';
 import { invalidOption } from '../errors.js';
 import { MemoryStore } from './memory.js';
+import { PostgresStore, type PostgresStoreOptions } from './postgres.js';
 import { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 import type { Store } from './store.js';
 
@@ -14,16 +15,18 @@ export const DEFAULT_STORE_URL = 'sqlite:.roost/roost.db';
 /** Options for the store a URL names. */
 export interface OpenStoreOptions {
   readonly sqlite?: SqliteStoreOptions;
+  readonly postgres?: PostgresStoreOptions;
 }
 
 /** Opens the store `url` names, or throws `ROOST_ERR_INVALID_OPTION` naming `field`. */
 export function openStore(url: string, options: OpenStoreOptions = {}, field = 'store'): Store {
-  if (typeof url !== 'string') throw invalidOption(field, 'a store URL (memory:, sqlite:<path>)', url);
+  if (typeof url !== 'string') throw invalidOption(field, 'a store URL (memory:, sqlite:<path>, postgres://…)', url);
   if (url === 'memory:') return new MemoryStore();
   if (url.startsWith('sqlite:')) {
     const path = url.slice('sqlite:'.length);
     if (path === '') throw invalidOption(field, 'sqlite:<path>, with a path', url);
     return new SqliteStore(path === ':memory:' ? path : resolve(path), options.sqlite);
   }
-  throw invalidOption(field, 'a store URL: memory: or sqlite:<path>', url);
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return new PostgresStore(url, options.postgres);
+  throw invalidOption(field, 'a store URL: memory:, sqlite:<path> or postgres://…', url);
 }

@@ -1,5 +1,5 @@
 /**
- * The crash test: a child process runs a 3-node flow on an SQLite journal (test/fixtures/
+ * The crash test, on SQLite and on PostgreSQL: a child process runs a 3-node flow on the journal (test/fixtures/
  * crash-worker.ts) and is SIGKILLed at random moments while work is in flight, then started
  * again, until it finishes. Every accepted task must have exactly one result, its side effect
  * must have happened exactly once, and the effect's function may have run at most once more
@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SqliteStore } from '../../src/index.js';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { openStore, type Store } from '../../src/index.js';
 
 const worker = fileURLToPath(new URL('../fixtures/crash-worker.ts', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'roost-crash-'));
@@ -29,8 +31,8 @@ interface Life {
   output(): string;
 }
 
-function startWorker(journal: string, effects: string, base: number): Life {
-  const child = spawn(process.execPath, ['--import', 'tsx', worker, journal, effects, String(K), String(base)], { stdio: ['ignore', 'pipe', 'pipe'] });
+function startWorker(storeUrl: string, effects: string, base: number): Life {
+  const child = spawn(process.execPath, ['--import', 'tsx', worker, storeUrl, effects, String(K), String(base)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let ready!: () => void;
   const readyPromise = new Promise<void>((r) => (ready = r));
@@ -43,24 +45,44 @@ function startWorker(journal: string, effects: string, base: number): Life {
   return { exited, ready: readyPromise, kill: () => child.kill('SIGKILL'), output: () => out };
 }
 
-/** Traces of the journal by status (read with a fresh connection, as after a crash). */
-function countByStatus(path: string): Record<string, number> {
-  const db = new Database(path, { readonly: true });
+/** Running traces in the journal (read with a fresh connection, as after a crash). */
+async function runningCount(storeUrl: string): Promise<number> {
+  const store = openStore(storeUrl);
   try {
-    const rows = db.prepare('SELECT status, COUNT(*) AS n FROM traces GROUP BY status').all() as { status: string; n: number }[];
-    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+    return (await store.listTraces({ flow: 'crash', status: 'running', limit: 1000 })).traces.length;
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
-describe('crash and resume on the SQLite journal', () => {
+const PG_URL = process.env['ROOST_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgSchema = `roost_test_crash_${randomBytes(4).toString('hex')}`;
+afterAll(async () => {
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  await client.query(`DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`);
+  await client.end();
+});
+
+const JOURNALS = [
+  { name: 'SQLite', url: (): string => `sqlite:${join(dir, 'journal.db')}` },
+  {
+    name: 'PostgreSQL',
+    url: (): string => {
+      const url = new URL(PG_URL);
+      url.searchParams.set('schema', pgSchema);
+      return url.toString();
+    },
+  },
+];
+
+describe.each(JOURNALS)('crash and resume on the $name journal', ({ name, url }) => {
   it(`${K} tasks, ${KILLS} SIGKILLs while in flight: one result and one effect per task`, async () => {
-    const journal = join(dir, 'journal.db');
-    const effects = join(dir, 'effects.db');
+    const journal = url();
+    const effects = join(dir, `effects-${name}.db`);
     const base = Date.now() - 3_600_000;
     let kills = 0;
-    const progress: Record<string, number>[] = [];
+    const progress: number[] = [];
     for (let life = 0; life < KILLS; life++) {
       const w = startWorker(journal, effects, base);
       await Promise.race([w.ready, w.exited]);
@@ -71,7 +93,7 @@ describe('crash and resume on the SQLite journal', () => {
       w.kill();
       expect(await w.exited).toBeNull();
       kills++;
-      progress.push(countByStatus(journal));
+      progress.push(await runningCount(journal));
     }
     const final = startWorker(journal, effects, base);
     const code = await final.exited;
@@ -79,10 +101,10 @@ describe('crash and resume on the SQLite journal', () => {
     expect(final.output()).toContain('done');
     expect(kills).toBeGreaterThan(0);
     // The kills landed while work was in flight: some tasks accepted and not finished.
-    expect(progress.some((p) => (p['running'] ?? 0) > 0), JSON.stringify(progress)).toBe(true);
-    if (process.env['ROOST_TEST_VERBOSE']) console.log('journal at each kill:', JSON.stringify(progress));
+    expect(progress.some((running) => running > 0), JSON.stringify(progress)).toBe(true);
+    if (process.env['ROOST_TEST_VERBOSE']) console.log(`${name}: traces running at each kill:`, JSON.stringify(progress));
 
-    const store = new SqliteStore(journal);
+    const store: Store = openStore(journal);
     try {
       const seen = new Map<number, unknown>();
       let cursor: string | undefined;

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createRuntime, join, node, SqliteStore, type Envelope, type Runtime, type Store, type StoreBatch } from '../../src/index.js';
+import { createRuntime, edge, join, node, SqliteStore, type Envelope, type Runtime, type Store, type StoreBatch } from '../../src/index.js';
 import { deferred, until } from '../helpers/runtime.js';
 
 const dir = mkdtempSync(joinPath(tmpdir(), 'roost-journal-'));
@@ -246,6 +246,35 @@ describe('a node run again after a crash sends the same envelopes on', () => {
       expect(keys[1]).toBe(keys[0]); // … under the same stepKey, so the outside system can dedup it
     } finally {
       store.abandon(); // even on failure: the first runtime must be able to close (in afterEach)
+    }
+  });
+});
+
+describe('an input run again after a crash does not duplicate what the journal already queued', () => {
+  it('a node that waited for room re-creates an envelope already pending: it is queued once', async () => {
+    const path = freshPath();
+    const store = freezable(look(path));
+    const flowOf = (rt: Runtime, block: boolean) => {
+      const a = node('a', (env: Envelope<number>) => env.payload * 10);
+      const b = node('b', block ? () => new Promise(() => {}) : (env: Envelope<number>) => env.payload + 1, { timeoutMs: null, concurrency: 1 });
+      return rt.flow({ name: 'w', edges: [a.to(edge(b, { capacity: 1 }))] });
+    };
+    const first = createRuntime({ logger: false, store, drainTimeoutMs: 10 });
+    runtimes.push(first);
+    try {
+      const f1 = flowOf(first, true);
+      await first.start();
+      const ids = [];
+      for (const i of [1, 2, 3]) ids.push(await f1.emit(i)); // 1 runs at b, 2 waits in the edge, 3's send waits for room
+      await until(() => f1.stats().queued === 1 && f1.stats().running === 2);
+      await new Promise((r) => setTimeout(r, 20)); // 3's output is committed as pending at b; its input is not consumed
+      store.freeze();
+      const second = runtime(path);
+      const f2 = flowOf(second, false);
+      await second.start(); // a runs again on 3's input and re-creates the envelope already pending at b
+      expect(await Promise.all(ids.map((t) => f2.fetch(t.traceId)))).toEqual([11, 21, 31]); // one output each, not [31, 31]
+    } finally {
+      store.abandon();
     }
   });
 });

@@ -14,7 +14,7 @@ export { RoostError, ERROR_CODES, isRoostError, ensureError } from './errors.js'
 export { encodeEnvelope, decodeEnvelope, DEFAULT_MAX_ENVELOPE_BYTES } from './envelope/codec.js';
 export { validateEnvelope, ENVELOPE_SCHEMA } from './envelope/schema.js';
 export { ENVELOPE_VERSION, ENVELOPE_KINDS } from './envelope/envelope.js';
-export { uuidv7, isUuidV7, uuidv7Time } from './envelope/uuid.js';
+export { uuidv7, isUuidV7, uuidv7Time, deriveUuidv7 } from './envelope/uuid.js';
 export { isName, DEFAULT_TENANT, NAME_PATTERN } from './envelope/names.js';
 
 export type { RuntimeState, DrainOptions, RuntimeStats } from './runtime/runtime.js';
@@ -27,6 +27,7 @@ export type { NodeKind, EdgeOptions, EdgeSpec, Adjacency, JoinOptions, SubflowTa
 export type { Handler, HandlerContext, ContextEmitOptions, Middleware, StepInfo } from './flow/handler.js';
 export { MemoryStore } from './store/memory.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite.js';
+export { PostgresStore, type PostgresStoreOptions } from './store/postgres.js';
 export { openStore, DEFAULT_STORE_URL, type OpenStoreOptions } from './store/open.js';
 export type {
   Store,

@@ -566,15 +566,17 @@ export class Flow implements RunnerFlow, SubflowTarget {
 
   /**
    * @internal re-creates the unfinished traces of this flow that `store` holds (after a crash or
-   * a restart) and queues their pending envelopes again, in acceptance order, at their nodes:
-   * work goes on from the last commit. Returns how many traces were resumed.
+   * a restart; all of them, or those in `only`) and queues their pending envelopes again, in
+   * acceptance order, at their nodes: work goes on from the last commit. Returns how many traces
+   * were resumed.
    */
-  async resume(store: Store): Promise<number> {
-    const [running, pending, outputs] = await Promise.all([
+  async resume(store: Store, only?: ReadonlySet<string>): Promise<number> {
+    const [all, pending, outputs] = await Promise.all([
       store.runningTraces(this.name),
       store.pendingEnvelopes(this.name),
       store.pendingOutputs(this.name),
     ]);
+    const running = only === undefined ? all : all.filter((t) => only.has(t.traceId));
     if (running.length === 0) return 0;
     const now = Date.now();
     const resumed = new Map<string, Trace>();

@@ -73,6 +73,12 @@ export interface RuntimeOptions {
   readonly journalEvents?: 'state' | 'all' | 'none';
   /** This process's name as the owner of its traces (default: host, pid and a random suffix). */
   readonly owner?: string;
+  /**
+   * With a shared store (PostgreSQL): how long this process's owner lease lasts without renewal,
+   * ms (default 15,000). It is renewed every third of that; when it lapses (the process died),
+   * another process sharing the store takes over its unfinished traces.
+   */
+  readonly ownerLeaseMs?: number;
 }
 
 /** {@link RuntimeOptions} validated, with defaults, frozen. */
@@ -91,6 +97,7 @@ export interface ResolvedRuntimeOptions {
   readonly store: string | Store | null;
   readonly journalEvents: 'state' | 'all' | 'none';
   readonly owner: string;
+  readonly ownerLeaseMs: number;
 }
 
 const MAX_MS = 2_147_483_647;
@@ -109,6 +116,7 @@ const TOP_KEYS = [
   'store',
   'journalEvents',
   'owner',
+  'ownerLeaseMs',
 ];
 
 /** Validates quarantine options on top of `base`. */
@@ -167,5 +175,6 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
     store: store as string | Store | null,
     journalEvents: optEnum('', o, 'journalEvents', ['state', 'all', 'none'], 'state'),
     owner,
+    ownerLeaseMs: optInt('', o, 'ownerLeaseMs', 30, MAX_MS, 15_000),
   });
 }

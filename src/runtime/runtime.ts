@@ -412,13 +412,85 @@ export class Runtime implements FlowHost, AsyncDisposable {
         for (const d of [...letters].reverse()) {
           this.deadLetters.restore({ id: d.id, flow: d.flow, node: d.node, envelope: d.envelope, error: d.error, attempts: d.attempts, failedAt: d.createdAt });
         }
-        for (const flow of this.flows.values()) await flow.resume(this.store);
+        if (this.store.shared) await this.startOwnership(this.store);
+        else for (const flow of this.flows.values()) await flow.resume(this.store);
       }
       this.stateValue = 'running';
     } catch (error) {
       this.stateValue = 'failed';
       throw ensureError(error);
     }
+  }
+
+  // ---- ownership of traces in a shared store ------------------------------------------------------
+
+  /**
+   * With a store several processes share: hold this process's owner lease, resume the traces
+   * it owns, and take over those of owners whose lease lapsed (or that have none). Then, every
+   * third of the lease: renew it, and take over again. A claim moves each trace to exactly one
+   * process, so every unfinished trace is resumed by one of them.
+   */
+  private async startOwnership(store: Store): Promise<void> {
+    await this.renewOwnerLease(store);
+    await this.takeOver(store, true);
+    const every = Math.max(10, Math.floor(this.options.ownerLeaseMs / 3));
+    this.ownershipTimer = setInterval(() => {
+      if (this.ownershipBusy || this.stateValue !== 'running') return;
+      this.ownershipBusy = true;
+      this.renewOwnerLease(store)
+        .then(() => this.takeOver(store, false))
+        .catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'owner lease renewal or takeover failed'))
+        .finally(() => {
+          this.ownershipBusy = false;
+        });
+    }, every);
+    this.ownershipTimer.unref();
+  }
+
+  private ownershipTimer: ReturnType<typeof setInterval> | null = null;
+  private ownershipBusy = false;
+  private ownerLeaseToken = 0;
+
+  private get ownerLeaseName(): string {
+    return `owner:${this.options.owner}`;
+  }
+
+  private async renewOwnerLease(store: Store): Promise<void> {
+    const lease = await store.acquireLease(this.ownerLeaseName, this.options.owner, this.options.ownerLeaseMs, Date.now());
+    if (lease === null) throw new RoostError('ROOST_ERR_INVALID_STATE', `another process holds the owner lease of ${this.options.owner}: owners must be unique`, { field: 'owner' });
+    this.ownerLeaseToken = lease.token;
+  }
+
+  /** Claims traces of lapsed (or no) owners and resumes them; on start, this process's own too. */
+  private async takeOver(store: Store, starting: boolean): Promise<void> {
+    const me = this.options.owner;
+    for (const flow of this.flows.values()) {
+      const claimed = new Set<string>();
+      for (const owner of await store.runningOwners(flow.name)) {
+        if (owner === me) continue;
+        if (owner !== null) {
+          const lease = await store.getLease(`owner:${owner}`);
+          if (lease !== null && lease.until > Date.now()) continue; // alive
+        }
+        for (const id of await store.claimTraces(flow.name, owner, me)) claimed.add(id);
+      }
+      if (starting) {
+        // Our own unfinished traces (a process restarted under the same owner name) and the claimed ones.
+        for (const t of await store.runningTraces(flow.name, me)) if (t.owner === me) claimed.add(t.traceId);
+      }
+      if (claimed.size > 0) {
+        const n = await flow.resume(store, claimed);
+        if (!starting) this.logger.info({ flow: flow.name, traces: n }, 'took over the unfinished traces of a lapsed owner');
+      }
+    }
+  }
+
+  private async stopOwnership(store: Store): Promise<void> {
+    if (this.ownershipTimer === null) return;
+    clearInterval(this.ownershipTimer);
+    this.ownershipTimer = null;
+    // Let the others take over what this process leaves unfinished at once, not after the lease.
+    await store.releaseLease(this.ownerLeaseName, this.options.owner, this.ownerLeaseToken).catch(() => {});
   }
 
   /**
@@ -492,6 +564,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
       }
       if (this.journal !== null) {
         await this.journal.flush();
+        await this.stopOwnership(this.store!);
         if (this.ownsStore) await this.store!.close().catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'store close failed'));
       }
     })();

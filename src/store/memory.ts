@@ -25,6 +25,7 @@ function copy<T>(value: T): T {
 /** See the module comment. */
 export class MemoryStore implements Store {
   readonly durable = false;
+  readonly shared = false;
   private readonly traces = new Map<string, StoredTrace>();
   private readonly pending = new Map<string, PendingEnvelope>();
   private readonly events: StoredEvent[] = [];
@@ -180,6 +181,29 @@ export class MemoryStore implements Store {
       const lease: Lease = { name, holder, token, until: now + ttlMs };
       this.leases.set(name, lease);
       return { ...lease };
+    });
+  }
+
+  getLease(name: string): Promise<Lease | null> {
+    return this.run(() => {
+      const lease = this.leases.get(name);
+      return lease === undefined ? null : { ...lease };
+    });
+  }
+
+  runningOwners(flow: string): Promise<readonly (string | null)[]> {
+    return this.run(() => [...new Set([...this.traces.values()].filter((t) => t.flow === flow && t.status === 'running').map((t) => t.owner))]);
+  }
+
+  claimTraces(flow: string, from: string | null, to: string): Promise<readonly string[]> {
+    return this.run(() => {
+      const ids: string[] = [];
+      for (const [key, t] of this.traces) {
+        if (t.flow !== flow || t.status !== 'running' || t.owner !== from) continue;
+        this.traces.set(key, { ...t, owner: to });
+        ids.push(t.traceId);
+      }
+      return ids;
     });
   }
 

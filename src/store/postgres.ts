@@ -116,6 +116,7 @@ function parseUrl(url: string): { connectionString: string; schema: string } {
 /** See the module comment. */
 export class PostgresStore implements Store {
   readonly durable = true;
+  readonly shared = true;
   readonly schema: string;
   private readonly pool: pg.Pool;
   private readonly ready: Promise<void>;
@@ -425,6 +426,31 @@ export class PostgresStore implements Store {
         [name, holder, now, ttlMs],
       );
       return rows[0] ?? null;
+    });
+  }
+
+  getLease(name: string): Promise<Lease | null> {
+    return this.run(async () => {
+      const { rows } = await this.pool.query<Lease>('SELECT name, holder, token, until FROM leases WHERE name = $1', [name]);
+      return rows[0] ?? null;
+    });
+  }
+
+  runningOwners(flow: string): Promise<readonly (string | null)[]> {
+    return this.run(async () => {
+      const { rows } = await this.pool.query<{ owner: string | null }>("SELECT DISTINCT owner FROM traces WHERE flow = $1 AND status = 'running'", [flow]);
+      return rows.map((r) => r.owner);
+    });
+  }
+
+  claimTraces(flow: string, from: string | null, to: string): Promise<readonly string[]> {
+    return this.run(async () => {
+      // Row locks make each trace go to one claimer; the loser's UPDATE re-checks owner and skips it.
+      const { rows } = await this.pool.query<{ trace_id: string }>(
+        "UPDATE traces SET owner = $1 WHERE flow = $2 AND status = 'running' AND owner IS NOT DISTINCT FROM $3 RETURNING trace_id",
+        [to, flow, from],
+      );
+      return rows.map((r) => r.trace_id);
     });
   }
 

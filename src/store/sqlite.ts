@@ -105,6 +105,7 @@ function json(value: unknown): string {
 /** See the module comment. */
 export class SqliteStore implements Store {
   readonly durable = true;
+  readonly shared = false;
   private readonly db: Database.Database;
   private readonly statements;
   private readonly commitTx: (batch: StoreBatch) => void;
@@ -170,6 +171,9 @@ export class SqliteStore implements Store {
       getLease: db.prepare('SELECT name, holder, token, until FROM leases WHERE name = ?'),
       putLease: db.prepare('INSERT OR REPLACE INTO leases (name, holder, token, until) VALUES (?, ?, ?, ?)'),
       releaseLease: db.prepare('UPDATE leases SET until = 0 WHERE name = ? AND holder = ? AND token = ?'),
+      owners: db.prepare("SELECT DISTINCT owner FROM traces WHERE flow = ? AND status = 'running'"),
+      claimFrom: db.prepare("UPDATE traces SET owner = ? WHERE flow = ? AND status = 'running' AND owner = ? RETURNING trace_id"),
+      claimUnowned: db.prepare("UPDATE traces SET owner = ? WHERE flow = ? AND status = 'running' AND owner IS NULL RETURNING trace_id"),
       getValue: db.prepare('SELECT value, version FROM kv WHERE key = ?'),
       insertValue: db.prepare('INSERT INTO kv (key, value, version) VALUES (?, ?, 1) ON CONFLICT (key) DO NOTHING'),
       updateValue: db.prepare('UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?'),
@@ -353,6 +357,20 @@ export class SqliteStore implements Store {
         this.statements.putLease.run(name, holder, token, lease.until);
         return lease;
       }).immediate(),
+    );
+  }
+
+  getLease(name: string): Promise<Lease | null> {
+    return this.run(() => (this.statements.getLease.get(name) as Lease | undefined) ?? null);
+  }
+
+  runningOwners(flow: string): Promise<readonly (string | null)[]> {
+    return this.run(() => (this.statements.owners.all(flow) as { owner: string | null }[]).map((r) => r.owner));
+  }
+
+  claimTraces(flow: string, from: string | null, to: string): Promise<readonly string[]> {
+    return this.run(() =>
+      ((from === null ? this.statements.claimUnowned.all(to, flow) : this.statements.claimFrom.all(to, flow, from)) as { trace_id: string }[]).map((r) => r.trace_id),
     );
   }
 

@@ -182,6 +182,11 @@ export interface Versioned {
 export interface Store {
   /** True when a commit survives a crash of the process (memory: false). */
   readonly durable: boolean;
+  /**
+   * True when several processes may share it (PostgreSQL): traces are then resumed under owner
+   * leases. False for an embedded file or memory: one process, which resumes everything.
+   */
+  readonly shared: boolean;
   /** Commits `batch` in one transaction; resolves once it is durable (for a durable store). */
   commit(batch: StoreBatch): Promise<void>;
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null>;
@@ -200,6 +205,15 @@ export interface Store {
   getDeadLetter(id: string): Promise<StoredDeadLetter | null>;
   /** Takes the lease when free or expired at `now`, or renews it for its holder; null when another holds it. */
   acquireLease(name: string, holder: string, ttlMs: number, now: number): Promise<Lease | null>;
+  /** The lease `name` as stored (maybe expired), or null. */
+  getLease(name: string): Promise<Lease | null>;
+  /** Owners of the running traces of `flow` (null: a trace with no owner). */
+  runningOwners(flow: string): Promise<readonly (string | null)[]>;
+  /**
+   * Moves the running traces of `flow` owned by `from` (null: unowned) to `to`, atomically per
+   * trace: when several processes claim at once, each trace goes to exactly one. Returns the ids moved.
+   */
+  claimTraces(flow: string, from: string | null, to: string): Promise<readonly string[]>;
   /** Gives the lease up if `holder` holds it with `token`. */
   releaseLease(name: string, holder: string, token: number): Promise<void>;
   getValue(key: string): Promise<Versioned | undefined>;

@@ -226,6 +226,27 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.acquireLease('singleton', 'p3', 1000, 12_200)).toMatchObject({ holder: 'p3', token: 3 });
     });
 
+    it('owners of running traces, and claiming them from an owner (or from none)', async () => {
+      const [a, b, c, d] = [uuidv7(), uuidv7(), uuidv7(), uuidv7()];
+      await store.commit({
+        traces: [
+          trace('f', a, 1, { owner: 'dead' }),
+          trace('f', b, 2, { owner: 'dead' }),
+          trace('f', c, 3, { owner: null }),
+          trace('f', d, 4, { owner: 'dead', status: 'succeeded' }),
+        ],
+      });
+      expect([...(await store.runningOwners('f'))].sort()).toEqual(['dead', null].sort());
+      expect([...(await store.claimTraces('f', 'dead', 'me'))].sort()).toEqual([a, b].sort());
+      expect(await store.claimTraces('f', 'dead', 'other')).toEqual([]); // already claimed
+      expect(await store.claimTraces('f', null, 'me')).toEqual([c]);
+      expect((await store.runningTraces('f')).map((t) => t.owner)).toEqual(['me', 'me', 'me']);
+      expect((await store.getTrace('f', d))!.owner).toBe('dead'); // finished traces are not claimed
+      expect(await store.getLease('nobody')).toBeNull();
+      await store.acquireLease('owner:me', 'me', 1000, 5000);
+      expect(await store.getLease('owner:me')).toEqual({ name: 'owner:me', holder: 'me', token: 1, until: 6000 });
+    });
+
     it('versioned values: compare-and-set by version', async () => {
       expect(await store.getValue('cfg')).toBeUndefined();
       expect(await store.putValue('cfg', { a: 1 }, 1)).toBeNull(); // not there yet

@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   ROOST_ERR_DEAD_LETTER_NOT_FOUND: { retryable: false },
   ROOST_ERR_STORE_UNAVAILABLE: { retryable: true },
   ROOST_ERR_STORE_UNSUPPORTED: { retryable: false },
+  ROOST_ERR_STORE_FULL: { retryable: true },
 } as const satisfies Record<string, { retryable: boolean }>;
 
 /** A stable Roost error code, such as `ROOST_ERR_QUEUE_FULL`. */

@@ -18,7 +18,7 @@ export { uuidv7, isUuidV7, uuidv7Time, deriveUuidv7 } from './envelope/uuid.js';
 export { isName, DEFAULT_TENANT, NAME_PATTERN } from './envelope/names.js';
 
 export type { RuntimeState, DrainOptions, RuntimeStats } from './runtime/runtime.js';
-export type { RuntimeOptions, ResolvedRuntimeOptions, LimitOptions, ResultOptions, IdempotencyOptions } from './runtime/options.js';
+export type { RuntimeOptions, ResolvedRuntimeOptions, LimitOptions, ResultOptions, IdempotencyOptions, RetentionOptions } from './runtime/options.js';
 export type { AgentOptions, AgentState, AgentInfo, QuarantineOptions, QuarantineMode } from './runtime/agent.js';
 export type { DeadLetter, DeadLetterQuery, DeadLetterQueue } from './runtime/dead-letters.js';
 export type { FlowOptions, EmitOptions, EmitResult, FlowStats } from './flow/flow.js';

@@ -219,6 +219,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const host = this.host;
     host.assertAccepting('emit');
     if (this.stopped) throw stoppedError(this.name);
+    if (this.journal !== null) host.assertStoreRoom();
     if (typeof options !== 'object' || options === null) throw invalidOption('emit.options', 'an object', options);
     checkEmitOptions(options as Record<string, unknown>);
     if (!fitsPayload(payload, host.maxPayloadBytes)) toJsonWithin('payload', payload, host.maxPayloadBytes);
@@ -514,6 +515,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
   async replay(letter: DeadLetter): Promise<string> {
     this.host.assertAccepting('replay');
     if (this.stopped) throw stoppedError(this.name);
+    if (this.journal !== null) this.host.assertStoreRoom();
     const runner = this.runners.get(letter.node);
     if (runner === undefined || runner.inEdges.length === 0) {
       throw new RoostError('ROOST_ERR_FLOW_INVALID', `flow ${this.name} has no node ${letter.node} to replay at`, { field: 'deadLetter.node' });

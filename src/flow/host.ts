@@ -42,6 +42,8 @@ export interface FlowHost {
   readonly journalEvents: 'state' | 'all' | 'none';
   /** This process, as the owner of the traces it runs. */
   readonly owner: string;
+  /** Throws `ROOST_ERR_STORE_FULL` while the journal is over its size cap. */
+  assertStoreRoom(): void;
   /** Counts a trace resumed from the journal (not refused by the in-flight limit: it was accepted already). */
   traceResumed(): void;
 }

@@ -79,6 +79,18 @@ export interface RuntimeOptions {
    * another process sharing the store takes over its unfinished traces.
    */
   readonly ownerLeaseMs?: number;
+  /** What the journal keeps, and for how long. */
+  readonly retention?: RetentionOptions;
+}
+
+/** Pruning of the journal and its size cap. */
+export interface RetentionOptions {
+  /** Finished traces (with their events and steps) are pruned this long after they ended, ms (default 7 days). */
+  readonly finishedMs?: number;
+  /** How often pruning runs, ms (default 60,000; it also runs on start). */
+  readonly intervalMs?: number;
+  /** Refuse new work with `ROOST_ERR_STORE_FULL` while the journal holds more than this many bytes (SQLite; default: no cap). */
+  readonly maxStoreBytes?: number;
 }
 
 /** {@link RuntimeOptions} validated, with defaults, frozen. */
@@ -98,6 +110,7 @@ export interface ResolvedRuntimeOptions {
   readonly journalEvents: 'state' | 'all' | 'none';
   readonly owner: string;
   readonly ownerLeaseMs: number;
+  readonly retention: { readonly finishedMs: number; readonly intervalMs: number; readonly maxStoreBytes: number | null };
 }
 
 const MAX_MS = 2_147_483_647;
@@ -117,6 +130,7 @@ const TOP_KEYS = [
   'journalEvents',
   'owner',
   'ownerLeaseMs',
+  'retention',
 ];
 
 /** Validates quarantine options on top of `base`. */
@@ -154,6 +168,7 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
   if (store !== null && typeof store !== 'string' && (typeof store !== 'object' || typeof (store as Store).commit !== 'function')) {
     throw invalidOption('store', 'a store URL (memory:, sqlite:<path>) or a Store', store);
   }
+  const retention = checkObject('retention', o['retention'], ['finishedMs', 'intervalMs', 'maxStoreBytes']);
   const owner = o['owner'] ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   if (typeof owner !== 'string' || owner.length < 1 || owner.length > 200) throw invalidOption('owner', 'a string of 1 to 200 characters', owner);
   return Object.freeze({
@@ -176,5 +191,10 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
     journalEvents: optEnum('', o, 'journalEvents', ['state', 'all', 'none'], 'state'),
     owner,
     ownerLeaseMs: optInt('', o, 'ownerLeaseMs', 30, MAX_MS, 15_000),
+    retention: Object.freeze({
+      finishedMs: optInt('retention', retention, 'finishedMs', 1, Number.MAX_SAFE_INTEGER, 7 * 24 * 3600 * 1000),
+      intervalMs: optInt('retention', retention, 'intervalMs', 10, MAX_MS, 60_000),
+      maxStoreBytes: retention['maxStoreBytes'] === undefined ? null : optInt('retention', retention, 'maxStoreBytes', 4096, Number.MAX_SAFE_INTEGER, 0),
+    }),
   });
 }

@@ -86,7 +86,14 @@ export class Runtime implements FlowHost, AsyncDisposable {
     const store = this.options.store;
     this.ownsStore = typeof store === 'string';
     this.store = store === null ? null : typeof store === 'string' ? openStore(store, {}, 'store') : store;
-    this.journal = this.store === null ? null : new Journal(this.store, (error) => this.logger.error({ err: error }, 'journal commit failed'));
+    this.journal =
+      this.store === null
+        ? null
+        : new Journal(
+            this.store,
+            (error) => this.logger.error({ err: error }, 'journal commit failed'),
+            () => this.checkStoreSize(),
+          );
   }
 
   get journalEvents(): 'state' | 'all' | 'none' {
@@ -134,6 +141,50 @@ export class Runtime implements FlowHost, AsyncDisposable {
       });
     }
     this.inFlight++;
+  }
+
+  /** @internal */
+  assertStoreRoom(): void {
+    if (!this.storeFull) return;
+    const max = this.options.retention.maxStoreBytes;
+    throw new RoostError('ROOST_ERR_STORE_FULL', `the journal holds ${this.storeUsedBytes} bytes, over retention.maxStoreBytes (${max}): new work is refused`, {
+      field: 'retention.maxStoreBytes',
+      details: { usedBytes: this.storeUsedBytes, maxStoreBytes: max },
+    });
+  }
+
+  private storeFull = false;
+  private storeUsedBytes = 0;
+  private sizeCheck: Promise<void> | null = null;
+
+  /** Reads the journal's size (after a commit or a prune) when a cap is set; one read at a time. */
+  private checkStoreSize(): void {
+    const max = this.options.retention.maxStoreBytes;
+    if (max === null || this.store === null || this.sizeCheck !== null) return;
+    this.sizeCheck = this.store
+      .usedBytes()
+      .then((used) => {
+        if (used === null) return;
+        this.storeUsedBytes = used;
+        const full = used > max;
+        if (full !== this.storeFull) this.logger.warn({ usedBytes: used, maxStoreBytes: max }, full ? 'journal full: refusing new work' : 'journal has room again');
+        this.storeFull = full;
+      })
+      .catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'journal size check failed'))
+      .finally(() => {
+        this.sizeCheck = null;
+      });
+  }
+
+  private pruneTimer: ReturnType<typeof setInterval> | null = null;
+
+  /** Deletes finished traces older than `retention.finishedMs`; returns how many. */
+  async prune(): Promise<number> {
+    if (this.store === null) return 0;
+    const n = await this.store.prune(Date.now() - this.options.retention.finishedMs);
+    if (n > 0) this.logger.info({ traces: n }, 'pruned finished traces from the journal');
+    this.checkStoreSize();
+    return n;
   }
 
   /** @internal */
@@ -414,6 +465,12 @@ export class Runtime implements FlowHost, AsyncDisposable {
         }
         if (this.store.shared) await this.startOwnership(this.store);
         else for (const flow of this.flows.values()) await flow.resume(this.store);
+        await this.prune();
+        await this.sizeCheck;
+        this.pruneTimer = setInterval(() => {
+          this.prune().catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'journal prune failed'));
+        }, this.options.retention.intervalMs);
+        this.pruneTimer.unref();
       }
       this.stateValue = 'running';
     } catch (error) {
@@ -563,6 +620,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
         this.stateValue = 'stopped';
       }
       if (this.journal !== null) {
+        if (this.pruneTimer !== null) clearInterval(this.pruneTimer);
         await this.journal.flush();
         await this.stopOwnership(this.store!);
         if (this.ownsStore) await this.store!.close().catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'store close failed'));

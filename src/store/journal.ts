@@ -73,6 +73,8 @@ export class Journal {
   constructor(
     readonly store: Store,
     private readonly onError: (error: Error) => void,
+    /** Told after every successful commit (the runtime checks the store's size then). */
+    private readonly onCommitted: () => void = () => {},
   ) {}
 
   /**
@@ -222,6 +224,7 @@ export class Journal {
         });
         for (const s of batch.steps) this.recentSteps.delete(s.stepKey);
         batch.resolve();
+        this.onCommitted();
       } catch (thrown) {
         const error = isRoostError(thrown)
           ? thrown

@@ -246,6 +246,10 @@ export class MemoryStore implements Store {
     });
   }
 
+  usedBytes(): Promise<number | null> {
+    return this.run(() => null);
+  }
+
   close(): Promise<void> {
     this.closed = true;
     return Promise.resolve();

@@ -408,6 +408,18 @@ export class SqliteStore implements Store {
     );
   }
 
+  usedBytes(): Promise<number | null> {
+    return this.run(() => this.usedBytesNow());
+  }
+
+  /** Bytes in use (pages not on the free list), read from the connection at once. */
+  usedBytesNow(): number {
+    const pages = this.db.pragma('page_count', { simple: true }) as number;
+    const free = this.db.pragma('freelist_count', { simple: true }) as number;
+    const size = this.db.pragma('page_size', { simple: true }) as number;
+    return (pages - free) * size;
+  }
+
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;

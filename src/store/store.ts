@@ -222,6 +222,8 @@ export interface Store {
    * returns the new version, or null when the version did not match (compare-and-set).
    */
   putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null>;
+  /** Bytes the data takes (free pages not counted), or null when the store cannot tell cheaply. */
+  usedBytes(): Promise<number | null>;
   /** Deletes finished traces updated before `before` with their events and steps; returns how many. */
   prune(before: number): Promise<number>;
   close(): Promise<void>;

@@ -309,6 +309,71 @@ describe('close with a journal', () => {
   });
 });
 
+describe('retention', () => {
+  it('prunes finished traces (with their events) after retention.finishedMs; running ones stay', async () => {
+    const path = freshPath();
+    const rt = runtime(path, { retention: { finishedMs: 50, intervalMs: 20 }, drainTimeoutMs: 10 });
+    const gate = deferred();
+    const flow = rt.flow({
+      name: 'r',
+      edges: [
+        node(
+          'n',
+          async (env: Envelope<string>) => {
+            if (env.payload === 'hold') await gate.promise;
+            return env.payload;
+          },
+          { timeoutMs: null },
+        ).to(),
+      ],
+    });
+    await rt.start();
+    const done = await flow.emit('done');
+    await flow.fetch(done.traceId);
+    const held = await flow.emit('hold');
+    const store = look(path);
+    let gone = false;
+    await until(() => {
+      void store.getTrace('r', done.traceId).then((t) => (gone = t === null));
+      return gone;
+    }, 5_000, 'the finished trace to be pruned');
+    expect(await store.history(done.traceId)).toEqual([]);
+    expect(await store.getTrace('r', held.traceId)).toMatchObject({ status: 'running' });
+    gate.resolve();
+  });
+
+  it('refuses new work with ROOST_ERR_STORE_FULL over retention.maxStoreBytes, until pruning makes room', async () => {
+    const path = freshPath();
+    const maxStoreBytes = 400_000;
+    const rt = runtime(path, { retention: { maxStoreBytes, finishedMs: 3_600_000, intervalMs: 2_147_483_647 } });
+    const flow = rt.flow({ name: 'full', edges: [node('n', (env: Envelope<string>) => env.payload).to()] });
+    await rt.start();
+    const big = 'x'.repeat(16 * 1024);
+    let refused: unknown;
+    for (let i = 0; i < 200 && refused === undefined; i++) {
+      try {
+        await flow.fetch((await flow.emit(big)).traceId);
+        await new Promise((r) => setImmediate(r)); // the size check after the commit
+      } catch (error) {
+        refused = error;
+      }
+    }
+    expect(refused).toMatchObject({ code: 'ROOST_ERR_STORE_FULL', field: 'retention.maxStoreBytes' });
+    expect((await look(path).usedBytes())!).toBeGreaterThan(maxStoreBytes);
+    // Everything is finished; prune it all (as retention would after finishedMs) and there is room again.
+    await look(path).prune(Date.now() + 1);
+    await rt.prune();
+    let ok = false;
+    await until(() => {
+      void flow.emit('small').then(
+        () => (ok = true),
+        () => {},
+      );
+      return ok;
+    }, 5_000, 'room after pruning');
+  });
+});
+
 describe('ctx.step', () => {
   it('runs its function once across retries, with a stable stepKey', async () => {
     const path = freshPath();

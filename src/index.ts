@@ -54,6 +54,8 @@ export type {
   AgentEventType,
   DeadLetterEvent,
   DeadLetterEventType,
+  StoreEvent,
+  StoreEventType,
   EventError,
   EventListener,
   QuarantineReason,

@@ -111,8 +111,21 @@ export interface DeadLetterEvent {
   readonly replayTraceId: string | null;
 }
 
+/** Types of the events about the journal's circuit breaker. */
+export type StoreEventType = 'store_breaker_open' | 'store_breaker_half_open' | 'store_breaker_closed';
+
+/** The journal's circuit breaker changed state. */
+export interface StoreEvent {
+  readonly type: StoreEventType;
+  readonly ts: number;
+  /** Failures in a row when it happened. */
+  readonly failures: number;
+  /** `store_breaker_open`: the failure that opened it; else null. */
+  readonly error: EventError | null;
+}
+
 /** Every event the runtime publishes. */
-export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent;
+export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent;
 
 /** Every event type, for docs and validation. */
 export const EVENT_TYPES: readonly RoostEvent['type'][] = [
@@ -138,6 +151,9 @@ export const EVENT_TYPES: readonly RoostEvent['type'][] = [
   'dead_letter_added',
   'dead_letter_evicted',
   'dead_letter_replayed',
+  'store_breaker_open',
+  'store_breaker_half_open',
+  'store_breaker_closed',
 ];
 
 /** A function told of every event. It must not throw (a throw is logged and ignored). */

@@ -81,6 +81,10 @@ export interface RuntimeOptions {
   readonly ownerLeaseMs?: number;
   /** What the journal keeps, and for how long. */
   readonly retention?: RetentionOptions;
+  /** Every store operation fails with `ROOST_ERR_STORE_UNAVAILABLE` after this long, ms (default 5,000). */
+  readonly storeTimeoutMs?: number;
+  /** The circuit breaker around the store. */
+  readonly storeBreaker?: { readonly failures?: number; readonly cooldownMs?: number };
 }
 
 /** Pruning of the journal and its size cap. */
@@ -111,6 +115,8 @@ export interface ResolvedRuntimeOptions {
   readonly owner: string;
   readonly ownerLeaseMs: number;
   readonly retention: { readonly finishedMs: number; readonly intervalMs: number; readonly maxStoreBytes: number | null };
+  readonly storeTimeoutMs: number;
+  readonly storeBreaker: { readonly failures: number; readonly cooldownMs: number };
 }
 
 const MAX_MS = 2_147_483_647;
@@ -131,6 +137,8 @@ const TOP_KEYS = [
   'owner',
   'ownerLeaseMs',
   'retention',
+  'storeTimeoutMs',
+  'storeBreaker',
 ];
 
 /** Validates quarantine options on top of `base`. */
@@ -169,6 +177,7 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
     throw invalidOption('store', 'a store URL (memory:, sqlite:<path>) or a Store', store);
   }
   const retention = checkObject('retention', o['retention'], ['finishedMs', 'intervalMs', 'maxStoreBytes']);
+  const breaker = checkObject('storeBreaker', o['storeBreaker'], ['failures', 'cooldownMs']);
   const owner = o['owner'] ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   if (typeof owner !== 'string' || owner.length < 1 || owner.length > 200) throw invalidOption('owner', 'a string of 1 to 200 characters', owner);
   return Object.freeze({
@@ -195,6 +204,11 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
       finishedMs: optInt('retention', retention, 'finishedMs', 1, Number.MAX_SAFE_INTEGER, 7 * 24 * 3600 * 1000),
       intervalMs: optInt('retention', retention, 'intervalMs', 10, MAX_MS, 60_000),
       maxStoreBytes: retention['maxStoreBytes'] === undefined ? null : optInt('retention', retention, 'maxStoreBytes', 4096, Number.MAX_SAFE_INTEGER, 0),
+    }),
+    storeTimeoutMs: optInt('', o, 'storeTimeoutMs', 10, MAX_MS, 5_000),
+    storeBreaker: Object.freeze({
+      failures: optInt('storeBreaker', breaker, 'failures', 1, 1_000_000, 5),
+      cooldownMs: optInt('storeBreaker', breaker, 'cooldownMs', 1, MAX_MS, 5_000),
     }),
   });
 }

@@ -5,13 +5,14 @@
  */
 import { assertName } from '../envelope/names.js';
 import { RoostError, ensureError, invalidOption } from '../errors.js';
-import type { EventListener, RoostEvent } from '../flow/events.js';
+import { eventError, type EventListener, type RoostEvent } from '../flow/events.js';
 import { Flow, type EmitOptions, type EmitResult, type FlowOptions } from '../flow/flow.js';
 import type { FlowHost } from '../flow/host.js';
 import type { Middleware } from '../flow/handler.js';
 import { OVERFLOW_POLICIES } from '../flow/bounded-queue.js';
 import { resolvePolicy } from '../flow/policy.js';
 import { TimerQueue } from '../resilience/timer-queue.js';
+import { GuardedStore } from '../store/guarded.js';
 import { Journal } from '../store/journal.js';
 import { openStore } from '../store/open.js';
 import type { Store, StoredEvent, StoredTrace, TracePage, TraceQuery } from '../store/store.js';
@@ -60,7 +61,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
   readonly deadLetters: DeadLetterQueue;
   readonly idempotency: ExpiringMap<string, string> | null;
   /** The store behind the journal, or null without one. */
-  readonly store: Store | null;
+  readonly store: GuardedStore | null;
   readonly journal: Journal | null;
   listening = false;
   private readonly ownsStore: boolean;
@@ -85,7 +86,19 @@ export class Runtime implements FlowHost, AsyncDisposable {
     this.idempotency = i === false ? null : new ExpiringMap(i.max, i.ttlMs);
     const store = this.options.store;
     this.ownsStore = typeof store === 'string';
-    this.store = store === null ? null : typeof store === 'string' ? openStore(store, {}, 'store') : store;
+    const inner =
+      store === null ? null : typeof store === 'string' ? openStore(store, { postgres: { statementTimeoutMs: this.options.storeTimeoutMs } }, 'store') : store;
+    this.store =
+      inner === null
+        ? null
+        : new GuardedStore(inner, this.options.storeTimeoutMs, this.options.storeBreaker, (state, failures, error) =>
+            this.publish({
+              type: `store_breaker_${state}`,
+              ts: Date.now(),
+              failures,
+              error: error === null ? null : eventError(error),
+            }),
+          );
     this.journal =
       this.store === null
         ? null
@@ -145,6 +158,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
 
   /** @internal */
   assertStoreRoom(): void {
+    this.store?.assertAvailable();
     if (!this.storeFull) return;
     const max = this.options.retention.maxStoreBytes;
     throw new RoostError('ROOST_ERR_STORE_FULL', `the journal holds ${this.storeUsedBytes} bytes, over retention.maxStoreBytes (${max}): new work is refused`, {
@@ -621,7 +635,10 @@ export class Runtime implements FlowHost, AsyncDisposable {
       }
       if (this.journal !== null) {
         if (this.pruneTimer !== null) clearInterval(this.pruneTimer);
-        await this.journal.flush();
+        if (!(await this.journal.flush(this.options.drainTimeoutMs))) {
+          this.logger.error('journal writes could not be committed before close (the store is unavailable): unfinished traces resume from the last commit');
+          this.journal.stop();
+        }
         await this.stopOwnership(this.store!);
         if (this.ownsStore) await this.store!.close().catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'store close failed'));
       }

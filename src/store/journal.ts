@@ -4,7 +4,8 @@
  * `committed()` resolves once everything written so far is durable, which is what `emit` (the
  * accepted envelope) and `fetch` (the trace's result) wait for; node outputs and events ride in
  * the same commits and cost a message no extra wait. Commits never overlap: writes made while
- * one is in flight go into the next.
+ * one is in flight go into the next. A commit that fails is held and tried again with backoff
+ * (50 ms doubling to 2 s) before anything newer: accepted work is never dropped for an outage.
  */
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import type { EventWrite, OutputWrite, PendingWrite, Store, StoredDeadLetter, StepWrite, TraceWrite } from './store.js';
@@ -67,6 +68,10 @@ export class Journal {
   /** The batch being committed, if any (later writes wait for it). */
   private inFlight: Promise<void> | null = null;
   private flushScheduled = false;
+  /** A batch whose commit failed: tried again before anything newer. */
+  private failed: Batch | null = null;
+  private retryDelay = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   /** Steps written but maybe not committed yet: `ctx.step` must see them too. */
   private readonly recentSteps = new Map<string, unknown>();
 
@@ -173,26 +178,44 @@ export class Journal {
   }
 
   /**
-   * Resolves when every write made so far is committed; rejects with
-   * `ROOST_ERR_STORE_UNAVAILABLE` when the commit that held them failed.
+   * Resolves when every write made so far is committed. A commit that fails is held and tried
+   * again (with backoff), never dropped: its waiters wait on.
    */
   committed(): Promise<void> {
     if (this.batch !== null) return this.batch.done;
+    if (this.failed !== null) return this.failed.done;
     return this.inFlight ?? Promise.resolve();
   }
 
-  /** Commits what is pending now (used on close). */
-  async flush(): Promise<void> {
-    for (;;) {
-      if (this.inFlight !== null) await this.inFlight.catch(() => {});
-      else if (this.batch !== null) await this.commitNext().catch(() => {});
-      else return;
+  /** True while a failed commit waits to be tried again. */
+  get holding(): boolean {
+    return this.failed !== null;
+  }
+
+  /**
+   * Commits what is pending now, trying a held batch again, for up to `timeoutMs` (used on
+   * close). Resolves true when everything landed, false when the time ran out first.
+   */
+  async flush(timeoutMs = Infinity): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.inFlight !== null || this.batch !== null || this.failed !== null) {
+      const left = until - Date.now();
+      if (left <= 0) return false;
+      if (this.inFlight !== null) {
+        await this.inFlight.catch(() => {});
+      } else if (this.failed !== null) {
+        await new Promise((r) => setTimeout(r, Math.min(this.retryDelay, left)));
+        if (this.inFlight === null && this.failed !== null) await this.commitNext().catch(() => {});
+      } else {
+        await this.commitNext().catch(() => {});
+      }
     }
+    return true;
   }
 
   private open(): Batch {
     if (this.batch === null) this.batch = newBatch();
-    if (!this.flushScheduled && this.inFlight === null) {
+    if (!this.flushScheduled && this.inFlight === null && this.failed === null) {
       this.flushScheduled = true;
       setImmediate(this.onFlush);
     }
@@ -201,13 +224,19 @@ export class Journal {
 
   private readonly onFlush = (): void => {
     this.flushScheduled = false;
-    if (this.inFlight === null && this.batch !== null) void this.commitNext().catch(() => {});
+    if (this.inFlight === null && (this.failed !== null || this.batch !== null)) void this.commitNext().catch(() => {});
   };
 
-  /** Commits the open batch; afterwards, the one that filled up meanwhile. */
+  private readonly onRetry = (): void => {
+    this.retryTimer = null;
+    this.onFlush();
+  };
+
+  /** Commits the held batch if any, else the open one; then schedules what filled up meanwhile. */
   private commitNext(): Promise<void> {
-    const batch = this.batch!;
-    this.batch = null;
+    const batch = this.failed ?? this.batch!;
+    if (batch === this.failed) this.failed = null;
+    else this.batch = null;
     const run = (async (): Promise<void> => {
       try {
         await this.store.commit({
@@ -223,18 +252,22 @@ export class Journal {
           deadLettersRemoved: batch.deadLettersRemoved,
         });
         for (const s of batch.steps) this.recentSteps.delete(s.stepKey);
+        this.retryDelay = 0;
         batch.resolve();
         this.onCommitted();
       } catch (thrown) {
         const error = isRoostError(thrown)
           ? thrown
           : new RoostError('ROOST_ERR_STORE_UNAVAILABLE', `journal commit failed: ${ensureError(thrown).message}`, { cause: thrown });
-        this.onError(error);
-        batch.reject(error);
+        // Held, not dropped: tried again first, before anything written since.
+        if (this.retryDelay === 0) this.onError(error); // once per outage, not per retry
+        this.failed = batch;
+        this.retryDelay = Math.min(MAX_RETRY_MS, Math.max(MIN_RETRY_MS, this.retryDelay * 2));
+        if (this.retryTimer === null) this.retryTimer = setTimeout(this.onRetry, this.retryDelay);
         throw error;
       } finally {
         this.inFlight = null;
-        if (this.batch !== null && !this.flushScheduled) {
+        if (this.failed === null && this.batch !== null && !this.flushScheduled) {
           this.flushScheduled = true;
           setImmediate(this.onFlush);
         }
@@ -243,4 +276,13 @@ export class Journal {
     this.inFlight = run;
     return run;
   }
+
+  /** Stops retrying (the runtime is closing and gave up on the store). */
+  stop(): void {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
 }
+
+const MIN_RETRY_MS = 50;
+const MAX_RETRY_MS = 2_000;

@@ -38,6 +38,8 @@ const MIGRATION_LOCK = 0x726f6f73746d6967n;
 export interface PostgresStoreOptions {
   /** Connections in the pool (default 10). */
   readonly poolSize?: number;
+  /** The server aborts a statement that runs longer, ms (default 30,000): a timed-out commit does not land later. */
+  readonly statementTimeoutMs?: number;
 }
 
 interface TraceRow {
@@ -128,10 +130,14 @@ export class PostgresStore implements Store {
     this.pool = new pg.Pool({
       connectionString,
       max: options.poolSize ?? 10,
-      options: `-c search_path=${schema}`,
+      options: `-c search_path=${schema} -c statement_timeout=${Math.max(1, Math.floor(options.statementTimeoutMs ?? 30_000))}`,
+      connectionTimeoutMillis: Math.max(1, Math.floor(options.statementTimeoutMs ?? 30_000)),
       types,
     });
     this.pool.on('error', () => {}); // an idle connection dropped by the server: the next query reconnects
+    // A connection that dies while checked out emits 'error' on its client: without a listener
+    // that is an uncaught exception. The query in flight fails anyway, and that is reported.
+    this.pool.on('connect', (client) => client.on('error', () => {}));
     this.ready = this.init();
     this.ready.catch(() => {}); // reported by the first operation that awaits it
   }

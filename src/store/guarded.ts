@@ -1,0 +1,146 @@
+/**
+ * Every store operation behind a timeout and a circuit breaker. The runtime wraps its store in
+ * this: an operation that takes longer than `timeoutMs` fails with `ROOST_ERR_STORE_UNAVAILABLE`;
+ * after `breaker.failures` failures in a row the breaker opens and operations are refused at
+ * once (so `emit` refuses new work at once) until a probe after `breaker.cooldownMs` succeeds.
+ * A bad argument (an invalid cursor, a closed store) is the caller's fault, not the store's: it
+ * does not count against the breaker.
+ */
+import { RoostError, ensureError, isRoostError } from '../errors.js';
+import { CircuitBreaker, type BreakerState } from '../resilience/breaker.js';
+import type {
+  Lease,
+  PendingEnvelope,
+  Store,
+  StoreBatch,
+  StoredDeadLetter,
+  StoredEvent,
+  StoredTrace,
+  TracePage,
+  TraceQuery,
+  Versioned,
+} from './store.js';
+
+/** See the module comment. */
+export class GuardedStore implements Store {
+  readonly breaker: CircuitBreaker;
+
+  constructor(
+    readonly inner: Store,
+    private readonly timeoutMs: number,
+    breaker: { failures: number; cooldownMs: number },
+    onBreaker: (state: BreakerState, failures: number, error: Error | null) => void,
+  ) {
+    this.breaker = new CircuitBreaker(breaker, onBreaker);
+  }
+
+  get durable(): boolean {
+    return this.inner.durable;
+  }
+  get shared(): boolean {
+    return this.inner.shared;
+  }
+
+  /** Throws `ROOST_ERR_STORE_UNAVAILABLE` while the breaker is open (new work is refused at once). */
+  assertAvailable(): void {
+    if (this.breaker.state === 'open') throw openError(this.breaker.failures);
+  }
+
+  private call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    if (!this.breaker.allow()) return Promise.reject(openError(this.breaker.failures));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new RoostError('ROOST_ERR_STORE_UNAVAILABLE', `store: ${operation} timed out after ${this.timeoutMs} ms`, {
+              details: { operation, timeoutMs: this.timeoutMs },
+            }),
+          ),
+        this.timeoutMs,
+      );
+      timer.unref();
+    });
+    return Promise.race([fn(), timeout]).then(
+      (value) => {
+        clearTimeout(timer);
+        this.breaker.success();
+        return value;
+      },
+      (thrown: unknown) => {
+        clearTimeout(timer);
+        const error = ensureError(thrown);
+        if (!isRoostError(error) || error.code === 'ROOST_ERR_STORE_UNAVAILABLE') this.breaker.failure(error);
+        else this.breaker.success(); // the store answered; the call was wrong
+        throw error;
+      },
+    );
+  }
+
+  commit(batch: StoreBatch): Promise<void> {
+    return this.call('commit', () => this.inner.commit(batch));
+  }
+  getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
+    return this.call('getTrace', () => this.inner.getTrace(flow, traceId));
+  }
+  listTraces(query?: TraceQuery): Promise<TracePage> {
+    return this.call('listTraces', () => this.inner.listTraces(query));
+  }
+  runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {
+    return this.call('runningTraces', () => this.inner.runningTraces(flow, owner));
+  }
+  pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]> {
+    return this.call('pendingEnvelopes', () => this.inner.pendingEnvelopes(flow));
+  }
+  pendingOutputs(flow: string): Promise<readonly { readonly traceId: string; readonly value: unknown }[]> {
+    return this.call('pendingOutputs', () => this.inner.pendingOutputs(flow));
+  }
+  getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined> {
+    return this.call('getStep', () => this.inner.getStep(stepKey));
+  }
+  history(traceId: string): Promise<readonly StoredEvent[]> {
+    return this.call('history', () => this.inner.history(traceId));
+  }
+  listDeadLetters(query?: { flow?: string; tenant?: string; limit?: number }): Promise<readonly StoredDeadLetter[]> {
+    return this.call('listDeadLetters', () => this.inner.listDeadLetters(query));
+  }
+  getDeadLetter(id: string): Promise<StoredDeadLetter | null> {
+    return this.call('getDeadLetter', () => this.inner.getDeadLetter(id));
+  }
+  acquireLease(name: string, holder: string, ttlMs: number, now: number): Promise<Lease | null> {
+    return this.call('acquireLease', () => this.inner.acquireLease(name, holder, ttlMs, now));
+  }
+  getLease(name: string): Promise<Lease | null> {
+    return this.call('getLease', () => this.inner.getLease(name));
+  }
+  runningOwners(flow: string): Promise<readonly (string | null)[]> {
+    return this.call('runningOwners', () => this.inner.runningOwners(flow));
+  }
+  claimTraces(flow: string, from: string | null, to: string): Promise<readonly string[]> {
+    return this.call('claimTraces', () => this.inner.claimTraces(flow, from, to));
+  }
+  releaseLease(name: string, holder: string, token: number): Promise<void> {
+    return this.call('releaseLease', () => this.inner.releaseLease(name, holder, token));
+  }
+  getValue(key: string): Promise<Versioned | undefined> {
+    return this.call('getValue', () => this.inner.getValue(key));
+  }
+  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null> {
+    return this.call('putValue', () => this.inner.putValue(key, value, expectedVersion));
+  }
+  usedBytes(): Promise<number | null> {
+    return this.call('usedBytes', () => this.inner.usedBytes());
+  }
+  prune(before: number): Promise<number> {
+    return this.call('prune', () => this.inner.prune(before));
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+function openError(failures: number): RoostError {
+  return new RoostError('ROOST_ERR_STORE_UNAVAILABLE', `store: unavailable (circuit open after ${failures} failures in a row); new work is refused until it answers again`, {
+    details: { breaker: 'open' },
+  });
+}

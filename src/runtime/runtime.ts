@@ -15,6 +15,7 @@ import { TimerQueue } from '../resilience/timer-queue.js';
 import { GuardedStore } from '../store/guarded.js';
 import { Journal } from '../store/journal.js';
 import { openStore } from '../store/open.js';
+import { takeReplays } from '../store/requests.js';
 import type { Store, StoredEvent, StoredTrace, TracePage, TraceQuery } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
@@ -191,6 +192,33 @@ export class Runtime implements FlowHost, AsyncDisposable {
   }
 
   private pruneTimer: ReturnType<typeof setInterval> | null = null;
+  private requestsTimer: ReturnType<typeof setInterval> | null = null;
+  private servingRequests = false;
+
+  /** Replays the dead letters the CLI marked (`roost replay`), for the flows this runtime hosts. */
+  private async serveReplayRequests(): Promise<void> {
+    const store = this.store;
+    if (store === null || this.servingRequests || this.stateValue !== 'running') return;
+    this.servingRequests = true;
+    try {
+      const ids = await takeReplays(store, async (id) => {
+        const letter = await store.getDeadLetter(id);
+        return letter !== null && this.flows.has(letter.flow);
+      });
+      for (const id of ids) {
+        try {
+          const traceId = await this.replayDeadLetter(id);
+          this.logger.info({ deadLetterId: id, traceId }, 'replayed a dead letter on request');
+        } catch (error) {
+          this.logger.error({ err: ensureError(error), deadLetterId: id }, 'a requested replay failed');
+        }
+      }
+    } catch (error) {
+      this.logger.error({ err: ensureError(error) }, 'reading replay requests failed');
+    } finally {
+      this.servingRequests = false;
+    }
+  }
 
   /** Deletes finished traces older than `retention.finishedMs`; returns how many. */
   async prune(): Promise<number> {
@@ -485,6 +513,10 @@ export class Runtime implements FlowHost, AsyncDisposable {
           this.prune().catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'journal prune failed'));
         }, this.options.retention.intervalMs);
         this.pruneTimer.unref();
+        this.stateValue = 'running'; // replays need a running runtime
+        await this.serveReplayRequests();
+        this.requestsTimer = setInterval(() => void this.serveReplayRequests(), 1_000);
+        this.requestsTimer.unref();
       }
       this.stateValue = 'running';
     } catch (error) {
@@ -635,6 +667,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
       }
       if (this.journal !== null) {
         if (this.pruneTimer !== null) clearInterval(this.pruneTimer);
+        if (this.requestsTimer !== null) clearInterval(this.requestsTimer);
         if (!(await this.journal.flush(this.options.drainTimeoutMs))) {
           this.logger.error('journal writes could not be committed before close (the store is unavailable): unfinished traces resume from the last commit');
           this.journal.stop();

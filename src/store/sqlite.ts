@@ -408,6 +408,16 @@ export class SqliteStore implements Store {
     );
   }
 
+  /** Copies the journal, consistent, to `file` while it is in use (SQLite's online backup). */
+  async backup(file: string): Promise<void> {
+    if (this.closed) throw new RoostError('ROOST_ERR_INVALID_STATE', 'store: it is closed', { field: 'store' });
+    try {
+      await this.db.backup(file);
+    } catch (error) {
+      throw unavailable(`backup to ${file} failed`, error);
+    }
+  }
+
   usedBytes(): Promise<number | null> {
     return this.run(() => this.usedBytesNow());
   }

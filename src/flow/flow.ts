@@ -215,7 +215,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     }
   }
 
-  private admit(payload: unknown, options: EmitOptions): EmitResult | Promise<EmitResult> {
+  private admit(payload: unknown, options: EmitOptions, keyLookedUp = false): EmitResult | Promise<EmitResult> {
     const host = this.host;
     host.assertAccepting('emit');
     if (this.stopped) throw stoppedError(this.name);
@@ -232,6 +232,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
       windowKey = `${this.name}\u0000${tenant}\u0000${key}`;
       const first = window.get(windowKey, now);
       if (first !== undefined) return { traceId: first, deduplicated: true };
+      // Not in memory: with a journal the window outlives the process, so ask the store first.
+      if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, windowKey, now);
     }
     const traceId = options.traceId ?? uuidv7(now);
     if (options.traceId !== undefined && this.traces.has(traceId)) {
@@ -288,6 +290,24 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (journal !== null) return this.acknowledge(journal, wait, result, options.signal, windowKey);
     if (wait === undefined) return result;
     return this.waitForRoom(wait, result, options.signal, windowKey);
+  }
+
+  private async admitAfterKeyLookup(
+    journal: Journal,
+    payload: unknown,
+    options: EmitOptions,
+    tenant: string,
+    key: string,
+    windowKey: string,
+    now: number,
+  ): Promise<EmitResult> {
+    const window = this.host.idempotency!;
+    const found = await journal.store.findIdempotent(this.name, tenant, key, now - window.ttlMs);
+    if (found !== null) {
+      window.set(windowKey, found, now);
+      return { traceId: found, deduplicated: true };
+    }
+    return this.admit(payload, options, true); // checks the window again: a concurrent emit may have won
   }
 
   /** With a journal, `emit` resolves once the accepted task is committed (and queued). */

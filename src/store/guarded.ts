@@ -86,6 +86,9 @@ export class GuardedStore implements Store {
   listTraces(query?: TraceQuery): Promise<TracePage> {
     return this.call('listTraces', () => this.inner.listTraces(query));
   }
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
+    return this.call('findIdempotent', () => this.inner.findIdempotent(flow, tenant, key, since));
+  }
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {
     return this.call('runningTraces', () => this.inner.runningTraces(flow, owner));
   }

@@ -117,6 +117,17 @@ export class MemoryStore implements Store {
     });
   }
 
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
+    return this.run(() => {
+      let best: StoredTrace | null = null;
+      for (const t of this.traces.values()) {
+        if (t.flow !== flow || t.tenant !== tenant || t.idempotencyKey !== key || t.createdAt < since) continue;
+        if (best === null || t.createdAt > best.createdAt) best = t;
+      }
+      return best?.traceId ?? null;
+    });
+  }
+
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {
     return this.run(() => {
       const list = [...this.traces.values()]

@@ -347,6 +347,16 @@ export class PostgresStore implements Store {
     });
   }
 
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
+    return this.run(async () => {
+      const { rows } = await this.pool.query<{ trace_id: string }>(
+        'SELECT trace_id FROM traces WHERE flow = $1 AND tenant = $2 AND idempotency_key = $3 AND created_at >= $4 ORDER BY created_at DESC LIMIT 1',
+        [flow, tenant, key, since],
+      );
+      return rows[0]?.trace_id ?? null;
+    });
+  }
+
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {
     return this.run(async () => {
       const { rows } =

@@ -160,6 +160,9 @@ export class SqliteStore implements Store {
       ),
       deadLetterDelete: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
       getTrace: db.prepare('SELECT * FROM traces WHERE flow = ? AND trace_id = ?'),
+      idempotent: db.prepare(
+        'SELECT trace_id FROM traces WHERE flow = ? AND tenant = ? AND idempotency_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1',
+      ),
       running: db.prepare("SELECT * FROM traces WHERE flow = ? AND status = 'running' ORDER BY created_at, trace_id"),
       runningOwned: db.prepare(
         "SELECT * FROM traces WHERE flow = ? AND status = 'running' AND (owner = ? OR owner IS NULL) ORDER BY created_at, trace_id",
@@ -272,6 +275,10 @@ export class SqliteStore implements Store {
       const last = page[page.length - 1];
       return { traces: page, next: rows.length > limit && last !== undefined ? encodeCursor(last.createdAt, last.traceId) : null };
     });
+  }
+
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
+    return this.run(() => (this.statements.idempotent.get(flow, tenant, key, since) as { trace_id: string } | undefined)?.trace_id ?? null);
   }
 
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {

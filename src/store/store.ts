@@ -191,6 +191,11 @@ export interface Store {
   commit(batch: StoreBatch): Promise<void>;
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null>;
   listTraces(query?: TraceQuery): Promise<TracePage>;
+  /**
+   * The newest trace of `flow` and `tenant` accepted at or after `since` with the caller's
+   * `idempotencyKey`, or null: the idempotency window outlives the process.
+   */
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null>;
   /** Running traces of `flow` (owned by `owner` when given, or by nobody), oldest first. */
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]>;
   /** Envelopes pending in `flow`, in acceptance order (`seq`). */

@@ -87,6 +87,28 @@ describe('emit and fetch wait for their commits', () => {
   });
 });
 
+describe('the idempotency window outlives the process', () => {
+  it('a key emitted before a restart returns the first trace after it, also to concurrent repeats', async () => {
+    const path = freshPath();
+    const first = runtime(path);
+    const f1 = first.flow({ name: 'idem', edges: [node('n', (env: Envelope<number>) => env.payload).to()] });
+    await first.start();
+    const original = await f1.emit(1, { idempotencyKey: 'order-17', tenant: 'acme' });
+    await f1.fetch(original.traceId);
+    await first.close();
+    const second = runtime(path);
+    let runs = 0;
+    const f2 = second.flow({ name: 'idem', edges: [node('n', (env: Envelope<number>) => ++runs + env.payload).to()] });
+    await second.start();
+    const repeats = await Promise.all([1, 2, 3].map(() => f2.emit(1, { idempotencyKey: 'order-17', tenant: 'acme' })));
+    expect(repeats).toEqual([1, 2, 3].map(() => ({ traceId: original.traceId, deduplicated: true })));
+    const other = await f2.emit(1, { idempotencyKey: 'order-17', tenant: 'globex' }); // another tenant's key
+    expect(other.deduplicated).toBe(false);
+    await f2.fetch(other.traceId);
+    expect(runs).toBe(1);
+  });
+});
+
 describe('dead letters and history outlive the process', () => {
   it('a dead letter made before a restart is listed and replayed after it; history and listings read the journal', async () => {
     const path = freshPath();

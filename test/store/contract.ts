@@ -124,6 +124,22 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect((await store.history(t)).map((h) => h.type)).toEqual(['trace_start']);
     });
 
+    it('finds the newest trace with a caller\'s idempotency key, within the window', async () => {
+      const [a, b, c] = [uuidv7(), uuidv7(), uuidv7()];
+      await store.commit({
+        traces: [
+          trace('f', a, 100, { idempotencyKey: 'k', status: 'succeeded' }),
+          trace('f', b, 200, { idempotencyKey: 'k' }),
+          trace('f', c, 300, { idempotencyKey: 'k', tenant: 'other' }),
+        ],
+      });
+      expect(await store.findIdempotent('f', 'acme', 'k', 0)).toBe(b);
+      expect(await store.findIdempotent('f', 'acme', 'k', 250)).toBeNull(); // outside the window
+      expect(await store.findIdempotent('f', 'other', 'k', 0)).toBe(c);
+      expect(await store.findIdempotent('g', 'acme', 'k', 0)).toBeNull();
+      expect(await store.findIdempotent('f', 'acme', 'nope', 0)).toBeNull();
+    });
+
     it('lists running traces oldest first, by owner (or unowned)', async () => {
       const [a, b, c, d] = [uuidv7(), uuidv7(), uuidv7(), uuidv7()];
       await store.commit({

@@ -17,6 +17,7 @@ CREATE TABLE traces (
 );
 CREATE INDEX traces_by_status ON traces (flow, status, created_at);
 CREATE INDEX traces_by_time ON traces (created_at DESC, trace_id DESC);
+CREATE INDEX traces_by_key ON traces (flow, tenant, idempotency_key, created_at) WHERE idempotency_key IS NOT NULL;
 
 -- Envelopes accepted at a node and not consumed there yet: what a resume re-enqueues, by seq.
 CREATE TABLE pending (

@@ -16,6 +16,8 @@ CREATE TABLE traces (
 ) WITHOUT ROWID;
 CREATE INDEX traces_by_status ON traces (flow, status, created_at);
 CREATE INDEX traces_by_time ON traces (created_at DESC, trace_id DESC);
+-- Partial: only traces emitted with a caller's key pay for it.
+CREATE INDEX traces_by_key ON traces (flow, tenant, idempotency_key, created_at) WHERE idempotency_key IS NOT NULL;
 -- Few indexes on purpose: every trace write updates each of them (listing by tenant and
 -- pruning scan the time index instead).
 

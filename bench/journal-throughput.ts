@@ -5,6 +5,7 @@
  *
  *   raw-1/tx    one INSERT + COMMIT (fsync) per row
  *   raw-256/tx  256 INSERTs per COMMIT
+ *   roost-postgres  the same on the machine's PostgreSQL (a fresh schema, dropped after)
  *   roost-sqlite  the flow with store sqlite:<tmp>, every guarantee on: emit resolves after the
  *               accepted task is committed, fetch after the result is, state-changing events
  *               journaled, timeouts and retries on every node
@@ -17,8 +18,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { createRuntime, node, SqliteStore, type Envelope } from '../src/index.js';
+import pg from 'pg';
+import { createRuntime, node, PostgresStore, SqliteStore, type Envelope, type Store } from '../src/index.js';
 import { drive, median, settleHeap, type Payload } from './lib/measure.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -54,8 +57,26 @@ function rawInserts(perTx: number, rows: number): Result {
   return { name: `raw-${perTx}/tx`, rate: rows / (ms / 1000), note: `${rows} rows` };
 }
 
-async function roostSqlite(concurrency: number): Promise<Result> {
-  const store = new SqliteStore(freshFile('roost'));
+const PG_URL = process.env['ROOST_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgSchemas: string[] = [];
+
+function freshPostgres(): PostgresStore {
+  const schema = `roost_bench_${randomBytes(4).toString('hex')}`;
+  pgSchemas.push(schema);
+  const url = new URL(PG_URL);
+  url.searchParams.set('schema', schema);
+  return new PostgresStore(url.toString());
+}
+
+function roostSqlite(concurrency: number): Promise<Result> {
+  return roostOn('sqlite', new SqliteStore(freshFile('roost')), concurrency);
+}
+
+function roostPostgres(concurrency: number): Promise<Result> {
+  return roostOn('postgres', freshPostgres(), concurrency);
+}
+
+async function roostOn(kind: string, store: Store, concurrency: number): Promise<Result> {
   const rt = createRuntime({ logger: false, store });
   const inc = (name: string) => node(name, (env: Envelope<Payload>) => ({ n: env.payload.n + 1 }), { timeoutMs: 5000, retries: 2 });
   const [n1, n2, n3] = [inc('n1'), inc('n2'), inc('n3')];
@@ -75,8 +96,8 @@ async function roostSqlite(concurrency: number): Promise<Result> {
   const page = await store.listTraces({ flow: 'bench', status: 'succeeded', limit: 1 });
   const history = page.traces[0] === undefined ? [] : await store.history(page.traces[0].traceId);
   await store.close();
-  if (stats.succeeded !== messages) throw new Error(`roost-sqlite: ${stats.succeeded} of ${messages} succeeded`);
-  return { name: `roost-sqlite C=${concurrency}`, rate: messages / (ms / 1000), note: `${messages} msgs, ${history.length} events journaled per trace` };
+  if (stats.succeeded !== messages) throw new Error(`roost-${kind}: ${stats.succeeded} of ${messages} succeeded`);
+  return { name: `roost-${kind} C=${concurrency}`, rate: messages / (ms / 1000), note: `${messages} msgs, ${history.length} events journaled per trace` };
 }
 
 async function main(): Promise<void> {
@@ -90,6 +111,9 @@ async function main(): Promise<void> {
     () => roostSqlite(1),
     () => roostSqlite(64),
   ];
+  const pgUp = await reachable();
+  if (pgUp) jobs.push(() => roostPostgres(1), () => roostPostgres(64));
+  else console.log(`  PostgreSQL at ${PG_URL} does not answer: its rows are left out`);
   await roostSqlite(64); // warm-up
   const results: Result[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
@@ -109,10 +133,37 @@ async function main(): Promise<void> {
   console.log(`raw-256/tx          ${Math.round(raw256).toLocaleString('en-US').padStart(9)} rows/s`);
   console.log(`roost-sqlite C=1    ${Math.round(c1).toLocaleString('en-US').padStart(9)} msgs/s   ÷ raw-1/tx   ${(c1 / raw1).toFixed(2)}×  (target ≥ 0.40×)`);
   console.log(`roost-sqlite C=64   ${Math.round(c64).toLocaleString('en-US').padStart(9)} msgs/s   ÷ raw-256/tx ${(c64 / raw256).toFixed(2)}×  (target ≥ 0.17×)`);
+  if (pgUp) {
+    for (const c of [1, 64]) console.log(`roost-postgres C=${c}`.padEnd(20) + `${Math.round(med(`roost-postgres C=${c}`)).toLocaleString('en-US').padStart(9)} msgs/s`);
+  }
+}
+
+async function reachable(): Promise<boolean> {
+  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 2000 });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function dropSchemas(): Promise<void> {
+  if (pgSchemas.length === 0) return;
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  try {
+    for (const schema of pgSchemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await client.end();
+  }
 }
 
 try {
   await main();
 } finally {
   rmSync(dir, { recursive: true, force: true });
+  await dropSchemas();
 }

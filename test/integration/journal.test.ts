@@ -301,6 +301,66 @@ describe('an input run again after a crash does not duplicate what the journal a
   });
 });
 
+describe('what resume keeps', () => {
+  it('a retried envelope keeps its attempt count, a deadline still holds, and a cancelled trace stays cancelled', async () => {
+    const path = freshPath();
+    const store = freezable(look(path));
+    const attempts: number[] = [];
+    const first = createRuntime({ logger: false, store, drainTimeoutMs: 10 });
+    runtimes.push(first);
+    try {
+      const f1 = first.flow({
+        name: 'keep',
+        edges: [
+          node(
+            'n',
+            async (env: Envelope<string>, ctx) => {
+              if (env.payload !== 'retry') return new Promise(() => {});
+              attempts.push(ctx.attempt);
+              if (ctx.attempt < 3) throw new Error('again');
+              return new Promise(() => {}); // the third attempt hangs: the process "dies" in it
+            },
+            { retries: 5, backoff: { baseMs: 1, maxMs: 1, jitter: 0 }, timeoutMs: null },
+          ).to(),
+        ],
+      });
+      await first.start();
+      const retried = await f1.emit('retry');
+      const late = await f1.emit('deadline', { deadline: Date.now() + 400 });
+      const cancelled = await f1.emit('cancel-me');
+      await until(() => attempts.length === 3);
+      await f1.cancel(cancelled.traceId);
+      await new Promise((r) => setTimeout(r, 30)); // the attempt count and the cancel commit
+      store.freeze();
+
+      const second = runtime(path);
+      const seen: { payload: string; attempt: number }[] = [];
+      const f2 = second.flow({
+        name: 'keep',
+        edges: [
+          node(
+            'n',
+            async (env: Envelope<string>, ctx) => {
+              seen.push({ payload: env.payload, attempt: ctx.attempt });
+              if (env.payload === 'deadline') await new Promise((r) => setTimeout(r, 5_000));
+              return `${env.payload} done`;
+            },
+            { timeoutMs: null },
+          ).to(),
+        ],
+      });
+      await second.start();
+      expect(await f2.fetch(retried.traceId)).toBe('retry done');
+      expect(seen.find((x) => x.payload === 'retry')).toEqual({ payload: 'retry', attempt: 3 }); // not 1
+      await expect(f2.fetch(late.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_DEADLINE_EXCEEDED' });
+      expect(seen.some((x) => x.payload === 'cancel-me')).toBe(false);
+      expect(await look(path).getTrace('keep', cancelled.traceId)).toMatchObject({ status: 'cancelled' });
+    } finally {
+      store.abandon();
+    }
+  });
+});
+
 describe('close with a journal', () => {
   it('leaves traces still running unfinished in the journal, and the next start resumes them', async () => {
     const path = freshPath();

@@ -241,33 +241,17 @@ export class SqliteStore implements Store {
   listTraces(query: TraceQuery = {}): Promise<TracePage> {
     return this.run(() => {
       const limit = pageLimit(query.limit);
-      const where: string[] = [];
-      const args: (string | number)[] = [];
-      if (query.flow !== undefined) {
-        where.push('flow = ?');
-        args.push(query.flow);
-      }
-      if (query.tenant !== undefined) {
-        where.push('tenant = ?');
-        args.push(query.tenant);
-      }
-      if (query.status !== undefined) {
-        where.push('status = ?');
-        args.push(query.status);
-      }
-      if (query.since !== undefined) {
-        where.push('created_at >= ?');
-        args.push(query.since);
-      }
-      if (query.until !== undefined) {
-        where.push('created_at < ?');
-        args.push(query.until);
-      }
+      const filter = new Filter()
+        .eq('flow', query.flow)
+        .eq('tenant', query.tenant)
+        .eq('status', query.status)
+        .when(query.since, 'created_at >= ?')
+        .when(query.until, 'created_at < ?');
       if (query.cursor !== undefined) {
         const after = decodeCursor(query.cursor);
-        where.push('(created_at < ? OR (created_at = ? AND trace_id < ?))');
-        args.push(after.createdAt, after.createdAt, after.traceId);
+        filter.add('(created_at < ? OR (created_at = ? AND trace_id < ?))', after.createdAt, after.createdAt, after.traceId);
       }
+      const { where, args } = filter;
       const sql = `SELECT * FROM traces ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
                    ORDER BY created_at DESC, trace_id DESC LIMIT ?`;
       const rows = this.db.prepare(sql).all(...args, limit + 1) as TraceRow[];
@@ -331,16 +315,7 @@ export class SqliteStore implements Store {
   listDeadLetters(query: { flow?: string; tenant?: string; limit?: number } = {}): Promise<readonly StoredDeadLetter[]> {
     return this.run(() => {
       const limit = pageLimit(query.limit);
-      const where: string[] = [];
-      const args: (string | number)[] = [];
-      if (query.flow !== undefined) {
-        where.push('flow = ?');
-        args.push(query.flow);
-      }
-      if (query.tenant !== undefined) {
-        where.push('tenant = ?');
-        args.push(query.tenant);
-      }
+      const { where, args } = new Filter().eq('flow', query.flow).eq('tenant', query.tenant);
       const sql = `SELECT * FROM dead_letters ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
                    ORDER BY created_at DESC, id DESC LIMIT ?`;
       return (this.db.prepare(sql).all(...args, limit) as DeadLetterRow[]).map(toDeadLetter);
@@ -453,6 +428,23 @@ export class SqliteStore implements Store {
     } catch (error) {
       return Promise.reject(error instanceof RoostError ? error : unavailable('SQLite journal operation failed', error));
     }
+  }
+}
+
+/** A WHERE clause built from the filters that are set. */
+class Filter {
+  readonly where: string[] = [];
+  readonly args: (string | number)[] = [];
+  add(sql: string, ...values: (string | number)[]): this {
+    this.where.push(sql);
+    this.args.push(...values);
+    return this;
+  }
+  eq(column: string, value: string | undefined): this {
+    return value === undefined ? this : this.add(`${column} = ?`, value);
+  }
+  when(value: number | undefined, sql: string): this {
+    return value === undefined ? this : this.add(sql, value);
   }
 }
 

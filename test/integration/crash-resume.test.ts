@@ -12,9 +12,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { openStore, type Store } from '../../src/index.js';
+import { dropSchemas, freshSchema, schemaUrl } from '../helpers/postgres.js';
 
 const worker = fileURLToPath(new URL('../fixtures/crash-worker.ts', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'roost-crash-'));
@@ -55,24 +54,14 @@ async function runningCount(storeUrl: string): Promise<number> {
   }
 }
 
-const PG_URL = process.env['ROOST_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const pgSchema = `roost_test_crash_${randomBytes(4).toString('hex')}`;
-afterAll(async () => {
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  await client.query(`DROP SCHEMA IF EXISTS ${pgSchema} CASCADE`);
-  await client.end();
-});
+const pgSchema = freshSchema('crash');
+afterAll(dropSchemas);
 
 const JOURNALS = [
   { name: 'SQLite', url: (): string => `sqlite:${join(dir, 'journal.db')}` },
   {
     name: 'PostgreSQL',
-    url: (): string => {
-      const url = new URL(PG_URL);
-      url.searchParams.set('schema', pgSchema);
-      return url.toString();
-    },
+    url: (): string => schemaUrl(pgSchema),
   },
 ];
 

@@ -5,22 +5,14 @@
  * after the proxy comes back the breaker closes and everything accepted finishes, without a
  * restart.
  */
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRuntime, isRoostError, node, PostgresStore, type Envelope, type RoostEvent } from '../../src/index.js';
+import { PG_URL, dropSchemas, freshSchema, schemaUrl } from '../helpers/postgres.js';
 import { until } from '../helpers/runtime.js';
 
-const PG_URL = process.env['ROOST_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const schema = `roost_test_outage_${randomBytes(4).toString('hex')}`;
-
-afterAll(async () => {
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await client.end();
-});
+const schema = freshSchema('outage');
+afterAll(dropSchemas);
 
 /** A TCP proxy to the server that can be cut (every connection dropped, new ones refused) and restored. */
 async function proxy(target: URL): Promise<{ port: number; cut(): void; restore(): void; close(): Promise<void> }> {
@@ -62,12 +54,9 @@ describe('a PostgreSQL outage behind a TCP proxy', () => {
   it('opens the breaker, refuses new work at once, holds accepted work, and recovers without a restart', async () => {
     const target = new URL(PG_URL);
     const p = await proxy(target);
-    const viaProxy = new URL(PG_URL);
-    viaProxy.port = String(p.port);
-    viaProxy.searchParams.set('schema', schema);
     const rt = createRuntime({
       logger: false,
-      store: viaProxy.toString(),
+      store: schemaUrl(schema, p.port),
       storeTimeoutMs: 500,
       storeBreaker: { failures: 3, cooldownMs: 200 },
       drainTimeoutMs: 2_000,
@@ -136,9 +125,7 @@ describe('a PostgreSQL outage behind a TCP proxy', () => {
       expect(otherErrors).toEqual([]);
       for (const [traceId, n] of accepted) expect(results.get(traceId), traceId).toBe(n + 1);
       // What was acknowledged is in the journal, finished (read past the proxy).
-      const direct = new URL(PG_URL);
-      direct.searchParams.set('schema', schema);
-      const store = new PostgresStore(direct.toString());
+      const store = new PostgresStore(schemaUrl(schema));
       try {
         let succeeded = 0;
         let cursor: string | undefined;

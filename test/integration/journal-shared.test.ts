@@ -3,24 +3,15 @@
  * pool): each unfinished trace is resumed by exactly one of them, and a process whose owner lease
  * lapses has its traces taken over. Each test works in a schema of its own, dropped afterwards.
  */
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime, node, PostgresStore, type Envelope, type Runtime, type Store } from '../../src/index.js';
 import { until } from '../helpers/runtime.js';
 
-const PG_URL = process.env['ROOST_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const run = randomBytes(4).toString('hex');
-const schemas: string[] = [];
-let n = 0;
+import { assertPgReachable, dropSchemas, freshPgUrl } from '../helpers/postgres.js';
 
-function freshUrl(): string {
-  const schema = `roost_test_shared_${run}_${++n}`;
-  schemas.push(schema);
-  const url = new URL(PG_URL);
-  url.searchParams.set('schema', schema);
-  return url.toString();
-}
+const freshUrl = (): string => freshPgUrl('shared');
+beforeAll(assertPgReachable);
+afterAll(dropSchemas);
 
 const runtimes: Runtime[] = [];
 const stores: Store[] = [];
@@ -28,16 +19,6 @@ afterEach(async () => {
   for (const rt of runtimes.splice(0)) await rt.close();
   for (const s of stores.splice(0)) await s.close();
 });
-afterAll(async () => {
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  try {
-    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  } finally {
-    await client.end();
-  }
-});
-
 /** A store whose owner-lease renewals fail once `cut` (the process is gone, as far as the others can tell). */
 function cuttable(inner: Store): Store & { cut(): void } {
   let cut = false;

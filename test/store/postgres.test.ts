@@ -1,63 +1,28 @@
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open.js';
 import { PostgresStore } from '../../src/store/postgres.js';
 import { storeContract } from './contract.js';
 
-/** The machine's server (SERVICES.md), or the user's own. */
-const PG_URL = process.env['ROOST_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const run = randomBytes(4).toString('hex');
-const schemas: string[] = [];
-let n = 0;
+import { PG_URL, assertPgReachable, dropSchemas, freshSchema, schemaUrl } from '../helpers/postgres.js';
 
-/** A store in a schema of its own (roost_test_<run>_<n>), dropped after the suite. */
+/** A store in a schema of its own, dropped after the suite. */
 function fresh(): PostgresStore {
-  const schema = `roost_test_${run}_${++n}`;
-  schemas.push(schema);
-  const url = new URL(PG_URL);
-  url.searchParams.set('schema', schema);
-  return new PostgresStore(url.toString());
+  return new PostgresStore(schemaUrl(freshSchema('store')));
 }
 
-beforeAll(async () => {
-  const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 5000 });
-  try {
-    await client.connect();
-  } catch (error) {
-    throw new Error(
-      `PostgreSQL at ${PG_URL} does not answer (${String(error)}). Start it with ` +
-        '`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set ROOST_TEST_PG_URL.',
-    );
-  } finally {
-    await client.end().catch(() => {});
-  }
-});
-
-afterAll(async () => {
-  const client = new pg.Client({ connectionString: PG_URL });
-  await client.connect();
-  try {
-    for (const schema of schemas) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  } finally {
-    await client.end();
-  }
-});
+beforeAll(assertPgReachable);
+afterAll(dropSchemas);
 
 storeContract('postgres', fresh, async (store) => {
   await store.close();
-  const url = new URL(PG_URL);
-  url.searchParams.set('schema', (store as PostgresStore).schema);
-  return new PostgresStore(url.toString());
+  return new PostgresStore(schemaUrl((store as PostgresStore).schema));
 });
 
 describe('postgres journal', () => {
   it('several stores starting at once on one schema migrate it once', async () => {
-    const schema = `roost_test_${run}_race`;
-    schemas.push(schema);
-    const url = new URL(PG_URL);
-    url.searchParams.set('schema', schema);
-    const stores = Array.from({ length: 4 }, () => new PostgresStore(url.toString()));
+    const schema = freshSchema('race');
+    const stores = Array.from({ length: 4 }, () => new PostgresStore(schemaUrl(schema)));
     expect(await Promise.all(stores.map((s) => s.getValue('x')))).toEqual([undefined, undefined, undefined, undefined]);
     const client = new pg.Client({ connectionString: PG_URL });
     await client.connect();
@@ -68,9 +33,7 @@ describe('postgres journal', () => {
   });
 
   it('is what openStore makes of a postgres:// URL; a bad schema name is refused', async () => {
-    const url = new URL(PG_URL);
-    url.searchParams.set('schema', `roost_test_${run}_open`);
-    schemas.push(`roost_test_${run}_open`);
+    const url = new URL(schemaUrl(freshSchema('open')));
     const store = openStore(url.toString());
     expect(store).toBeInstanceOf(PostgresStore);
     await store.close();

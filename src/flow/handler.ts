@@ -45,6 +45,14 @@ export interface HandlerContext {
    * `Idempotency-Key` header).
    */
   step<T>(name: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T>;
+  /**
+   * Saves `state` (JSON) as this input's checkpoint, overwriting the previous one; resolves once
+   * it is committed. A handler that runs again on the same input (a retry, or after a crash and
+   * resume) reads it with {@link lastCheckpoint} and goes on from there.
+   */
+  checkpoint(state: unknown): Promise<void>;
+  /** The last checkpoint saved for this input (by any attempt, in any process), or undefined. */
+  lastCheckpoint<T = unknown>(): Promise<T | undefined>;
 }
 
 /** What `ctx.step` tells its function. */

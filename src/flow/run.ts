@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Envelope } from '../envelope/envelope.js';
+import { toJsonWithin } from '../envelope/codec.js';
 import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
 import type { Agent } from '../runtime/agent.js';
 import { backoffDelay } from '../resilience/backoff.js';
@@ -123,6 +124,12 @@ class AttemptContext implements HandlerContext {
   step<T>(name: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
     return this.run.stepAs(this.token, name, fn);
   }
+  checkpoint(state: unknown): Promise<void> {
+    return this.run.checkpointAs(this.token, state);
+  }
+  lastCheckpoint<T = unknown>(): Promise<T | undefined> {
+    return this.run.lastCheckpoint<T>();
+  }
   /** @internal */
   abort(reason: RoostError): void {
     if (this.controller !== null) this.controller.abort(reason);
@@ -232,6 +239,37 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
 
   step<T>(name: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
     return this.stepAs(FIRST_TOKEN, name, fn);
+  }
+
+  checkpoint(state: unknown): Promise<void> {
+    return this.checkpointAs(FIRST_TOKEN, state);
+  }
+
+  /** @internal `ctx.checkpoint` of the attempt with `token` (an abandoned attempt may not overwrite). */
+  checkpointAs(token: number, state: unknown): Promise<void> {
+    const over = this.overError(token, 'checkpoint');
+    if (over !== null) return Promise.reject(over);
+    let value: unknown;
+    try {
+      value = JSON.parse(toJsonWithin('ctx.checkpoint.state', state, this.owner.flow.host.maxPayloadBytes)) as unknown;
+    } catch (error) {
+      return Promise.reject(ensureError(error));
+    }
+    const journal = this.owner.flow.journal;
+    const key = `checkpoint:${this.idempotencyKey}`;
+    if (journal === null) {
+      (this.trace.checkpoints ??= new Map()).set(key, value);
+      return Promise.resolve();
+    }
+    journal.checkpoint({ key, traceId: this.trace.id, value, ts: Date.now() });
+    return journal.committed();
+  }
+
+  lastCheckpoint<T = unknown>(): Promise<T | undefined> {
+    const journal = this.owner.flow.journal;
+    const key = `checkpoint:${this.idempotencyKey}`;
+    if (journal === null) return Promise.resolve(this.trace.checkpoints?.get(key) as T | undefined);
+    return journal.getCheckpoint(key).then((found) => found?.value as T | undefined);
   }
 
   /** @internal `ctx.step` of the attempt with `token`. */

@@ -49,6 +49,8 @@ export class Trace implements Timed {
   replayIds: Set<string> | null = null;
   /** Step results of this trace when there is no journal (retries reuse them). */
   steps: Map<string, unknown> | null = null;
+  /** Checkpoints of this trace's inputs when there is no journal. */
+  checkpoints: Map<string, unknown> | null = null;
   /** With a journal: settles when the trace's end is committed (fetch waits for it). */
   durable: Promise<void> | null = null;
 

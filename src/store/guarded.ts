@@ -101,6 +101,9 @@ export class GuardedStore implements Store {
   getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined> {
     return this.call('getStep', () => this.inner.getStep(stepKey));
   }
+  getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined> {
+    return this.call('getCheckpoint', () => this.inner.getCheckpoint(key));
+  }
   history(traceId: string): Promise<readonly StoredEvent[]> {
     return this.call('history', () => this.inner.history(traceId));
   }

@@ -8,7 +8,7 @@
  * (50 ms doubling to 2 s) before anything newer: accepted work is never dropped for an outage.
  */
 import { RoostError, ensureError, isRoostError } from '../errors.js';
-import type { EventWrite, OutputWrite, PendingWrite, Store, StoredDeadLetter, StepWrite, TraceWrite } from './store.js';
+import type { CheckpointWrite, EventWrite, OutputWrite, PendingWrite, Store, StoredDeadLetter, StepWrite, TraceWrite } from './store.js';
 
 interface Batch {
   traces: TraceWrite[];
@@ -26,6 +26,7 @@ interface Batch {
   ended: { flow: string; traceId: string }[];
   events: EventWrite[];
   steps: StepWrite[];
+  checkpoints: CheckpointWrite[];
   deadLetters: StoredDeadLetter[];
   deadLettersRemoved: string[];
   /** Settles when this batch is committed. */
@@ -54,6 +55,7 @@ function newBatch(): Batch {
     ended: [],
     events: [],
     steps: [],
+    checkpoints: [],
     deadLetters: [],
     deadLettersRemoved: [],
     done,
@@ -74,6 +76,7 @@ export class Journal {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   /** Steps written but maybe not committed yet: `ctx.step` must see them too. */
   private readonly recentSteps = new Map<string, unknown>();
+  private readonly recentCheckpoints = new Map<string, unknown>();
 
   constructor(
     readonly store: Store,
@@ -164,6 +167,15 @@ export class Journal {
     this.recentSteps.set(write.stepKey, write.value);
     this.open().steps.push(write);
   }
+  checkpoint(write: CheckpointWrite): void {
+    this.recentCheckpoints.set(write.key, write.value);
+    this.open().checkpoints.push(write);
+  }
+  /** A checkpoint: from a batch not yet committed, or from the store. */
+  async getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined> {
+    if (this.recentCheckpoints.has(key)) return { value: this.recentCheckpoints.get(key) };
+    return this.store.getCheckpoint(key);
+  }
   deadLetter(letter: StoredDeadLetter): void {
     this.open().deadLetters.push(letter);
   }
@@ -248,10 +260,12 @@ export class Journal {
           ended: batch.ended,
           events: batch.events,
           steps: batch.steps,
+          checkpoints: batch.checkpoints,
           deadLetters: batch.deadLetters,
           deadLettersRemoved: batch.deadLettersRemoved,
         });
         for (const s of batch.steps) this.recentSteps.delete(s.stepKey);
+        for (const c of batch.checkpoints) if (this.recentCheckpoints.get(c.key) === c.value) this.recentCheckpoints.delete(c.key);
         this.retryDelay = 0;
         batch.resolve();
         this.onCommitted();

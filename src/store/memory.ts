@@ -31,6 +31,7 @@ export class MemoryStore implements Store {
   private readonly events: StoredEvent[] = [];
   private outputs: { flow: string; traceId: string; value: unknown }[] = [];
   private readonly steps = new Map<string, { traceId: string; value: unknown }>();
+  private readonly checkpoints = new Map<string, { traceId: string; value: unknown }>();
   private readonly deadLetters = new Map<string, StoredDeadLetter>();
   private readonly leases = new Map<string, Lease>();
   private readonly values = new Map<string, Versioned>();
@@ -84,6 +85,7 @@ export class MemoryStore implements Store {
     for (const s of batch.steps ?? []) {
       if (!this.steps.has(s.stepKey)) this.steps.set(s.stepKey, { traceId: s.traceId, value: copy(s.value) });
     }
+    for (const c of batch.checkpoints ?? []) this.checkpoints.set(c.key, { traceId: c.traceId, value: copy(c.value) });
     for (const d of batch.deadLetters ?? []) this.deadLetters.set(d.id, copy(d));
     for (const id of batch.deadLettersRemoved ?? []) this.deadLetters.delete(id);
     return Promise.resolve();
@@ -158,6 +160,13 @@ export class MemoryStore implements Store {
     return this.run(() => {
       const step = this.steps.get(stepKey);
       return step === undefined ? undefined : { value: copy(step.value) };
+    });
+  }
+
+  getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined> {
+    return this.run(() => {
+      const c = this.checkpoints.get(key);
+      return c === undefined ? undefined : { value: copy(c.value) };
     });
   }
 
@@ -252,6 +261,7 @@ export class MemoryStore implements Store {
         n++;
         for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i]!.traceId === t.traceId) this.events.splice(i, 1);
         for (const [k, s] of this.steps) if (s.traceId === t.traceId) this.steps.delete(k);
+        for (const [k, c] of this.checkpoints) if (c.traceId === t.traceId) this.checkpoints.delete(k);
       }
       return n;
     });

@@ -286,6 +286,14 @@ export class PostgresStore implements Store {
         [steps.map((s) => s.stepKey), steps.map((s) => s.traceId), steps.map((s) => json(s.value)), steps.map((s) => s.ts)],
       );
     }
+    const checkpoints = latestPerKey(b.checkpoints ?? []);
+    if (checkpoints.length > 0) {
+      await c.query(
+        `INSERT INTO checkpoints (key, trace_id, value, ts) SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bigint[])
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, ts = excluded.ts`,
+        [checkpoints.map((x) => x.key), checkpoints.map((x) => x.traceId), checkpoints.map((x) => json(x.value)), checkpoints.map((x) => x.ts)],
+      );
+    }
     const letters = b.deadLetters ?? [];
     if (letters.length > 0) {
       await c.query(
@@ -398,6 +406,13 @@ export class PostgresStore implements Store {
     });
   }
 
+  getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined> {
+    return this.run(async () => {
+      const { rows } = await this.pool.query<{ value: unknown }>('SELECT value FROM checkpoints WHERE key = $1', [key]);
+      return rows[0] === undefined ? undefined : { value: rows[0].value };
+    });
+  }
+
   history(traceId: string): Promise<readonly StoredEvent[]> {
     return this.run(async () => {
       const { rows } = await this.pool.query<{ seq: number; trace_id: string; type: string; ts: number; event: Record<string, unknown> }>(
@@ -506,6 +521,7 @@ export class PostgresStore implements Store {
         if (ids.length > 0) {
           await client.query('DELETE FROM events WHERE trace_id = ANY($1::text[])', [ids]);
           await client.query('DELETE FROM steps WHERE trace_id = ANY($1::text[])', [ids]);
+          await client.query('DELETE FROM checkpoints WHERE trace_id = ANY($1::text[])', [ids]);
         }
         await client.query('COMMIT');
         return ids.length;
@@ -539,6 +555,13 @@ export class PostgresStore implements Store {
       throw isRoostError(error) ? error : unavailable('PostgreSQL journal operation failed', error);
     }
   }
+}
+
+/** One row per key, the last written: an upsert cannot touch the same row twice in one statement. */
+function latestPerKey<T extends { readonly key: string }>(writes: readonly T[]): T[] {
+  const last = new Map<string, T>();
+  for (const w of writes) last.set(w.key, w);
+  return [...last.values()];
 }
 
 function unavailable(message: string, cause: unknown): RoostError {

@@ -154,6 +154,11 @@ export class SqliteStore implements Store {
       ),
       event: db.prepare('INSERT INTO events (trace_id, type, ts, event) VALUES (?, ?, ?, ?)'),
       step: db.prepare('INSERT INTO steps (step_key, trace_id, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (step_key) DO NOTHING'),
+      checkpoint: db.prepare(
+        'INSERT INTO checkpoints (key, trace_id, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, ts = excluded.ts',
+      ),
+      getCheckpoint: db.prepare('SELECT value FROM checkpoints WHERE key = ?'),
+      pruneCheckpoints: db.prepare('DELETE FROM checkpoints WHERE trace_id = ?'),
       deadLetter: db.prepare(
         `INSERT OR REPLACE INTO dead_letters (id, flow, node, trace_id, tenant, envelope, error, attempts, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -211,6 +216,7 @@ export class SqliteStore implements Store {
       }
       for (const e of batch.events ?? []) s.event.run(e.traceId, e.type, e.ts, json(e.event));
       for (const st of batch.steps ?? []) s.step.run(st.stepKey, st.traceId, json(st.value), st.ts);
+      for (const c of batch.checkpoints ?? []) s.checkpoint.run(c.key, c.traceId, json(c.value), c.ts);
       for (const d of batch.deadLetters ?? []) {
         s.deadLetter.run(d.id, d.flow, d.node, d.traceId, d.tenant, json(d.envelope), json(d.error), d.attempts, d.createdAt);
       }
@@ -300,6 +306,13 @@ export class SqliteStore implements Store {
     });
   }
 
+  getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined> {
+    return this.run(() => {
+      const row = this.statements.getCheckpoint.get(key) as { value: string } | undefined;
+      return row === undefined ? undefined : { value: JSON.parse(row.value) as unknown };
+    });
+  }
+
   history(traceId: string): Promise<readonly StoredEvent[]> {
     return this.run(() =>
       (this.statements.history.all(traceId) as { seq: number; trace_id: string; type: string; ts: number; event: string }[]).map((r) => ({
@@ -384,6 +397,7 @@ export class SqliteStore implements Store {
         for (const { trace_id } of gone) {
           this.statements.pruneEvents.run(trace_id);
           this.statements.pruneSteps.run(trace_id);
+          this.statements.pruneCheckpoints.run(trace_id);
         }
         return gone.length;
       })(),

@@ -109,6 +109,15 @@ export interface StepWrite {
   readonly ts: number;
 }
 
+/** A handler's checkpoint: the latest state it saved for one input (overwritten each time). */
+export interface CheckpointWrite {
+  /** Stable for (trace, node, input). */
+  readonly key: string;
+  readonly traceId: string;
+  readonly value: unknown;
+  readonly ts: number;
+}
+
 /** A dead letter as stored. */
 export interface StoredDeadLetter {
   readonly id: string;
@@ -136,6 +145,8 @@ export interface StoreBatch {
   readonly ended?: readonly { readonly flow: string; readonly traceId: string }[];
   readonly events?: readonly EventWrite[];
   readonly steps?: readonly StepWrite[];
+  /** The latest checkpoint per key wins. */
+  readonly checkpoints?: readonly CheckpointWrite[];
   readonly deadLetters?: readonly StoredDeadLetter[];
   /** Ids of dead letters to delete (replayed or removed). */
   readonly deadLettersRemoved?: readonly string[];
@@ -204,6 +215,8 @@ export interface Store {
   pendingOutputs(flow: string): Promise<readonly { readonly traceId: string; readonly value: unknown }[]>;
   /** The recorded result of a step, or undefined when it has none. */
   getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined>;
+  /** The latest checkpoint saved under `key`, or undefined. */
+  getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined>;
   /** The journaled events of a trace, in commit order. */
   history(traceId: string): Promise<readonly StoredEvent[]>;
   listDeadLetters(query?: { flow?: string; tenant?: string; limit?: number }): Promise<readonly StoredDeadLetter[]>;
@@ -229,7 +242,7 @@ export interface Store {
   putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null>;
   /** Bytes the data takes (free pages not counted), or null when the store cannot tell cheaply. */
   usedBytes(): Promise<number | null>;
-  /** Deletes finished traces updated before `before` with their events and steps; returns how many. */
+  /** Deletes finished traces updated before `before` with their events, steps and checkpoints; returns how many. */
   prune(before: number): Promise<number>;
   close(): Promise<void>;
 }

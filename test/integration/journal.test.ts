@@ -361,6 +361,88 @@ describe('what resume keeps', () => {
   });
 });
 
+describe('ctx.checkpoint', () => {
+  it('a handler run again after a crash goes on from its last committed checkpoint', async () => {
+    const path = freshPath();
+    const store = freezable(look(path));
+    const firstDone: number[] = [];
+    const first = createRuntime({ logger: false, store, drainTimeoutMs: 10 });
+    runtimes.push(first);
+    try {
+      const f1 = first.flow({
+        name: 'cp',
+        edges: [
+          node(
+            'batch',
+            async (_env: Envelope, ctx) => {
+              const from = ((await ctx.lastCheckpoint<{ next: number }>()) ?? { next: 0 }).next;
+              for (let i = from; i < 10; i++) {
+                firstDone.push(i);
+                await ctx.checkpoint({ next: i + 1 });
+                if (i === 5) return new Promise(() => {}); // the process "dies" after item 5's checkpoint
+              }
+              return 'never';
+            },
+            { timeoutMs: null },
+          ).to(),
+        ],
+      });
+      await first.start();
+      const t = await f1.emit({});
+      await until(() => firstDone.length === 6);
+      await new Promise((r) => setTimeout(r, 20));
+      store.freeze();
+      const secondDone: number[] = [];
+      const second = runtime(path);
+      const f2 = second.flow({
+        name: 'cp',
+        edges: [
+          node('batch', async (_env: Envelope, ctx) => {
+            const from = ((await ctx.lastCheckpoint<{ next: number }>()) ?? { next: 0 }).next;
+            for (let i = from; i < 10; i++) {
+              secondDone.push(i);
+              await ctx.checkpoint({ next: i + 1 });
+            }
+            return secondDone.length;
+          }).to(),
+        ],
+      });
+      await second.start();
+      expect(await f2.fetch(t.traceId)).toBe(4);
+      expect(secondDone).toEqual([6, 7, 8, 9]);
+    } finally {
+      store.abandon();
+    }
+  });
+
+  it('without a journal a retry reads the checkpoint of the failed attempt; a non-JSON state is refused', async () => {
+    const rt = createRuntime({ logger: false });
+    runtimes.push(rt);
+    const seen: (number | undefined)[] = [];
+    let refused: unknown;
+    const flow = rt.flow({
+      name: 'cp',
+      edges: [
+        node(
+          'n',
+          async (_env: Envelope, ctx) => {
+            seen.push(await ctx.lastCheckpoint<number>());
+            refused ??= await ctx.checkpoint({ big: 1n }).catch((e: unknown) => e);
+            await ctx.checkpoint(ctx.attempt * 10);
+            if (ctx.attempt < 2) throw new Error('again');
+            return 'ok';
+          },
+          { retries: 1, backoff: { baseMs: 1, maxMs: 1, jitter: 0 } },
+        ).to(),
+      ],
+    });
+    await rt.start();
+    expect(await flow.fetch((await flow.emit({})).traceId)).toBe('ok');
+    expect(seen).toEqual([undefined, 10]);
+    expect(refused).toMatchObject({ code: 'ROOST_ERR_ENVELOPE_INVALID', field: 'ctx.checkpoint.state' });
+  });
+});
+
 describe('close with a journal', () => {
   it('leaves traces still running unfinished in the journal, and the next start resumes them', async () => {
     const path = freshPath();

@@ -188,6 +188,22 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.getStep('s-null')).toEqual({ value: null }); // recorded, even if null
     });
 
+    it('keeps the latest checkpoint per key, and prunes it with its trace', async () => {
+      const t = uuidv7();
+      expect(await store.getCheckpoint('c-1')).toBeUndefined();
+      await store.commit({
+        traces: [trace('f', t, 1, { status: 'succeeded', updatedAt: 1 })],
+        checkpoints: [
+          { key: 'c-1', traceId: t, value: { done: 1 }, ts: 1 },
+          { key: 'c-1', traceId: t, value: { done: 2 }, ts: 2 },
+        ],
+      });
+      await store.commit({ checkpoints: [{ key: 'c-1', traceId: t, value: { done: 3 }, ts: 3 }] });
+      expect(await store.getCheckpoint('c-1')).toEqual({ value: { done: 3 } });
+      await store.prune(10);
+      expect(await store.getCheckpoint('c-1')).toBeUndefined();
+    });
+
     it('keeps events per trace in commit order', async () => {
       const [a, b] = [uuidv7(), uuidv7()];
       await store.commit({ events: [{ traceId: a, type: 'node_start', ts: 1, event: { type: 'node_start', node: 'x' } }] });

@@ -57,6 +57,15 @@ CREATE TABLE steps (
 );
 CREATE INDEX steps_by_trace ON steps (trace_id);
 
+-- The latest checkpoint per (trace, node, input): overwritten, pruned with its trace.
+CREATE TABLE checkpoints (
+  key      text   PRIMARY KEY,
+  trace_id text   NOT NULL,
+  value    jsonb  NOT NULL,
+  ts       bigint NOT NULL
+);
+CREATE INDEX checkpoints_by_trace ON checkpoints (trace_id);
+
 CREATE TABLE dead_letters (
   id         text    PRIMARY KEY,
   flow       text    NOT NULL,

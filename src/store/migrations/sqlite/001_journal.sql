@@ -60,6 +60,15 @@ CREATE TABLE steps (
 ) WITHOUT ROWID;
 CREATE INDEX steps_by_trace ON steps (trace_id);
 
+-- The latest checkpoint per (trace, node, input): overwritten, pruned with its trace.
+CREATE TABLE checkpoints (
+  key      TEXT    PRIMARY KEY,
+  trace_id TEXT    NOT NULL,
+  value    TEXT    NOT NULL,
+  ts       INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX checkpoints_by_trace ON checkpoints (trace_id);
+
 CREATE TABLE dead_letters (
   id         TEXT    PRIMARY KEY,
   flow       TEXT    NOT NULL,

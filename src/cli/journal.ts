@@ -60,6 +60,15 @@ export async function journalCommand(
   if (command === 'dlq' && !['list', 'show', 'replay', 'delete'].includes(args[0] ?? '')) {
     throw new UsageError(`dlq: expected list, show, replay or delete, got ${args[0] ?? 'nothing'}`);
   }
+  // Arguments are checked before the store is opened: bad usage touches no journal.
+  const required: Record<string, [number, string] | undefined> = {
+    trace: [0, 'the trace id'],
+    replay: [0, 'the dead letter id'],
+    backup: [0, 'the backup file'],
+    dlq: args[0] === 'list' ? undefined : [1, 'the dead letter id'],
+  };
+  const need1 = required[command];
+  if (need1 !== undefined) need(args[need1[0]], need1[1]);
   const store = open(options.store);
   try {
     switch (command) {

@@ -1,44 +1,66 @@
 /**
  * UUIDv7 (RFC 9562): a 48-bit Unix-millisecond timestamp, then randomness, so ids sort by time.
  *
- * Ids made by one process are strictly increasing: within one millisecond the 12-bit `rand_a`
- * field counts up from a random start (RFC 9562 §6.2, method 1), and when it overflows the
- * timestamp borrows the next millisecond. The timestamp part is written once per millisecond and
- * the 62 random bits of `rand_b` come from a pooled `randomFillSync` buffer, one system call per
- * 8,192 ids (ids are made on every hop of every message).
+ * Ids made by one process are strictly increasing (RFC 9562 §6.2, method 2, "monotonic
+ * random"): at the first id of each millisecond `rand_a` and `rand_b` are drawn at random, and
+ * later ids of that millisecond add one to the low 48 bits of `rand_b`, which start in their
+ * lower half (47 random bits), so they cannot run out within a millisecond; if they ever did, the
+ * timestamp would borrow the next millisecond. A first id carries 73 random bits; ids of one
+ * millisecond are as guessable from each other as any counter (they are not secrets).
+ *
+ * Ids are made on every hop of every message, so making one costs one string concatenation: the
+ * first 33 characters are kept as a string and rebuilt once per millisecond (or every 4,096 ids),
+ * and the last three hex digits come from a table. (Writing 36 bytes into a buffer and decoding
+ * it, or joining a dozen pieces, cost several times more.)
  */
-import { hash, randomFillSync, randomInt } from 'node:crypto';
+import { hash, randomFillSync } from 'node:crypto';
 
-/** Byte → its two lower-case hex digits as ASCII codes, at [2b] and [2b + 1]. */
-const HEX_CODES = new Uint8Array(512);
-for (let i = 0; i < 256; i++) {
-  const hex = i.toString(16).padStart(2, '0');
-  HEX_CODES[2 * i] = hex.charCodeAt(0);
-  HEX_CODES[2 * i + 1] = hex.charCodeAt(1);
-}
-const DIGITS = '0123456789abcdef';
+/** 0 … 4095 as three lower-case hex digits. */
+const HEX3: readonly string[] = Array.from({ length: 4096 }, (_, i) => i.toString(16).padStart(3, '0'));
 
-const pool = Buffer.allocUnsafe(64 * 1024);
+/** Random bytes for the first id of each millisecond, refilled one system call per 6,553 ms. */
+const pool = new Uint8Array(64 * 1024);
 let offset = pool.length;
 
-/**
- * The id is written as ASCII into this buffer and read out as one flat string: building it from
- * a dozen string pieces left a chain of intermediate strings per id (about 350 bytes of garbage,
- * with three ids per message on a 3-node flow).
- */
-const text = Buffer.alloc(36, 0x2d); // '-' where the dashes go
-
 const MAX_MS = 2 ** 48 - 1; // 48 bits of milliseconds
+const COUNTER_HI = 2 ** 36; // the counter's upper 36 bits (9 hex digits in `head`)
 let lastMs = -1;
-let seq = 0;
+/** "tttttttt-tttt-7aaa-vbbb-": time, version, rand_a and the top 14 bits of rand_b. */
+let fixed = '';
+/** `fixed` and the counter's upper 36 bits: all but the last three hex digits of the next id. */
+let head = '';
+let hi = 0;
+let lo = 0;
 
-/** Writes "tttttttt-tttt-7" for `ms` into `text`. */
-function setMs(ms: number): void {
+function randomBytes(n: number): number {
+  if (offset + n > pool.length) {
+    randomFillSync(pool);
+    offset = 0;
+  }
+  const o = offset;
+  offset += n;
+  return o;
+}
+
+/** Starts millisecond `ms`: fresh random bits and a counter in the lower half of its range. */
+function startMs(ms: number): void {
   lastMs = ms;
-  const hex = ms.toString(16).padStart(12, '0');
-  for (let i = 0; i < 8; i++) text[i] = hex.charCodeAt(i);
-  for (let i = 0; i < 4; i++) text[9 + i] = hex.charCodeAt(8 + i);
-  text[14] = 0x37; // version 7
+  const p = pool;
+  const o = randomBytes(11);
+  const time = ms.toString(16).padStart(12, '0');
+  const randA = (p[o]! << 4) | (p[o + 1]! >> 4); // 12 bits
+  const randB = 0x8000 | ((p[o + 2]! & 0x3f) << 8) | p[o + 3]!; // the variant 10, then 14 bits
+  fixed = `${time.slice(0, 8)}-${time.slice(8)}-7${HEX3[randA]!}-${randB.toString(16)}-`;
+  // 47 random bits: 35 for the upper part (below 2^35, the lower half), 12 for the lower.
+  hi = (p[o + 4]! & 0x07) * 2 ** 32 + (((p[o + 5]! << 24) | (p[o + 6]! << 16) | (p[o + 7]! << 8) | p[o + 8]!) >>> 0);
+  lo = (p[o + 9]! << 4) | (p[o + 10]! >> 4);
+  setHead();
+}
+
+function setHead(): void {
+  head = fixed + HEX3[Math.floor(hi / 2 ** 24)]! + HEX3[Math.floor(hi / 4096) % 4096]! + HEX3[hi % 4096]!;
+  // Reading a character flattens the concatenation once here, rather than in every id made from it.
+  head.charCodeAt(0);
 }
 
 /** A new UUIDv7 string in lower-case hex, later than every id this process made before. */
@@ -46,39 +68,13 @@ export function uuidv7(now: number = Date.now()): string {
   // A fractional or out-of-range time would corrupt the hex prefix of every later id.
   now = Math.floor(now);
   if (!(now >= 0 && now <= MAX_MS)) now = Date.now();
-  if (now > lastMs) {
-    setMs(now);
-    seq = randomInt(2048); // start in the lower half, leaving room to count up
-  } else if (++seq > 0xfff) {
-    setMs(lastMs + 1);
-    seq = 0;
+  if (now > lastMs) startMs(now);
+  else if (++lo === 4096) {
+    lo = 0;
+    if (++hi === COUNTER_HI) startMs(lastMs + 1);
+    else setHead();
   }
-  if (offset === pool.length) {
-    randomFillSync(pool);
-    offset = 0;
-  }
-  const o = offset;
-  offset += 8;
-  const p = pool;
-  const t = text;
-  const h = HEX_CODES;
-  // rand_a: the 12-bit counter.
-  t[15] = DIGITS.charCodeAt(seq >> 8);
-  t[16] = DIGITS.charCodeAt((seq >> 4) & 15);
-  t[17] = DIGITS.charCodeAt(seq & 15);
-  // rand_b: 62 random bits behind the variant bits 10.
-  let b = 0x80 | (p[o]! & 0x3f);
-  t[19] = h[2 * b]!;
-  t[20] = h[2 * b + 1]!;
-  b = p[o + 1]!;
-  t[21] = h[2 * b]!;
-  t[22] = h[2 * b + 1]!;
-  for (let k = 2, w = 24; k < 8; k++, w += 2) {
-    b = p[o + k]!;
-    t[w] = h[2 * b]!;
-    t[w + 1] = h[2 * b + 1]!;
-  }
-  return t.toString('latin1', 0, 36);
+  return head + HEX3[lo]!;
 }
 
 /**
@@ -91,6 +87,14 @@ export function deriveUuidv7(parent: string, salt: string): string {
   const h = hash('sha256', `${parent}\u0000${salt}`, 'hex');
   const variant = '89ab'[parseInt(h[3]!, 16) & 3]!;
   return `${parent.slice(0, 13)}-7${h.slice(0, 3)}-${variant}${h.slice(4, 7)}-${h.slice(7, 19)}`;
+}
+
+/**
+ * The last eight hex digits of the last id {@link uuidv7} made, as a number (what
+ * `traceIdHash` computes from the string), without reading the string.
+ */
+export function lastUuidv7Low32(): number {
+  return ((hi % 2 ** 20) * 4096 + lo) >>> 0;
 }
 
 /** The time (epoch ms) encoded in the last id {@link uuidv7} made: `uuidv7Time` without parsing. */

@@ -14,7 +14,8 @@ import type { Trace } from './trace.js';
 /** @internal the receiving end of an edge. */
 export interface EdgeTarget {
   readonly name: string;
-  pump(): void;
+  /** Starts queued work; `now` (epoch ms) when the caller has just read the clock. */
+  pump(now?: number): void;
   /** Makes the queue item for an envelope bound for this node (the node's run, not yet begun). */
   prepare(env: Envelope, trace: Trace, hops: number): Msg;
 }
@@ -72,8 +73,8 @@ export interface RunnerFlow {
   ): void;
   chunk(trace: Trace, node: string, data: unknown): void;
   lateResult(): void;
-  enqueue(edge: Edge, msg: Msg): Promise<void> | undefined;
-  release(trace: Trace): void;
+  enqueue(edge: Edge, msg: Msg, now?: number): Promise<void> | undefined;
+  release(trace: Trace, now?: number): void;
   failTrace(trace: Trace, error: RoostError): void;
   deadLetter(node: string, env: Envelope, error: RoostError, attempts: number): void;
   /** An output of the trace (egress value or `ctx.reply`). */

@@ -7,8 +7,9 @@ import { toJsonWithin } from '../envelope/codec.js';
 import { fitsJson } from '../envelope/json-size.js';
 import { DEFAULT_TENANT } from '../envelope/names.js';
 import { checkEmitOptions } from './emit-options.js';
-import { isUuidV7, lastUuidv7Time, uuidv7, uuidv7Time } from '../envelope/uuid.js';
+import { isUuidV7, lastUuidv7Low32, lastUuidv7Time, uuidv7, uuidv7Time } from '../envelope/uuid.js';
 import { RoostError, ensureError, invalidOption } from '../errors.js';
+import { clockNow } from '../resilience/clock.js';
 import type { DeadLetter } from '../runtime/dead-letters.js';
 import type { Journal } from '../store/journal.js';
 import type { Store } from '../store/store.js';
@@ -21,6 +22,7 @@ import type { Adjacency, Node, SubflowTarget } from './node.js';
 import { NodeRunner } from './node-runner.js';
 import { resolvePolicy } from './policy.js';
 import { Trace } from './trace.js';
+import { TraceIndex } from './trace-index.js';
 import { TraceStream, type TraceEndItem } from './trace-stream.js';
 import type { OverflowPolicy } from './bounded-queue.js';
 import type { EdgeOptions } from './node.js';
@@ -91,10 +93,10 @@ export class Flow implements RunnerFlow, SubflowTarget {
   /** The runtime's journal, or null (no store). */
   readonly journal: Journal | null;
   /**
-   * Running traces and finished ones kept for `fetch`, in one map: one insert and one delete per
-   * trace. (Two maps cost twice the churn, and map churn is among the dearest things per message.)
+   * Running traces and finished ones kept for `fetch`, in one index: one insert and one delete per
+   * trace. (Two cost twice the churn, and that churn is among the dearest things per message.)
    */
-  private readonly traces = new Map<string, Trace>();
+  private readonly traces = new TraceIndex<Trace>();
   /** Finished traces, oldest first: evicted from the front by age (`results.ttlMs`) and count (`results.max`). */
   private finished: Trace[] = [];
   private finishedHead = 0;
@@ -223,7 +225,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (typeof options !== 'object' || options === null) throw invalidOption('emit.options', 'an object', options);
     checkEmitOptions(options as Record<string, unknown>);
     if (!fitsPayload(payload, host.maxPayloadBytes)) toJsonWithin('payload', payload, host.maxPayloadBytes);
-    const now = Date.now();
+    const now = clockNow();
     const tenant = options.tenant ?? DEFAULT_TENANT;
     const key = options.idempotencyKey;
     const window = host.idempotency;
@@ -236,6 +238,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, windowKey, now);
     }
     const traceId = options.traceId ?? uuidv7(now);
+    const made = options.traceId === undefined ? lastUuidv7Low32() : -1; // its index hash, read off the generator
     if (options.traceId !== undefined && this.traces.has(traceId)) {
       throw new RoostError('ROOST_ERR_ALREADY_EXISTS', `flow ${this.name} already has a trace ${traceId}`, { field: 'emit.options.traceId' });
     }
@@ -263,7 +266,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (edge.overflow === 'reject' && edge.queue.size >= edge.queue.capacity) throw queueFull(this.name, ingress.name, edge.queue.capacity);
     host.traceStarted();
     const trace = new Trace(traceId, tenant, now, env.deadline, options.traceId === undefined ? lastUuidv7Time() : uuidv7Time(traceId));
-    this.traces.set(traceId, trace);
+    // An id made here is new (no entry can have it) and its hash is known without reading it.
+    if (made >= 0) this.traces.add(trace, made, true);
+    else this.traces.add(trace);
     this.running++;
     if (env.deadline !== null) this.watchDeadline(trace, env.deadline);
     if (windowKey !== null) window!.set(windowKey, traceId, now);
@@ -284,8 +289,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
       });
       journal.accept({ flow: this.name, node: ingress.name, envelope: env, hops: 0 });
     }
-    this.traceEvent('trace_start', trace, 0, null);
-    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0));
+    this.traceEvent('trace_start', trace, 0, null, now);
+    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0), now);
     const result: EmitResult = { traceId, deduplicated: false };
     if (journal !== null) return this.acknowledge(journal, wait, result, options.signal, windowKey);
     if (wait === undefined) return result;
@@ -365,19 +370,19 @@ export class Flow implements RunnerFlow, SubflowTarget {
       trace.held = false;
       this.held--;
     }
-    this.forget(trace);
+    this.forget(trace, clockNow());
     const outcome = (): Promise<unknown> => (trace.status === 'succeeded' ? Promise.resolve(trace.result()) : Promise.reject(trace.error!));
     // With a journal, a result is seen only once it is committed.
     return trace.durable === null ? outcome() : trace.durable.then(outcome);
   }
 
   /** Drops a finished trace from the map (fetched, expired or pushed out). */
-  private forget(trace: Trace): void {
+  private forget(trace: Trace, now: number): void {
     // Only this trace: a caller may have started a new trace with the same id since.
-    if (this.traces.get(trace.id) === trace) this.traces.delete(trace.id);
+    this.traces.delete(trace);
     // Capped at now (or the newest id made here): a caller's trace id from the future must not
     // make every unknown id look expired.
-    const time = Math.min(trace.idTime, Math.max(Date.now(), lastUuidv7Time()));
+    const time = Math.min(trace.idTime, Math.max(now, lastUuidv7Time()));
     if (time > this.expiredUpTo) this.expiredUpTo = time;
   }
 
@@ -421,8 +426,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
   /** A running trace, or a finished one still within `results.ttlMs`. */
   private lookup(traceId: string): Trace | undefined {
     const trace = this.traces.get(traceId);
-    if (trace !== undefined && !trace.running && trace.finishedAt + this.host.results.ttlMs <= Date.now()) {
-      this.sweep(Date.now());
+    if (trace !== undefined && !trace.running && trace.finishedAt + this.host.results.ttlMs <= clockNow()) {
+      this.sweep(clockNow());
       return undefined;
     }
     return trace;
@@ -438,7 +443,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
         if (this.held <= max && trace.finishedAt + ttlMs > now) break;
         trace.held = false;
         this.held--;
-        this.forget(trace);
+        this.forget(trace, now);
       }
       finished[this.finishedHead] = undefined as unknown as Trace;
       this.finishedHead++;
@@ -497,7 +502,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const trace = this.traces.get(traceId);
     if (trace === undefined || !trace.running) return Promise.resolve(false);
     const reason = new RoostError('ROOST_ERR_TRACE_CANCELLED', `trace ${traceId} was cancelled`, { details: { traceId } });
-    this.endTrace(trace, 'cancelled', reason);
+    this.endTrace(trace, 'cancelled', reason, clockNow());
     return Promise.resolve(true);
   }
 
@@ -540,7 +545,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (runner === undefined || runner.inEdges.length === 0) {
       throw new RoostError('ROOST_ERR_FLOW_INVALID', `flow ${this.name} has no node ${letter.node} to replay at`, { field: 'deadLetter.node' });
     }
-    const now = Date.now();
+    const now = clockNow();
     const old = letter.envelope;
     const traceId = uuidv7(now);
     const env: Envelope = {
@@ -561,7 +566,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     };
     this.host.traceStarted();
     const trace = new Trace(traceId, env.tenant, now, null, uuidv7Time(traceId));
-    this.traces.set(traceId, trace);
+    this.traces.add(trace);
     this.running++;
     const journal = this.journal;
     if (journal !== null) {
@@ -578,9 +583,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
       });
       journal.accept({ flow: this.name, node: runner.name, envelope: env, hops: 0 });
     }
-    this.traceEvent('trace_start', trace, 0, null);
+    this.traceEvent('trace_start', trace, 0, null, now);
     const edge = runner.inEdges[0]!;
-    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0));
+    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0), now);
     if (wait !== undefined) await wait;
     if (journal !== null) await journal.committed();
     return traceId;
@@ -600,14 +605,14 @@ export class Flow implements RunnerFlow, SubflowTarget {
     ]);
     const running = only === undefined ? all : all.filter((t) => only.has(t.traceId));
     if (running.length === 0) return 0;
-    const now = Date.now();
+    const now = clockNow();
     const resumed = new Map<string, Trace>();
     const window = this.host.idempotency;
     for (const r of running) {
       if (this.traces.has(r.traceId)) continue;
       const trace = new Trace(r.traceId, r.tenant, r.createdAt, r.deadline, isUuidV7(r.traceId) ? uuidv7Time(r.traceId) : r.createdAt);
       trace.pending = 0;
-      this.traces.set(r.traceId, trace);
+      this.traces.add(trace);
       this.running++;
       this.host.traceResumed();
       resumed.set(r.traceId, trace);
@@ -654,10 +659,10 @@ export class Flow implements RunnerFlow, SubflowTarget {
   // ---- RunnerFlow -----------------------------------------------------------------------------
 
   /** @internal */
-  enqueue(edge: Edge, msg: Msg): Promise<void> | undefined {
+  enqueue(edge: Edge, msg: Msg, now?: number): Promise<void> | undefined {
     const queue = edge.queue;
     if (queue.offer(msg)) {
-      edge.to.pump();
+      edge.to.pump(now);
       return undefined;
     }
     if (edge.overflow === 'wait') return queue.offerWait(msg);
@@ -665,7 +670,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (edge.overflow === 'reject') {
       msg.trace.pending--;
       const error = queueFull(this.name, runner.name, queue.capacity);
-      this.nodeEvent('queue_overflow', runner, msg, Date.now(), null, error, null);
+      this.nodeEvent('queue_overflow', runner, msg, clockNow(), null, error, null);
       this.deadLetter(runner.name, msg.env, error, 0);
       this.failTrace(msg.trace, error);
       return undefined;
@@ -675,7 +680,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const error = new RoostError('ROOST_ERR_QUEUE_FULL', `edge to ${runner.name} in flow ${this.name} was full; the oldest envelope was dropped`, {
       details: { flow: this.name, node: runner.name, capacity: queue.capacity, policy: 'drop_oldest' },
     });
-    this.nodeEvent('queue_overflow', runner, oldest, Date.now(), null, error, null);
+    this.nodeEvent('queue_overflow', runner, oldest, clockNow(), null, error, null);
     this.deadLetter(runner.name, oldest.env, error, 0);
     this.failTrace(oldest.trace, error);
     if (msg.trace.running) {
@@ -688,18 +693,18 @@ export class Flow implements RunnerFlow, SubflowTarget {
   }
 
   /** @internal an envelope of `trace` is done (consumed, failed or sent on). */
-  release(trace: Trace): void {
-    if (--trace.pending === 0 && trace.running) this.endTrace(trace, 'succeeded', null);
+  release(trace: Trace, now?: number): void {
+    if (--trace.pending === 0 && trace.running) this.endTrace(trace, 'succeeded', null, now ?? clockNow());
   }
 
   /** @internal */
   failTrace(trace: Trace, error: RoostError): void {
-    this.endTrace(trace, 'failed', error);
+    this.endTrace(trace, 'failed', error, clockNow());
   }
 
   /** @internal */
   deadLetter(node: string, env: Envelope, error: RoostError, attempts: number): void {
-    const letter = this.host.deadLetters.add(this.name, node, env, eventError(error), attempts, Date.now());
+    const letter = this.host.deadLetters.add(this.name, node, env, eventError(error), attempts, clockNow());
     this.journal?.deadLetter({
       id: letter.id,
       flow: this.name,
@@ -728,7 +733,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
   chunk(trace: Trace, node: string, data: unknown): void {
     const streams = trace.streams;
     if (streams === null) return;
-    const item = { type: 'chunk' as const, ts: Date.now(), traceId: trace.id, node, data };
+    const item = { type: 'chunk' as const, ts: clockNow(), traceId: trace.id, node, data };
     for (const s of streams) s.push(item);
   }
 
@@ -766,10 +771,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (trace.streams !== null) for (const s of trace.streams) s.push(event);
   }
 
-  private traceEvent(type: TraceEventType, trace: Trace, count: number, error: RoostError | null): void {
+  private traceEvent(type: TraceEventType, trace: Trace, count: number, error: RoostError | null, now: number): void {
     const journaled = this.journal !== null && !this.suspending && journalsEvent(this.host.journalEvents, type);
     if (!this.host.listening && trace.streams === null && !journaled) return;
-    const now = Date.now();
     const event: TraceEvent = {
       type,
       ts: now,
@@ -786,20 +790,20 @@ export class Flow implements RunnerFlow, SubflowTarget {
   }
 
   /** Ends a trace: nothing of it stays queued or running; fetchers and streams get the outcome. */
-  private endTrace(trace: Trace, status: 'succeeded' | 'failed' | 'cancelled', error: RoostError | null): void {
+  private endTrace(trace: Trace, status: 'succeeded' | 'failed' | 'cancelled', error: RoostError | null, now: number): void {
     if (!trace.running) return;
     trace.status = status;
     trace.error = error;
     if (trace.timerIndex >= 0) this.host.timers.remove(trace);
     if (status !== 'succeeded') {
       const reason = error!;
-      if (status === 'cancelled') this.traceEvent('trace_cancel_start', trace, 0, null);
+      if (status === 'cancelled') this.traceEvent('trace_cancel_start', trace, 0, null, now);
       let dropped = 0;
       for (const runner of this.runners.values()) dropped += runner.dropQueued(trace, reason);
-      if (status === 'cancelled') this.traceEvent('trace_cancel_drop', trace, dropped, null);
+      if (status === 'cancelled') this.traceEvent('trace_cancel_drop', trace, dropped, null, now);
       const runs = trace.runs.slice();
       for (const run of runs) run.cancel(reason);
-      if (status === 'cancelled') this.traceEvent('trace_cancel_finish', trace, runs.length, null);
+      if (status === 'cancelled') this.traceEvent('trace_cancel_finish', trace, runs.length, null, now);
     }
     if (trace.cleanups !== null) {
       for (const cleanup of trace.cleanups) cleanup();
@@ -809,7 +813,6 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (status === 'succeeded') this.counts.succeeded++;
     else if (status === 'failed') this.counts.failed++;
     else this.counts.cancelled++;
-    const now = Date.now();
     const result = status === 'succeeded' ? trace.result() : null;
     trace.finishedAt = now;
     const journal = this.suspending ? null : this.journal;
@@ -830,15 +833,15 @@ export class Flow implements RunnerFlow, SubflowTarget {
       trace.durable = journal.committed();
     }
     if (trace.fetchers !== null) {
-      this.forget(trace); // delivered to the fetches waiting below: nothing to keep
+      this.forget(trace, now); // delivered to the fetches waiting below: nothing to keep
     } else {
       trace.held = true;
       this.held++;
       this.finished.push(trace);
     }
     this.sweep(now);
-    if (status === 'succeeded') this.traceEvent('trace_success', trace, 0, null);
-    else if (status === 'failed') this.traceEvent('trace_failed', trace, 0, error);
+    if (status === 'succeeded') this.traceEvent('trace_success', trace, 0, null, now);
+    else if (status === 'failed') this.traceEvent('trace_failed', trace, 0, error, now);
     const fetchers = trace.fetchers;
     trace.fetchers = null;
     if (fetchers !== null) {

@@ -15,6 +15,7 @@ import { toJsonWithin } from '../envelope/codec.js';
 import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
 import type { Agent } from '../runtime/agent.js';
 import { backoffDelay } from '../resilience/backoff.js';
+import { clockNow, lastMonotonic } from '../resilience/clock.js';
 import type { Timed } from '../resilience/timer-queue.js';
 import type { LaneMember, TimeoutLane } from '../resilience/timeout-lane.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -33,7 +34,7 @@ export interface RunOwner extends RunnerInfo {
   readonly outEdges: readonly Edge[];
   readonly outByName: ReadonlyMap<string, Edge>;
   running: number;
-  pump(): void;
+  pump(now?: number): void;
   invoke(env: Envelope, ctx: HandlerContext): unknown;
   forward(src: Source, payload: unknown, edges: readonly Edge[], now?: number): Promise<void> | undefined;
 }
@@ -261,7 +262,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
       (this.trace.checkpoints ??= new Map()).set(key, value);
       return Promise.resolve();
     }
-    journal.checkpoint({ key, traceId: this.trace.id, value, ts: Date.now() });
+    journal.checkpoint({ key, traceId: this.trace.id, value, ts: clockNow() });
     return journal.committed();
   }
 
@@ -300,7 +301,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const found = await journal.getStep(stepKey);
     if (found !== undefined) return found.value as T;
     const value = await fn({ stepKey });
-    journal.step({ stepKey, traceId: trace.id, value: value === undefined ? null : value, ts: Date.now() });
+    journal.step({ stepKey, traceId: trace.id, value: value === undefined ? null : value, ts: clockNow() });
     await journal.committed();
     return value;
   }
@@ -358,15 +359,14 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
 
   // ---- lifecycle ----------------------------------------------------------------------------
 
-  /** Starts an attempt. */
-  begin(): void {
+  /** Starts an attempt; `now` is the {@link clockNow} reading the caller just took. */
+  begin(now: number): void {
     const token = ++this.token;
     const owner = this.owner;
     this.phase = RUNNING;
     const ctx: HandlerContext = token === FIRST_TOKEN ? this : (this.current = new AttemptContext(this, token, this.env));
-    const now = Date.now();
     const observed = owner.flow.host.listening || this.trace.streams !== null;
-    this.startedAt = observed ? performance.now() : 0; // latency is only reported in events
+    this.startedAt = observed ? lastMonotonic() : 0; // latency is only reported in events; `now`'s reading
     if (observed) owner.flow.nodeEvent('node_start', owner, this, now, null, null, null);
     const timeoutAt = owner.policy.timeoutMs === null ? Infinity : now + owner.policy.timeoutMs;
     const deadline = this.env.deadline;
@@ -389,8 +389,9 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     }
   }
 
+  /** Since the attempt began, as of the latest {@link clockNow} reading (take one first). */
   private latency(): number {
-    return this.startedAt === 0 ? 0 : performance.now() - this.startedAt;
+    return this.startedAt === 0 ? 0 : lastMonotonic() - this.startedAt;
   }
 
   private succeeded(token: number, value: unknown): void {
@@ -408,12 +409,12 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
         return;
       }
     }
-    const now = Date.now();
+    const now = clockNow();
     owner.agent?.recordRun(false, now);
     if (owner.flow.host.listening || this.trace.streams !== null) owner.flow.nodeEvent('node_success', owner, this, now, this.latency(), null, null);
     this.phase = FORWARDING;
     const sent = value === undefined ? undefined : owner.forward(this, value, owner.outEdges, now);
-    if (sent === undefined) this.finish();
+    if (sent === undefined) this.finish(now);
     else
       sent.then(
         () => this.finish(),
@@ -428,7 +429,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     }
     this.stopTimer();
     const error = ensureError(thrown);
-    this.owner.flow.nodeEvent('node_error', this.owner, this, Date.now(), this.latency(), error, null);
+    this.owner.flow.nodeEvent('node_error', this.owner, this, clockNow(), this.latency(), error, null);
     this.afterFailure(error);
   }
 
@@ -442,7 +443,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     if (this.phase === BACKOFF) {
       this.env = withAttempt(this.env, this.env.attempt + 1);
       this.owner.flow.journal?.attempt(this.env.id, this.env.attempt);
-      this.begin();
+      this.begin(clockNow());
       return;
     }
     this.onTimeout();
@@ -452,7 +453,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   onTimeout(): void {
     if (this.phase !== RUNNING) return;
     const owner = this.owner;
-    const now = Date.now();
+    const now = clockNow();
     const byDeadline = this.env.deadline !== null && this.env.deadline <= now;
     const error = byDeadline
       ? new RoostError('ROOST_ERR_DEADLINE_EXCEEDED', `trace ${this.env.traceId}: deadline passed while node ${owner.name} ran`, {
@@ -472,10 +473,10 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   private afterFailure(error: Error): void {
     const owner = this.owner;
     const flow = owner.flow;
-    const now = Date.now();
+    const now = clockNow();
     owner.agent?.recordRun(true, now);
     if (!this.trace.running) {
-      this.finish();
+      this.finish(now);
       return;
     }
     const attempts = this.env.attempt - this.firstAttempt + 1;
@@ -499,7 +500,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     if (final.code !== 'ROOST_ERR_DEADLINE_EXCEEDED') flow.deadLetter(owner.name, this.env, final, attempts);
     this.trace.removeRun(this); // this run ends itself below; failTrace must not cancel it
     flow.failTrace(this.trace, final);
-    this.finish();
+    this.finish(now);
   }
 
   /**
@@ -534,7 +535,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     tokens.splice(i, 1);
     this.owner.agent?.abandonedSettled();
     this.owner.flow.lateResult();
-    this.owner.flow.nodeEvent('node_late_result', this.owner, this, Date.now(), this.latency(), error, null);
+    this.owner.flow.nodeEvent('node_late_result', this.owner, this, clockNow(), this.latency(), error, null);
   }
 
   /** Aborts the signal of the attempt now running. */
@@ -548,7 +549,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   cancel(reason: RoostError): void {
     if (this.phase === DONE) return;
     const owner = this.owner;
-    const now = Date.now();
+    const now = clockNow();
     this.stopTimer();
     if (this.phase === RUNNING) {
       // The handler is still running: it counts as abandoned until it settles, as a timed-out
@@ -564,13 +565,13 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     owner.pump();
   }
 
-  private finish(): void {
+  private finish(now?: number): void {
     if (this.phase === DONE) return;
     this.phase = DONE;
     this.owner.flow.journal?.consume(this.env.id);
     this.trace.removeRun(this);
     this.owner.running--;
-    this.owner.flow.release(this.trace);
-    this.owner.pump();
+    this.owner.flow.release(this.trace, now);
+    this.owner.pump(now);
   }
 }

@@ -1,6 +1,7 @@
 /** The live state of one trace: what is pending, what came out, who waits for it. */
 import type { RoostError } from '../errors.js';
 import type { Timed } from '../resilience/timer-queue.js';
+import type { Indexed } from './trace-index.js';
 import type { TraceStream } from './trace-stream.js';
 
 /** Where a trace is. */
@@ -20,9 +21,11 @@ export interface Fetcher {
 }
 
 /** @internal the live state of a trace, owned by its flow; its timer entry is its deadline. */
-export class Trace implements Timed {
+export class Trace implements Timed, Indexed<Trace> {
   timerAt = 0;
   timerIndex = -1;
+  indexHash = -1;
+  indexNext: Trace | null = null;
   /** Called when the deadline passes (set by the flow when the trace has a deadline). */
   expire: ((trace: Trace) => void) | null = null;
   /** Envelopes of the trace queued, waiting for queue space or running, plus join holds. */

@@ -5,6 +5,7 @@
  * run only clears its flag, and the lane drops finished runs when its one timer fires (or when
  * finished runs pile up behind a slow one).
  */
+import { clockNow } from './clock.js';
 import type { Timed, TimerQueue } from './timer-queue.js';
 
 /** A run a lane can time out. */
@@ -64,7 +65,7 @@ export class TimeoutLane implements Timed {
   }
 
   onTimer(): void {
-    const now = Date.now();
+    const now = clockNow();
     while (this.head < this.tail) {
       const member = this.members[this.head]!;
       const at = this.dues[this.head]!;

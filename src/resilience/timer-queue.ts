@@ -6,6 +6,7 @@
  * garbage left behind, and the timer is re-armed only when an earlier entry arrives (timeouts of
  * one node arrive in due order, so that is rare).
  */
+import { clockNow } from './clock.js';
 
 const MAX_TIMEOUT_MS = 2_147_483_647;
 
@@ -83,7 +84,7 @@ export class TimerQueue {
     this.armedAt = at;
     // setTimeout takes at most 2^31-1 ms (24.8 days) and fires at once for more: a later entry
     // is reached by re-arming when the clamped timer fires.
-    this.handle = setTimeout(this.fire, Math.min(MAX_TIMEOUT_MS, Math.max(0, at - Date.now())));
+    this.handle = setTimeout(this.fire, Math.min(MAX_TIMEOUT_MS, Math.max(0, at - clockNow())));
     this.refed = true;
   }
 
@@ -98,7 +99,7 @@ export class TimerQueue {
     this.handle = undefined;
     this.armedAt = Infinity;
     this.refed = false;
-    const now = Date.now();
+    const now = clockNow();
     // Fire everything due; an entry's onTimer may schedule or remove others.
     while (this.heap.length > 0 && this.heap[0]!.timerAt <= now) {
       const entry = this.heap[0]!;

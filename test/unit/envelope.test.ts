@@ -674,18 +674,22 @@ describe('uuidv7', () => {
     }
   });
 
-  it('counts up within one millisecond and borrows the next when the 12-bit counter runs out', () => {
+  it('counts up by one in the low 48 bits of rand_b within one millisecond, from a random start in their lower half', () => {
     const t = Date.now() + 2 * 86_400_000;
-    const ids = Array.from({ length: 5_000 }, () => uuidv7(t));
-    for (let i = 1; i < ids.length; i++) expect(ids[i - 1]! < ids[i]!).toBe(true);
-    const first = ids[0]!;
-    expect(uuidv7Time(first)).toBe(t);
-    expect(parseInt(first.slice(15, 18), 16)).toBeLessThanOrEqual(0x7ff); // starts in the lower half
-    expect(parseInt(ids[1]!.slice(15, 18), 16)).toBe(parseInt(first.slice(15, 18), 16) + 1);
-    // 5,000 ids cannot fit in one ms (at most 4,096 - start): the time moved on by one or two ms
-    const last = uuidv7Time(ids.at(-1)!);
-    expect(last).toBeGreaterThan(t);
-    expect(last).toBeLessThanOrEqual(t + 2);
+    const ids = Array.from({ length: 10_000 }, () => uuidv7(t));
+    const low48 = (id: string): number => parseInt(id.slice(24), 16);
+    for (let i = 1; i < ids.length; i++) {
+      expect(ids[i - 1]! < ids[i]!).toBe(true);
+      expect(low48(ids[i]!)).toBe(low48(ids[i - 1]!) + 1); // across the 4,096-id steps of the cached head too
+      expect(ids[i]!.slice(0, 24)).toBe(ids[0]!.slice(0, 24)); // time, version, rand_a and the top of rand_b stay
+    }
+    expect(ids.every((id) => uuidv7Time(id) === t && UUIDV7_RE.test(id))).toBe(true);
+    expect(low48(ids[0]!)).toBeLessThan(2 ** 47);
+    // The next millisecond draws fresh random bits: its ids are not a continuation of the count.
+    const next = [uuidv7(t + 1), uuidv7(t + 1)];
+    expect(next[0]! > ids.at(-1)!).toBe(true);
+    expect(low48(next[1]!)).toBe(low48(next[0]!) + 1);
+    expect(next[0]!.slice(14, 23)).not.toBe(ids[0]!.slice(14, 23)); // 26 random bits differ (2^-26 to fail by chance)
   });
 
   it('an id made with an earlier `now` than a previous one still sorts after it (monotonic)', () => {

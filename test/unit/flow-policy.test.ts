@@ -2,10 +2,11 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { RoostError} from '../../src/index.js';
 import { isRoostError, node, type Envelope, type NodeEvent, type Runtime } from '../../src/index.js';
 import { deferred, startRuntime, typesOf, until } from '../helpers/runtime.js';
+import { useFakeClock, useRealClock } from '../helpers/clock.js';
 
 let rt: Runtime | undefined;
 afterEach(async () => {
-  vi.useRealTimers();
+  useRealClock();
   await rt?.close();
   rt = undefined;
 });
@@ -97,7 +98,7 @@ describe('timeouts', () => {
 
 describe('retries', () => {
   it('retries with exponential backoff (fake clock), the same idempotency key, and a rising attempt', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'setImmediate'] });
+    useFakeClock(['setTimeout', 'clearTimeout', 'setImmediate']);
     let events;
     ({ rt, events } = await startRuntime());
     const seen: { attempt: number; key: string; at: number }[] = [];

@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRuntime, edge, join, node, route, routeBy, type Envelope, type Runtime } from '../../src/index.js';
 import { deferred, startRuntime, tick, until } from '../helpers/runtime.js';
+import { useFakeClock, useRealClock } from '../helpers/clock.js';
 
 let rt: Runtime | undefined;
 afterEach(async () => {
-  vi.useRealTimers();
+  useRealClock();
   await rt?.close();
   rt = undefined;
 });
@@ -194,7 +195,7 @@ describe('quarantine', () => {
   });
 
   it('counts only the sliding window: old failures age out', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
+    useFakeClock();
     ({ rt } = await startRuntime({ quarantine: { minRuns: 10, failureRatio: 0.5, windowMs: 1000 } }));
     let failing = true;
     const agent = rt.agent({
@@ -286,7 +287,7 @@ describe('idempotency window', () => {
   });
 
   it('forgets keys after the TTL', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
+    useFakeClock();
     ({ rt } = await startRuntime({ idempotency: { ttlMs: 1000, max: 100 } }));
     const flow = rt.flow({ name: 'f', edges: [node('a', () => 1).to()] });
     await rt.start();
@@ -334,7 +335,7 @@ describe('idempotency window', () => {
 
 describe('bounded memory', () => {
   it('unfetched results expire after the TTL: a late fetch gets ROOST_ERR_RESULT_EXPIRED', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
+    useFakeClock();
     ({ rt } = await startRuntime({ results: { ttlMs: 1000, max: 100 } }));
     const flow = rt.flow({ name: 'f', edges: [node('a', () => 'r').to()] });
     await rt.start();

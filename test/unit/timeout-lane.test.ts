@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { TimeoutLane, type LaneMember } from '../../src/resilience/timeout-lane.js';
 import { TimerQueue } from '../../src/resilience/timer-queue.js';
+import { useFakeClock, useRealClock } from '../helpers/clock.js';
 
 class Member implements LaneMember {
   laneAt = -1;
@@ -11,12 +12,12 @@ class Member implements LaneMember {
 }
 
 afterEach(() => {
-  vi.useRealTimers();
+  useRealClock();
 });
 
 describe('TimeoutLane', () => {
   it('times out armed members at their due time, in order, and never a disarmed one', () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    useFakeClock(['setTimeout', 'clearTimeout']);
     const timers = new TimerQueue();
     const lane = new TimeoutLane(timers);
     const start = Date.now();
@@ -36,7 +37,7 @@ describe('TimeoutLane', () => {
   });
 
   it('stays bounded behind a stuck member while many others finish', () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    useFakeClock(['setTimeout', 'clearTimeout']);
     const timers = new TimerQueue();
     const lane = new TimeoutLane(timers);
     const stuck = new Member();
@@ -55,7 +56,7 @@ describe('TimeoutLane', () => {
   });
 
   it('a member re-armed (a retry) is timed out by its new due time only', () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    useFakeClock(['setTimeout', 'clearTimeout']);
     const timers = new TimerQueue();
     const lane = new TimeoutLane(timers);
     const m = new Member();

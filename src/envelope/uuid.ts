@@ -17,6 +17,8 @@ import { hash, randomFillSync } from 'node:crypto';
 
 /** 0 … 4095 as three lower-case hex digits. */
 const HEX3: readonly string[] = Array.from({ length: 4096 }, (_, i) => i.toString(16).padStart(3, '0'));
+/** 0 … 255 as two. */
+const HEX2: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 /** Random bytes for the first id of each millisecond, refilled one system call per 6,553 ms. */
 const pool = new Uint8Array(64 * 1024);
@@ -47,10 +49,14 @@ function startMs(ms: number): void {
   lastMs = ms;
   const p = pool;
   const o = randomBytes(11);
-  const time = ms.toString(16).padStart(12, '0');
+  // The 48-bit time as 12 hex digits, from two 24-bit halves (no number-to-string conversion).
+  const t1 = Math.floor(ms / 2 ** 24);
+  const t0 = ms % 2 ** 24;
   const randA = (p[o]! << 4) | (p[o + 1]! >> 4); // 12 bits
   const randB = 0x8000 | ((p[o + 2]! & 0x3f) << 8) | p[o + 3]!; // the variant 10, then 14 bits
-  fixed = `${time.slice(0, 8)}-${time.slice(8)}-7${HEX3[randA]!}-${randB.toString(16)}-`;
+  fixed =
+    HEX2[t1 >> 16]! + HEX2[(t1 >> 8) & 255]! + HEX2[t1 & 255]! + HEX2[t0 >> 16]! + '-' + HEX2[(t0 >> 8) & 255]! + HEX2[t0 & 255]! +
+    '-7' + HEX3[randA]! + '-' + HEX2[randB >> 8]! + HEX2[randB & 255]! + '-';
   // 47 random bits: 35 for the upper part (below 2^35, the lower half), 12 for the lower.
   hi = (p[o + 4]! & 0x07) * 2 ** 32 + (((p[o + 5]! << 24) | (p[o + 6]! << 16) | (p[o + 7]! << 8) | p[o + 8]!) >>> 0);
   lo = (p[o + 9]! << 4) | (p[o + 10]! >> 4);

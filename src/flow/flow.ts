@@ -362,9 +362,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const trace = this.lookup(traceId);
     if (trace === undefined) return Promise.reject(this.missing(traceId));
     if (trace.running) {
-      return new Promise((resolve, reject) => {
-        (trace.fetchers ??= []).push({ resolve, reject });
-      });
+      return new Promise((resolve, reject) => trace.addFetcher(resolve, reject));
     }
     if (trace.held) {
       trace.held = false;
@@ -801,7 +799,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       let dropped = 0;
       for (const runner of this.runners.values()) dropped += runner.dropQueued(trace, reason);
       if (status === 'cancelled') this.traceEvent('trace_cancel_drop', trace, dropped, null, now);
-      const runs = trace.runs.slice();
+      const runs = trace.currentRuns();
       for (const run of runs) run.cancel(reason);
       if (status === 'cancelled') this.traceEvent('trace_cancel_finish', trace, runs.length, null, now);
     }
@@ -832,7 +830,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
       journal.ended(this.name, trace.id);
       trace.durable = journal.committed();
     }
-    if (trace.fetchers !== null) {
+    const fetched = trace.fetched;
+    if (fetched) {
       this.forget(trace, now); // delivered to the fetches waiting below: nothing to keep
     } else {
       trace.held = true;
@@ -842,20 +841,14 @@ export class Flow implements RunnerFlow, SubflowTarget {
     this.sweep(now);
     if (status === 'succeeded') this.traceEvent('trace_success', trace, 0, null, now);
     else if (status === 'failed') this.traceEvent('trace_failed', trace, 0, error, now);
-    const fetchers = trace.fetchers;
-    trace.fetchers = null;
-    if (fetchers !== null) {
-      const deliver = (): void => {
-        for (const f of fetchers) {
-          if (status === 'succeeded') f.resolve(result);
-          else f.reject(error);
-        }
-      };
-      if (trace.durable === null) deliver();
+    if (fetched) {
+      const ok = status === 'succeeded';
+      if (trace.durable === null) trace.settleFetchers(ok, ok ? result : error);
       else
-        trace.durable.then(deliver, (storeError: unknown) => {
-          for (const f of fetchers) f.reject(storeError);
-        });
+        trace.durable.then(
+          () => trace.settleFetchers(ok, ok ? result : error),
+          (storeError: unknown) => trace.settleFetchers(false, storeError),
+        );
     }
     if (trace.streams !== null) {
       const end: TraceEndItem = { type: 'trace_end', ts: now, traceId: trace.id, status, result, error };

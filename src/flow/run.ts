@@ -146,7 +146,9 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   timerAt = 0;
   timerIndex = -1;
   laneAt = -1;
-  traceSlot = -1;
+  tracePrev: TraceRun | null = null;
+  traceNext: TraceRun | null = null;
+  inTrace = false;
   outputSeq = 0;
   env: Envelope;
   readonly trace: Trace;

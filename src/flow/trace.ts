@@ -10,8 +10,10 @@ export type TraceStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
 /** Something of a trace that can be aborted (a running node). */
 export interface TraceRun {
   cancel(reason: RoostError): void;
-  /** Its index in `Trace.runs`, or -1. Owned by the trace. */
-  traceSlot: number;
+  /** Links of the trace's list of runs, and whether it is in it. Owned by the trace. */
+  tracePrev: TraceRun | null;
+  traceNext: TraceRun | null;
+  inTrace: boolean;
 }
 
 /** One waiting `fetch`. */
@@ -36,13 +38,16 @@ export class Trace implements Timed, Indexed<Trace> {
   private outputCount = 0;
   private moreOutputs: unknown[] | null = null;
   error: RoostError | null = null;
-  /** Runs of the trace now (an array with swap-remove: cheaper than a Set per trace). */
-  readonly runs: TraceRun[] = [];
+  /** Runs of the trace now: a list through the runs themselves (no array or Set per trace). */
+  private firstRun: TraceRun | null = null;
   /** When it ended (epoch ms), or 0 while it runs. */
   finishedAt = 0;
   /** Finished and its result not fetched yet: it counts against `results.max`. */
   held = false;
-  fetchers: Fetcher[] | null = null;
+  /** The first waiting fetch (most traces have exactly one), then any others. */
+  private fetchResolve: ((value: unknown) => void) | null = null;
+  private fetchReject: ((error: unknown) => void) | null = null;
+  private moreFetchers: Fetcher[] | null = null;
   streams: TraceStream[] | null = null;
   cleanups: (() => void)[] | null = null;
   /**
@@ -75,19 +80,27 @@ export class Trace implements Timed, Indexed<Trace> {
   }
 
   addRun(run: TraceRun): void {
-    run.traceSlot = this.runs.length;
-    this.runs.push(run);
+    run.inTrace = true;
+    run.tracePrev = null;
+    run.traceNext = this.firstRun;
+    if (this.firstRun !== null) this.firstRun.tracePrev = run;
+    this.firstRun = run;
   }
 
   removeRun(run: TraceRun): void {
-    const i = run.traceSlot;
-    if (i < 0) return;
-    run.traceSlot = -1;
-    const last = this.runs.pop()!;
-    if (last !== run) {
-      this.runs[i] = last;
-      last.traceSlot = i;
-    }
+    if (!run.inTrace) return;
+    run.inTrace = false;
+    if (run.tracePrev === null) this.firstRun = run.traceNext;
+    else run.tracePrev.traceNext = run.traceNext;
+    if (run.traceNext !== null) run.traceNext.tracePrev = run.tracePrev;
+    run.tracePrev = run.traceNext = null;
+  }
+
+  /** The runs now, as a new array (safe to cancel them while iterating it). */
+  currentRuns(): TraceRun[] {
+    const runs: TraceRun[] = [];
+    for (let r = this.firstRun; r !== null; r = r.traceNext) runs.push(r);
+    return runs;
   }
 
   addOutput(value: unknown): void {
@@ -100,6 +113,34 @@ export class Trace implements Timed, Indexed<Trace> {
   result(): unknown {
     if (this.outputCount === 0) return null;
     return this.outputCount === 1 ? this.output : this.moreOutputs;
+  }
+
+  /** A fetch waits for the end of this trace. */
+  addFetcher(resolve: (value: unknown) => void, reject: (error: unknown) => void): void {
+    if (this.fetchResolve === null) {
+      this.fetchResolve = resolve;
+      this.fetchReject = reject;
+    } else {
+      (this.moreFetchers ??= []).push({ resolve, reject });
+    }
+  }
+
+  /** Some fetch waits. */
+  get fetched(): boolean {
+    return this.fetchResolve !== null;
+  }
+
+  /** Settles every waiting fetch with the result (`ok`) or `value` as the error, and forgets them. */
+  settleFetchers(ok: boolean, value: unknown): void {
+    const resolve = this.fetchResolve;
+    const reject = this.fetchReject;
+    const more = this.moreFetchers;
+    this.fetchResolve = this.fetchReject = null;
+    this.moreFetchers = null;
+    if (resolve === null) return;
+    if (ok) resolve(value);
+    else reject!(value);
+    if (more !== null) for (const f of more) (ok ? f.resolve : f.reject)(value);
   }
 
   onEnd(cleanup: () => void): void {

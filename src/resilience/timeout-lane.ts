@@ -6,7 +6,7 @@
  * finished runs pile up behind a slow one).
  */
 import { clockNow } from './clock.js';
-import type { Timed, TimerQueue } from './timer-queue.js';
+import type { Parkable, TimerQueue } from './timer-queue.js';
 
 /** A run a lane can time out. */
 export interface LaneMember {
@@ -17,9 +17,10 @@ export interface LaneMember {
 }
 
 /** See the module comment. */
-export class TimeoutLane implements Timed {
+export class TimeoutLane implements Parkable {
   timerAt = 0;
   timerIndex = -1;
+  timerParked = false;
   // A queue over two arrays that only grow: [head, tail) holds members and their due times.
   // (Truncating an array by writing `length` each time the lane empties showed up at 3 %.)
   private members: (LaneMember | undefined)[] = [];
@@ -38,7 +39,7 @@ export class TimeoutLane implements Timed {
     this.dues[this.tail] = at;
     this.tail++;
     this.armed++;
-    if (this.timerIndex < 0) this.timers.schedule(this, at);
+    if (this.timerIndex < 0 || this.timerParked) this.timers.schedule(this, at);
     else if (this.tail - this.head > 2 * this.armed + 64) this.compact();
   }
 
@@ -50,8 +51,9 @@ export class TimeoutLane implements Timed {
     // Runs mostly finish in the order they started: drop finished ones from the front now, so
     // the queue stays short without a compaction pass.
     this.dropFinished();
-    // An idle node holds no timer: its entry would keep the process alive until it fell due.
-    if (this.armed === 0 && this.timerIndex >= 0) this.timers.remove(this);
+    // An idle node's entry is parked, not removed: it no longer keeps the process alive, and
+    // the next run (usually at once) wakes it without a heap operation.
+    if (this.armed === 0) this.timers.park(this);
   }
 
   /** Runs armed now. */

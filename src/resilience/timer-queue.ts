@@ -20,6 +20,16 @@ export interface Timed {
   onTimer(): void;
 }
 
+/**
+ * An entry that can be parked: left in the queue while it has nothing due, so that the next
+ * {@link TimerQueue.schedule} at or after its due time costs no heap operation (a node's timeout
+ * lane goes idle and busy again on every run of a node that runs one envelope at a time).
+ */
+export interface Parkable extends Timed {
+  /** Parked now. Owned by the queue. */
+  timerParked: boolean;
+}
+
 /** A min-heap of {@link Timed} entries served by one `setTimeout`. */
 export class TimerQueue {
   private readonly heap: Timed[] = [];
@@ -27,28 +37,51 @@ export class TimerQueue {
   private armedAt = Infinity;
   private refed = false;
   private closed = false;
+  /** Parked entries in the heap: they do not keep the process alive, and are dropped when due. */
+  private parked = 0;
 
   /** @param onError told of an exception thrown by an entry's `onTimer` (it never escapes). */
   constructor(private readonly onError: (error: unknown) => void = () => {}) {}
 
-  /** Entries scheduled now. */
+  /** Entries scheduled now (parked ones included). */
   get size(): number {
     return this.heap.length;
   }
 
-  /** Schedules `entry` at `at` (epoch ms), moving it if already scheduled. */
+  /** Whether the armed timer keeps the process alive (something not parked is due). */
+  get keepsAlive(): boolean {
+    return this.refed;
+  }
+
+  /**
+   * Schedules `entry` at `at` (epoch ms), moving it if already scheduled. A parked entry due no
+   * later than `at` just wakes where it is: it fires early, and its owner schedules it again.
+   */
   schedule(entry: Timed, at: number): void {
     if (this.closed) return;
-    if (entry.timerIndex >= 0) this.remove(entry);
+    if (entry.timerIndex >= 0) {
+      if ((entry as Partial<Parkable>).timerParked === true && entry.timerAt <= at) {
+        (entry as Parkable).timerParked = false;
+        this.parked--;
+        this.updateRef();
+        return;
+      }
+      this.remove(entry);
+    }
     entry.timerAt = at;
     entry.timerIndex = this.heap.length;
     this.heap.push(entry);
     this.up(entry.timerIndex);
     if (at < this.armedAt) this.arm(at);
-    else if (!this.refed) {
-      this.handle!.ref();
-      this.refed = true;
-    }
+    else this.updateRef();
+  }
+
+  /** Leaves `entry` in the queue with nothing due (see {@link Parkable}); it no longer keeps the process alive. */
+  park(entry: Parkable): void {
+    if (entry.timerIndex < 0 || entry.timerParked) return;
+    entry.timerParked = true;
+    this.parked++;
+    this.updateRef();
   }
 
   /** Removes `entry` if scheduled. */
@@ -56,6 +89,10 @@ export class TimerQueue {
     const i = entry.timerIndex;
     if (i < 0) return;
     entry.timerIndex = -1;
+    if ((entry as Partial<Parkable>).timerParked === true) {
+      (entry as Parkable).timerParked = false;
+      this.parked--;
+    }
     const last = this.heap.pop()!;
     if (i < this.heap.length) {
       this.heap[i] = last;
@@ -63,19 +100,30 @@ export class TimerQueue {
       this.down(i);
       this.up(last.timerIndex);
     }
-    if (this.heap.length === 0 && this.refed) {
-      // Keep the armed timer (re-arming per run costs more than the run) but let the process
-      // exit while nothing is due; it fires once, finds nothing, and stops.
-      this.handle?.unref();
-      this.refed = false;
-    }
+    this.updateRef();
+  }
+
+  /**
+   * Keeps the armed timer (re-arming per run costs more than the run) but lets the process exit
+   * while only parked entries wait; the timer then fires once, finds nothing due, and stops.
+   */
+  private updateRef(): void {
+    const needed = this.heap.length > this.parked;
+    if (needed === this.refed || this.handle === undefined) return;
+    if (needed) this.handle.ref();
+    else this.handle.unref();
+    this.refed = needed;
   }
 
   /** Drops every entry and the armed timer; later schedules are ignored. */
   close(): void {
     this.closed = true;
-    for (const entry of this.heap) entry.timerIndex = -1;
+    for (const entry of this.heap) {
+      entry.timerIndex = -1;
+      if ((entry as Partial<Parkable>).timerParked === true) (entry as Parkable).timerParked = false;
+    }
     this.heap.length = 0;
+    this.parked = 0;
     this.disarm();
   }
 
@@ -86,6 +134,7 @@ export class TimerQueue {
     // is reached by re-arming when the clamped timer fires.
     this.handle = setTimeout(this.fire, Math.min(MAX_TIMEOUT_MS, Math.max(0, at - clockNow())));
     this.refed = true;
+    this.updateRef(); // only parked entries left (after a fire): let the process exit
   }
 
   private disarm(): void {
@@ -103,7 +152,9 @@ export class TimerQueue {
     // Fire everything due; an entry's onTimer may schedule or remove others.
     while (this.heap.length > 0 && this.heap[0]!.timerAt <= now) {
       const entry = this.heap[0]!;
+      const parked = (entry as Partial<Parkable>).timerParked === true;
       this.remove(entry);
+      if (parked) continue; // nothing was due for it
       try {
         entry.onTimer();
       } catch (error) {

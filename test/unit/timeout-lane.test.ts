@@ -70,4 +70,34 @@ describe('TimeoutLane', () => {
     expect(m.timedOutAt).toBeGreaterThan(0);
     timers.close();
   });
+
+  it('an idle lane stays parked in the queue without keeping the process alive, and wakes for the next run', () => {
+    useFakeClock(['setTimeout', 'clearTimeout']);
+    const timers = new TimerQueue();
+    const lane = new TimeoutLane(timers);
+    const a = new Member();
+    lane.arm(a, Date.now() + 100);
+    expect(timers.keepsAlive).toBe(true);
+    lane.disarm(a); // idle: parked, not removed
+    expect(timers.size).toBe(1);
+    expect(timers.keepsAlive).toBe(false);
+    vi.advanceTimersByTime(50);
+    const b = new Member();
+    lane.arm(b, Date.now() + 100); // due at +150; the parked entry (due +100) wakes where it is
+    expect(timers.keepsAlive).toBe(true);
+    vi.advanceTimersByTime(60); // +110: the entry fires early, finds b not due, and moves to +150
+    expect(b.timedOutAt).toBe(-1);
+    expect(timers.size).toBe(1);
+    vi.advanceTimersByTime(40);
+    expect(b.timedOutAt).toBeGreaterThan(0);
+    expect(a.timedOutAt).toBe(-1);
+    // Parked and then due: dropped without a call, and nothing keeps the process alive.
+    const c = new Member();
+    lane.arm(c, Date.now() + 100);
+    lane.disarm(c);
+    vi.advanceTimersByTime(200);
+    expect(timers.size).toBe(0);
+    expect(timers.keepsAlive).toBe(false);
+    timers.close();
+  });
 });

@@ -13,7 +13,7 @@
  * Rounds are interleaved and summarised by medians, as in flow-throughput.ts.
  *
  *   npm run bench                               (runs this after the flow benchmark)
- *   BENCH_ROUNDS=3 tsx bench/journal-throughput.ts
+ *   BENCH_ROUNDS=1 npm run bench                 (one round: quick, noisy)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

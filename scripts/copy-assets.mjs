@@ -1,6 +1,8 @@
-// Copies what tsc does not: the stores' SQL migrations, next to the compiled modules.
+// Copies what tsc does not: the stores' SQL migrations, next to the compiled modules
+// (dist/store/, or with `bench` the benchmark build's build/bench/src/store/).
 import { cpSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new globalThis.URL('..', import.meta.url));
-cpSync(`${root}src/store/migrations`, `${root}dist/store/migrations`, { recursive: true });
+const target = process.argv[2] === 'bench' ? 'build/bench/src/store/migrations' : 'dist/store/migrations';
+cpSync(`${root}src/store/migrations`, `${root}${target}`, { recursive: true });

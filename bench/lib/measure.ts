@@ -122,9 +122,9 @@ export function median(values: readonly number[]): number {
 }
 
 /**
- * A full GC between measurements. `npm run bench` runs plain `tsx`, so `--expose-gc` cannot be
- * passed on the command line; setting the flag at run time and fetching `gc` from a fresh
- * context is the documented V8 escape hatch. Falls back to nothing if V8 refuses.
+ * A full GC between measurements. Setting `--expose-gc` at run time and fetching `gc` from a
+ * fresh context is the documented V8 escape hatch, so the benchmarks need no node flags however
+ * they are started. Falls back to nothing if V8 refuses.
  */
 const gc: (() => void) | null = (() => {
   try {

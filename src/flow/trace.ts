@@ -140,7 +140,12 @@ export class Trace implements Timed, Indexed<Trace> {
     if (resolve === null) return;
     if (ok) resolve(value);
     else reject!(value);
-    if (more !== null) for (const f of more) (ok ? f.resolve : f.reject)(value);
+    if (more !== null) {
+      for (const f of more) {
+        if (ok) f.resolve(value);
+        else f.reject(value);
+      }
+    }
   }
 
   onEnd(cleanup: () => void): void {

@@ -7,7 +7,7 @@ import type { Envelope } from '../envelope/envelope.js';
 import type { RoostError } from '../errors.js';
 import { BoundedQueue, type OverflowPolicy } from './bounded-queue.js';
 import type { NodeEventType } from './events.js';
-import type { Journal } from '../store/journal.js';
+import type { Journal, JournalEnvelope } from '../store/journal.js';
 import type { FlowHost } from './host.js';
 import type { Trace } from './trace.js';
 
@@ -31,7 +31,7 @@ export interface RunnerInfo {
  * @internal one envelope on its way through a flow. The item queued on an edge is the run that
  * will handle it (one object per hop, not two), made by the receiving node's `prepare`.
  */
-export interface Msg {
+export interface Msg extends JournalEnvelope {
   readonly env: Envelope;
   readonly trace: Trace;
   /** Edges crossed so far (bounded by the flow's hop budget). */

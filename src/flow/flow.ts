@@ -286,11 +286,12 @@ export class Flow implements RunnerFlow, SubflowTarget {
         deadline: env.deadline,
         idempotencyKey: env.idempotencyKey,
         owner: host.owner,
-      });
-      journal.accept({ flow: this.name, node: ingress.name, envelope: env, hops: 0 });
+      }, trace);
     }
+    const msg = edge.to.prepare(env, trace, 0);
+    journal?.accept({ flow: this.name, node: ingress.name, envelope: env, hops: 0 }, msg, trace);
     this.traceEvent('trace_start', trace, 0, null, now);
-    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0), now);
+    const wait = this.enqueue(edge, msg, now);
     const result: EmitResult = { traceId, deduplicated: false };
     if (journal !== null) return this.acknowledge(journal, wait, result, options.signal, windowKey);
     if (wait === undefined) return result;
@@ -578,12 +579,13 @@ export class Flow implements RunnerFlow, SubflowTarget {
         deadline: null,
         idempotencyKey: env.idempotencyKey,
         owner: this.host.owner,
-      });
-      journal.accept({ flow: this.name, node: runner.name, envelope: env, hops: 0 });
+      }, trace);
     }
-    this.traceEvent('trace_start', trace, 0, null, now);
     const edge = runner.inEdges[0]!;
-    const wait = this.enqueue(edge, edge.to.prepare(env, trace, 0), now);
+    const msg = edge.to.prepare(env, trace, 0);
+    journal?.accept({ flow: this.name, node: runner.name, envelope: env, hops: 0 }, msg, trace);
+    this.traceEvent('trace_start', trace, 0, null, now);
+    const wait = this.enqueue(edge, msg, now);
     if (wait !== undefined) await wait;
     if (journal !== null) await journal.committed();
     return traceId;
@@ -719,7 +721,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
   /** @internal an output of `trace` (an egress value or `ctx.reply`), journaled for resume. */
   output(trace: Trace, value: unknown): void {
     trace.addOutput(value);
-    this.journal?.output({ flow: this.name, traceId: trace.id, value });
+    this.journal?.output({ flow: this.name, traceId: trace.id, value }, trace);
   }
 
   /** @internal */
@@ -826,8 +828,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
         idempotencyKey: null,
         result,
         error: error === null ? null : eventError(error),
-      });
-      journal.ended(this.name, trace.id);
+      }, trace);
+      journal.ended(this.name, trace.id, trace);
       trace.durable = journal.committed();
     }
     const fetched = trace.fetched;

@@ -4,7 +4,7 @@
  * room there (backpressure). Joins are collected here too.
  */
 import type { Envelope } from '../envelope/envelope.js';
-import { deriveUuidv7, uuidv7 } from '../envelope/uuid.js';
+import { deriveSendId, uuidv7 } from '../envelope/uuid.js';
 import { RoostError } from '../errors.js';
 import type { Agent } from '../runtime/agent.js';
 import type { Timed } from '../resilience/timer-queue.js';
@@ -21,8 +21,8 @@ class JoinState implements Timed {
   timerAt = 0;
   timerIndex = -1;
   payloads: unknown[] = [];
-  /** Ids of the envelopes collected: journaled as consumed only when the join fires. */
-  ids: string[] = [];
+  /** The envelopes collected: journaled as consumed only when the join fires. */
+  held: Msg[] = [];
   /** It has sent its `k` on; it stays until the trace ends, so later arrivals are surplus. */
   fired = false;
   constructor(
@@ -192,18 +192,19 @@ export class NodeRunner implements RunOwner {
     let waits: Promise<void>[] | null = null;
     const journal = this.flow.journal;
     // With a journal, output ids are derived from the input and the output's place, so a node
-    // run again after a crash sends the same envelopes on (see deriveUuidv7).
+    // run again after a crash sends the same envelopes on (see deriveSendId).
     const seq = src.outputSeq++;
     for (let i = 0; i < edges.length; i++) {
       const edge = edges[i]!;
       if (!trace.running) break;
-      const id = journal === null ? uuidv7(now) : deriveUuidv7(src.env.id, `${this.name}>${edge.to.name}#${seq}`);
+      const id = journal === null ? uuidv7(now) : deriveSendId(src.env.id, this.name, edge.to.name, seq);
       if (trace.replayIds !== null && trace.replayIds.has(id)) continue; // queued already, from the journal
       const env = childEnvelope(src.env, this.name, edge.to.name, payload, id, now);
       trace.pending++;
       // Journaled before it is queued, so its consumption (maybe this same tick) comes after.
-      journal?.accept({ flow: this.flow.name, node: edge.to.name, envelope: env, hops });
-      const wait = this.flow.enqueue(edge, edge.to.prepare(env, trace, hops), now);
+      const msg = edge.to.prepare(env, trace, hops);
+      journal?.accept({ flow: this.flow.name, node: edge.to.name, envelope: env, hops }, msg, trace);
+      const wait = this.flow.enqueue(edge, msg, now);
       if (wait !== undefined) (waits ??= []).push(wait);
     }
     if (waits === null) return undefined;
@@ -234,14 +235,14 @@ export class NodeRunner implements RunOwner {
       });
     } else if (state.fired) {
       this.flow.nodeEvent('join_surplus', this, msg, now, null, null, null);
-      this.flow.journal?.consume(msg.env.id);
+      this.flow.journal?.consume(msg.env.id, msg);
       this.flow.release(trace, now);
       return;
     }
     state.payloads.push(msg.env.payload);
     // With a journal, collected envelopes stay pending until the join fires: after a crash
     // they are queued here again and the join is rebuilt.
-    if (this.flow.journal !== null) state.ids.push(msg.env.id);
+    if (this.flow.journal !== null) state.held.push(msg);
     this.flow.release(trace, now); // the arriving envelope is consumed
     if (state.payloads.length < this.joinK || !trace.running) return;
     this.flow.host.timers.remove(state);
@@ -251,8 +252,8 @@ export class NodeRunner implements RunOwner {
     state.payloads = [];
     const sent = this.forward(msg as Run, payloads, this.outEdges, now); // every item queued here was made by prepare()
     const journal = this.flow.journal;
-    if (journal !== null) for (const id of state.ids) journal.consume(id);
-    state.ids = [];
+    if (journal !== null) for (const m of state.held) journal.consume(m.env.id, m);
+    state.held = [];
     if (sent === undefined) this.flow.release(trace, now);
     else sent.then(() => this.flow.release(trace), noop);
   }

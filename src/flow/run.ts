@@ -146,6 +146,8 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   timerAt = 0;
   timerIndex = -1;
   laneAt = -1;
+  jBatch = -1;
+  jSlot = -1;
   tracePrev: TraceRun | null = null;
   traceNext: TraceRun | null = null;
   inTrace = false;
@@ -444,7 +446,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   onTimer(): void {
     if (this.phase === BACKOFF) {
       this.env = withAttempt(this.env, this.env.attempt + 1);
-      this.owner.flow.journal?.attempt(this.env.id, this.env.attempt);
+      this.owner.flow.journal?.attempt(this.env.id, this.env.attempt, this);
       this.begin(clockNow());
       return;
     }
@@ -570,7 +572,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   private finish(now?: number): void {
     if (this.phase === DONE) return;
     this.phase = DONE;
-    this.owner.flow.journal?.consume(this.env.id);
+    this.owner.flow.journal?.consume(this.env.id, this);
     this.trace.removeRun(this);
     this.owner.running--;
     this.owner.flow.release(this.trace, now);

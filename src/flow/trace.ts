@@ -1,6 +1,7 @@
 /** The live state of one trace: what is pending, what came out, who waits for it. */
 import type { RoostError } from '../errors.js';
 import type { Timed } from '../resilience/timer-queue.js';
+import type { JournalTrace } from '../store/journal.js';
 import type { Indexed } from './trace-index.js';
 import type { TraceStream } from './trace-stream.js';
 
@@ -23,9 +24,13 @@ export interface Fetcher {
 }
 
 /** @internal the live state of a trace, owned by its flow; its timer entry is its deadline. */
-export class Trace implements Timed, Indexed<Trace> {
+export class Trace implements Timed, Indexed<Trace>, JournalTrace {
   timerAt = 0;
   timerIndex = -1;
+  jBatch = -1;
+  jSlot = -1;
+  jFresh = -1;
+  jGone = -1;
   indexHash = -1;
   indexNext: Trace | null = null;
   /** Called when the deadline passes (set by the flow when the trace has a deadline). */

@@ -10,19 +10,44 @@
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import type { CheckpointWrite, EventWrite, OutputWrite, PendingWrite, Store, StoredDeadLetter, StepWrite, TraceWrite } from './store.js';
 
+/**
+ * What the journal keeps on a trace while its batches are open: where its write sits in the
+ * open batch, and whether the trace was created in it. The runtime's trace object carries these
+ * fields (owned by the journal), so a write finds its place without a lookup by id.
+ */
+export interface JournalTrace {
+  /** Number of the batch holding this trace's write, and its slot in that batch's traces. */
+  jBatch: number;
+  jSlot: number;
+  /** Number of the batch the trace was created in. */
+  jFresh: number;
+  /** Number of the batch it was created and ended in: none of its rows there need writing but the trace's own. */
+  jGone: number;
+}
+
+/** What the journal keeps on an accepted envelope (the run that will take it): its slot in the open batch. */
+export interface JournalEnvelope {
+  jBatch: number;
+  jSlot: number;
+}
+
+/** A trace write as the batch holds it: merged in place when the same trace writes again. */
+type HeldTraceWrite = { -readonly [K in keyof TraceWrite]: TraceWrite[K] };
+
 interface Batch {
-  traces: TraceWrite[];
+  /** Increasing per journal: what the handles' `jBatch` fields refer to. */
+  no: number;
+  traces: HeldTraceWrite[];
   /** Accepted envelopes; null where one was consumed in this same batch (it never needs a row). */
   accepted: (PendingWrite | null)[];
-  /** Envelope id → its index in `accepted`, while it is still pending in this batch. */
-  acceptedAt: Map<string, number>;
-  /** Trace (flow, id) → its index in `traces`. */
-  traceAt: Map<string, number>;
-  /** Traces created in this batch → indexes of their accepted envelopes. */
-  fresh: Map<string, number[]>;
+  /** The trace of each accepted envelope (same index). */
+  acceptedTrace: JournalTrace[];
+  /** Some trace was created and ended in this batch: its envelopes and outputs are left out. */
+  gone: boolean;
   consumed: string[];
   attempts: { envelopeId: string; attempt: number }[];
   outputs: OutputWrite[];
+  outputTrace: JournalTrace[];
   ended: { flow: string; traceId: string }[];
   events: EventWrite[];
   steps: StepWrite[];
@@ -35,7 +60,7 @@ interface Batch {
   reject: (error: Error) => void;
 }
 
-function newBatch(): Batch {
+function newBatch(no: number): Batch {
   let resolve!: () => void;
   let reject!: (error: Error) => void;
   const done = new Promise<void>((res, rej) => {
@@ -44,14 +69,15 @@ function newBatch(): Batch {
   });
   done.catch(() => {}); // a batch nobody waits for must not be an unhandled rejection
   return {
+    no,
     traces: [],
     accepted: [],
-    acceptedAt: new Map(),
-    traceAt: new Map(),
-    fresh: new Map(),
+    acceptedTrace: [],
+    gone: false,
     consumed: [],
     attempts: [],
     outputs: [],
+    outputTrace: [],
     ended: [],
     events: [],
     steps: [],
@@ -64,9 +90,15 @@ function newBatch(): Batch {
   };
 }
 
+/** A fresh {@link JournalTrace} (for a trace object that has none of its own). */
+export function journalTrace(): JournalTrace {
+  return { jBatch: -1, jSlot: -1, jFresh: -1, jGone: -1 };
+}
+
 /** See the module comment. */
 export class Journal {
   private batch: Batch | null = null;
+  private batches = 0;
   /** The batch being committed, if any (later writes wait for it). */
   private inFlight: Promise<void> | null = null;
   private flushScheduled = false;
@@ -86,80 +118,75 @@ export class Journal {
   ) {}
 
   /**
-   * Creates or updates a trace. Two writes of one trace in one batch become one row write
-   * (a trace accepted and finished within a tick costs one insert).
+   * Creates or updates a trace (`t` is the trace's handle). Two writes of one trace in one batch
+   * become one row write: a trace accepted and finished within a tick costs one insert. The
+   * journal keeps `write` (the caller makes a new one per call) and may change it.
    */
-  trace(write: TraceWrite): void {
+  trace(write: TraceWrite, t: JournalTrace): void {
     const batch = this.open();
-    const key = `${write.flow}\u0000${write.traceId}`;
-    const at = batch.traceAt.get(key);
-    if (at === undefined) {
-      batch.traceAt.set(key, batch.traces.length);
+    if (t.jBatch !== batch.no) {
+      t.jBatch = batch.no;
+      t.jSlot = batch.traces.length;
       batch.traces.push(write);
-      if (write.status === 'running' && write.owner !== undefined) batch.fresh.set(key, []);
+      if (write.status === 'running' && write.owner !== undefined) t.jFresh = batch.no;
       return;
     }
-    const before = batch.traces[at]!;
-    batch.traces[at] = {
-      ...write,
-      createdAt: before.createdAt,
-      deadline: before.deadline,
-      idempotencyKey: before.idempotencyKey,
-      owner: write.owner === undefined ? before.owner : write.owner,
-      result: write.result === undefined ? before.result : write.result,
-      error: write.error === undefined ? before.error : write.error,
-    };
+    // Merged in place (no object spread per write): what is set once stays, the rest follows.
+    const held = batch.traces[t.jSlot]!;
+    held.status = write.status;
+    held.updatedAt = write.updatedAt;
+    if (write.owner !== undefined) held.owner = write.owner;
+    if (write.result !== undefined) held.result = write.result;
+    if (write.error !== undefined) held.error = write.error;
   }
-  accept(write: PendingWrite): void {
+
+  /** An envelope accepted at a node (`e`: the run that will take it; `t`: its trace). */
+  accept(write: PendingWrite, e: JournalEnvelope, t: JournalTrace): void {
     const batch = this.open();
-    const index = batch.accepted.length;
+    e.jBatch = batch.no;
+    e.jSlot = batch.accepted.length;
     batch.accepted.push(write);
-    batch.acceptedAt.set(write.envelope.id, index);
-    batch.fresh.get(`${write.flow}\u0000${write.envelope.traceId}`)?.push(index);
+    batch.acceptedTrace.push(t);
   }
+
   /** An envelope is done; accepted in this same batch, it never gets a row at all. */
-  consume(envelopeId: string): void {
+  consume(envelopeId: string, e: JournalEnvelope | null = null): void {
     const batch = this.open();
-    const at = batch.acceptedAt.get(envelopeId);
-    if (at !== undefined) {
-      batch.accepted[at] = null;
-      batch.acceptedAt.delete(envelopeId);
+    if (e !== null && e.jBatch === batch.no) {
+      batch.accepted[e.jSlot] = null;
+      e.jBatch = -1;
       return;
     }
     batch.consumed.push(envelopeId);
   }
-  attempt(envelopeId: string, attempt: number): void {
+
+  attempt(envelopeId: string, attempt: number, e: JournalEnvelope | null = null): void {
     const batch = this.open();
-    const at = batch.acceptedAt.get(envelopeId);
-    const pending = at === undefined ? null : batch.accepted[at];
+    const pending = e !== null && e.jBatch === batch.no ? batch.accepted[e.jSlot] : null;
     if (pending !== null && pending !== undefined) {
-      batch.accepted[at!] = { ...pending, envelope: { ...pending.envelope, attempt } };
+      batch.accepted[e!.jSlot] = { ...pending, envelope: { ...pending.envelope, attempt } };
       return;
     }
     batch.attempts.push({ envelopeId, attempt });
   }
-  output(write: OutputWrite): void {
-    this.open().outputs.push(write);
-  }
-  /** A trace ended: its pending envelopes and outputs go. Created in this batch, they never got rows. */
-  ended(flow: string, traceId: string): void {
+
+  output(write: OutputWrite, t: JournalTrace): void {
     const batch = this.open();
-    const key = `${flow}\u0000${traceId}`;
-    const fresh = batch.fresh.get(key);
-    if (fresh === undefined) {
-      batch.ended.push({ flow, traceId });
+    batch.outputs.push(write);
+    batch.outputTrace.push(t);
+  }
+
+  /** A trace ended: its pending envelopes and outputs go. Created in this batch, they never get rows. */
+  ended(flow: string, traceId: string, t: JournalTrace): void {
+    const batch = this.open();
+    if (t.jFresh === batch.no) {
+      t.jGone = batch.no;
+      batch.gone = true;
       return;
     }
-    for (const index of fresh) {
-      const pending = batch.accepted[index];
-      if (pending !== null && pending !== undefined) {
-        batch.acceptedAt.delete(pending.envelope.id);
-        batch.accepted[index] = null;
-      }
-    }
-    batch.fresh.delete(key);
-    if (batch.outputs.length > 0) batch.outputs = batch.outputs.filter((o) => o.flow !== flow || o.traceId !== traceId);
+    batch.ended.push({ flow, traceId });
   }
+
   event(write: EventWrite): void {
     this.open().events.push(write);
   }
@@ -226,7 +253,7 @@ export class Journal {
   }
 
   private open(): Batch {
-    if (this.batch === null) this.batch = newBatch();
+    if (this.batch === null) this.batch = newBatch(++this.batches);
     if (!this.flushScheduled && this.inFlight === null && this.failed === null) {
       this.flushScheduled = true;
       setImmediate(this.onFlush);
@@ -253,10 +280,10 @@ export class Journal {
       try {
         await this.store.commit({
           traces: batch.traces,
-          accepted: batch.accepted.filter((p): p is PendingWrite => p !== null),
+          accepted: keptAccepted(batch),
           consumed: batch.consumed,
           attempts: batch.attempts,
-          outputs: batch.outputs,
+          outputs: batch.gone ? batch.outputs.filter((_, i) => batch.outputTrace[i]!.jGone !== batch.no) : batch.outputs,
           ended: batch.ended,
           events: batch.events,
           steps: batch.steps,
@@ -296,6 +323,17 @@ export class Journal {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
   }
+}
+
+/** The accepted envelopes of a batch that need rows: not consumed in it, and not of a trace created and ended in it. */
+function keptAccepted(batch: Batch): PendingWrite[] {
+  const kept: PendingWrite[] = [];
+  const { accepted, acceptedTrace, no } = batch;
+  for (let i = 0; i < accepted.length; i++) {
+    const p = accepted[i];
+    if (p !== null && p !== undefined && (!batch.gone || acceptedTrace[i]!.jGone !== no)) kept.push(p);
+  }
+  return kept;
 }
 
 const MIN_RETRY_MS = 50;

@@ -20,11 +20,13 @@ import {
   isUuidV7,
   uuidv7,
   uuidv7Time,
+  deriveUuidv7,
   validateEnvelope,
   type Envelope,
   type ErrorCode,
   type RoostError,
 } from '../../src/index.js';
+import { deriveSendId } from '../../src/envelope/uuid.js';
 
 // ---- arbitraries ------------------------------------------------------------------------------
 
@@ -708,6 +710,46 @@ describe('uuidv7', () => {
         expect(ids.every((id) => UUIDV7_RE.test(id))).toBe(true);
       }),
     );
+  });
+});
+
+describe('deriveUuidv7', () => {
+  it('keeps the parent\'s time, is a UUIDv7, and is the same for the same inputs only', () => {
+    const parent = uuidv7();
+    const id = deriveUuidv7(parent, 'a>b#0');
+    expect(id).toMatch(UUIDV7_RE);
+    expect(uuidv7Time(id)).toBe(uuidv7Time(parent));
+    expect(deriveUuidv7(parent, 'a>b#0')).toBe(id);
+    expect(deriveUuidv7(parent, 'a>b#1')).not.toBe(id);
+    expect(deriveUuidv7(uuidv7(), 'a>b#0')).not.toBe(id);
+    expect(deriveSendId(parent, 'a', 'b', 0)).toBe(id); // the send path builds no salt string
+    fc.assert(
+      fc.property(fc.string({ maxLength: 20 }), fc.string({ maxLength: 20 }), fc.nat(), (from, to, n) => {
+        expect(deriveSendId(parent, from, to, n)).toBe(deriveUuidv7(parent, `${from}>${to}#${n}`));
+      }),
+    );
+  });
+
+  it('does not collide over 300,000 derivations, and its 74 bits are evenly set', () => {
+    const seen = new Set<string>();
+    const ones = new Array<number>(74).fill(0);
+    const parents = Array.from({ length: 3_000 }, () => uuidv7());
+    for (const parent of parents) {
+      for (let n = 0; n < 100; n++) {
+        const id = deriveSendId(parent, 'node-a', n % 2 === 0 ? 'node-b' : 'node-c', n >> 1);
+        seen.add(id);
+        if (seen.size <= 20_000) {
+          // rand_a (12 bits), the variant's 2 free bits, then 60 bits of rand_b
+          const hex = id.slice(15, 18) + id.slice(19, 23) + id.slice(24);
+          const bits = [...hex].map((h) => parseInt(h, 16).toString(2).padStart(4, '0')).join('');
+          const free = bits.slice(0, 12) + bits.slice(14); // drop the variant's fixed '10'
+          for (let b = 0; b < 74; b++) if (free[b] === '1') ones[b]!++;
+        }
+      }
+    }
+    expect(seen.size).toBe(300_000);
+    // Each bit is set in 50 % of 20,000 ids, give or take 5 standard deviations (±1.8 %).
+    for (const count of ones) expect(Math.abs(count / 20_000 - 0.5)).toBeLessThan(0.018);
   });
 });
 

@@ -46,22 +46,22 @@ export class GuardedStore implements Store {
     if (this.breaker.state === 'open') throw openError(this.breaker.failures);
   }
 
-  private call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  /** Runs `fn` under the timeout and the breaker; `fn`'s signal aborts when the timeout fires. */
+  private call<T>(operation: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     if (!this.breaker.allow()) return Promise.reject(openError(this.breaker.failures));
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const abort = new AbortController();
     const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new RoostError('ROOST_ERR_STORE_UNAVAILABLE', `store: ${operation} timed out after ${this.timeoutMs} ms`, {
-              details: { operation, timeoutMs: this.timeoutMs },
-            }),
-          ),
-        this.timeoutMs,
-      );
+      timer = setTimeout(() => {
+        const error = new RoostError('ROOST_ERR_STORE_UNAVAILABLE', `store: ${operation} timed out after ${this.timeoutMs} ms`, {
+          details: { operation, timeoutMs: this.timeoutMs },
+        });
+        abort.abort(error);
+        reject(error);
+      }, this.timeoutMs);
       timer.unref();
     });
-    return Promise.race([fn(), timeout]).then(
+    return Promise.race([fn(abort.signal), timeout]).then(
       (value) => {
         clearTimeout(timer);
         this.breaker.success();
@@ -78,7 +78,8 @@ export class GuardedStore implements Store {
   }
 
   commit(batch: StoreBatch): Promise<void> {
-    return this.call('commit', () => this.inner.commit(batch));
+    // A commit that timed out must not land later, after the journal retried it and went on.
+    return this.call('commit', (signal) => this.inner.commit(batch, signal));
   }
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
     return this.call('getTrace', () => this.inner.getTrace(flow, traceId));

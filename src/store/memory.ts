@@ -53,6 +53,7 @@ export class MemoryStore implements Store {
     for (const t of batch.traces ?? []) {
       const key = traceKey(t.flow, t.traceId);
       const before = this.traces.get(key);
+      if (before !== undefined && before.status !== 'running') continue; // a finished trace stays finished
       this.traces.set(key, {
         flow: t.flow,
         traceId: t.traceId,

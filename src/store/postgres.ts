@@ -188,12 +188,14 @@ export class PostgresStore implements Store {
     }
   }
 
-  commit(batch: StoreBatch): Promise<void> {
+  commit(batch: StoreBatch, signal?: AbortSignal): Promise<void> {
     return this.run(async () => {
       const client = await this.pool.connect();
       try {
+        signal?.throwIfAborted(); // the caller gave up while this waited for a connection
         await client.query('BEGIN');
         await this.apply(client, batch);
+        signal?.throwIfAborted(); // ... or while it ran: roll back rather than land late
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {});
@@ -211,7 +213,9 @@ export class PostgresStore implements Store {
         `INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, result, error, owner)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::jsonb[], $10::jsonb[], $11::text[])
          ON CONFLICT (flow, trace_id) DO UPDATE SET
-           status = excluded.status, updated_at = excluded.updated_at,
+           -- a finished trace stays finished, whatever order writes land in
+           status = CASE WHEN traces.status = 'running' THEN excluded.status ELSE traces.status END,
+           updated_at = CASE WHEN traces.status = 'running' THEN excluded.updated_at ELSE traces.updated_at END,
            result = coalesce(excluded.result, traces.result),
            error = coalesce(excluded.error, traces.error),
            owner = coalesce(excluded.owner, traces.owner)`,

@@ -129,12 +129,14 @@ export class SqliteStore implements Store {
     migrate(db);
     this.statements = {
       // Positional parameters: binding an object of named ones cost 15 % of a trace write.
-      // An update keeps what the write leaves out (null): result, error and owner.
+      // An update keeps what the write leaves out (null): result, error and owner; and a
+      // finished trace stays finished.
       upsertTrace: db.prepare(
         `INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, result, error, owner)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (flow, trace_id) DO UPDATE SET
-           status = excluded.status, updated_at = excluded.updated_at,
+           status = CASE WHEN traces.status = 'running' THEN excluded.status ELSE traces.status END,
+           updated_at = CASE WHEN traces.status = 'running' THEN excluded.updated_at ELSE traces.updated_at END,
            result = coalesce(excluded.result, traces.result),
            error = coalesce(excluded.error, traces.error),
            owner = coalesce(excluded.owner, traces.owner)`,

@@ -198,8 +198,13 @@ export interface Store {
    * leases. False for an embedded file or memory: one process, which resumes everything.
    */
   readonly shared: boolean;
-  /** Commits `batch` in one transaction; resolves once it is durable (for a durable store). */
-  commit(batch: StoreBatch): Promise<void>;
+  /**
+   * Commits `batch` in one transaction; resolves once it is durable (for a durable store). When
+   * `signal` aborts (the caller gave up on this commit: a timeout), a commit that has not sent
+   * its COMMIT yet rolls back instead, so a commit the caller was told failed never lands after
+   * a later one. A trace's status, once finished, is never set back to `running` by a write.
+   */
+  commit(batch: StoreBatch, signal?: AbortSignal): Promise<void>;
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null>;
   listTraces(query?: TraceQuery): Promise<TracePage>;
   /**

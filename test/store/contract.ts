@@ -39,6 +39,14 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       await store.close();
     });
 
+    it('a finished trace stays finished, whatever order writes land in', async () => {
+      const id = uuidv7();
+      await store.commit({ traces: [trace('f', id, 1000, { status: 'succeeded', updatedAt: 1200, result: 7, owner: 'p1' })] });
+      // A late write from before the trace ended (a commit that landed out of order).
+      await store.commit({ traces: [trace('f', id, 1000, { owner: 'p1' })] });
+      expect(await store.getTrace('f', id)).toMatchObject({ status: 'succeeded', updatedAt: 1200, result: 7 });
+    });
+
     it('creates a trace, then records its outcome; unknown traces are null', async () => {
       const id = uuidv7();
       await store.commit({ traces: [trace('f', id, 1000, { idempotencyKey: 'k-1', deadline: 5000, owner: 'p1' })] });

@@ -41,6 +41,24 @@ describe('postgres journal', () => {
     expect(() => openStore(url.toString())).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: 'store.schema' }));
   });
 
+  it('a commit whose caller gave up (its signal aborted) rolls back instead of landing late', async () => {
+    const store = fresh();
+    try {
+      const id = 'abandoned-trace';
+      const write = { flow: 'f', traceId: id, tenant: 't', status: 'running' as const, createdAt: 1, updatedAt: 1, deadline: null, idempotencyKey: null };
+      await expect(store.commit({ traces: [write] }, AbortSignal.abort(new Error('gave up')))).rejects.toThrow();
+      // Aborted while it is under way (waiting for the pool or the server): it still never lands.
+      const abort = new AbortController();
+      const running = store.commit({ traces: [write], events: [{ traceId: id, type: 'x', ts: 1, event: {} }] }, abort.signal);
+      abort.abort(new Error('gave up'));
+      await expect(running).rejects.toThrow();
+      expect(await store.getTrace('f', id)).toBeNull();
+      expect(await store.history(id)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('an unreachable server gives ROOST_ERR_STORE_UNAVAILABLE on the first operation', async () => {
     const store = new PostgresStore('postgres://postgres@127.0.0.1:1/test?schema=nowhere');
     await expect(store.getTrace('f', 'x')).rejects.toMatchObject({ code: 'ROOST_ERR_STORE_UNAVAILABLE' });

@@ -12,6 +12,7 @@
  *   roost prune [--older-than DURATION]     delete finished traces older than that (default 7d)
  */
 import { isRoostError } from '../errors.js';
+import { withLifecycle } from '../store/history.js';
 import { DEFAULT_STORE_URL, openStore } from '../store/open.js';
 import { requestReplay } from '../store/requests.js';
 import { SqliteStore } from '../store/sqlite.js';
@@ -136,13 +137,13 @@ async function replay(store: Store, id: string, io: Io): Promise<number> {
 }
 
 async function trace(store: Store, traceId: string, io: Io): Promise<number> {
-  const events = await store.history(traceId);
+  const [t, stored] = await Promise.all([store.findTrace(traceId), store.history(traceId)]);
+  const events = withLifecycle(t, stored);
   if (events.length === 0) {
     io.out(`no journaled history for trace ${traceId}`);
     return 1;
   }
-  const flow = events.map((e) => e.event['flow']).find((f): f is string => typeof f === 'string');
-  const t = flow === undefined ? null : await store.getTrace(flow, traceId);
+  const flow = t?.flow ?? events.map((e) => e.event['flow']).find((f): f is string => typeof f === 'string');
   const start = events[0]!.ts;
   io.out(`trace ${traceId}${flow === undefined ? '' : ` in flow ${flow}`}${t === null ? '' : `: ${t.status}, tenant ${t.tenant}`}`);
   for (const e of events) {

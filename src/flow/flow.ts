@@ -11,6 +11,7 @@ import { isUuidV7, lastUuidv7Low32, lastUuidv7Time, uuidv7, uuidv7Time } from '.
 import { RoostError, ensureError, invalidOption } from '../errors.js';
 import { clockNow } from '../resilience/clock.js';
 import type { DeadLetter } from '../runtime/dead-letters.js';
+import { LIFECYCLE_EVENTS } from '../store/history.js';
 import type { Journal } from '../store/journal.js';
 import type { Store } from '../store/store.js';
 import { Edge, type Msg, type RunnerFlow } from './edge.js';
@@ -862,11 +863,12 @@ export class Flow implements RunnerFlow, SubflowTarget {
   }
 }
 
-/** Events that change a trace's state: what `journalEvents: 'state'` keeps. */
+/**
+ * Events that change a trace's state: what `journalEvents: 'state'` keeps. The lifecycle events
+ * (`trace_start`, `trace_success`, `trace_failed`) are state too, but the trace record holds
+ * them: history derives them from it (store/history.ts), so they are never stored twice.
+ */
 const STATE_EVENTS: ReadonlySet<string> = new Set([
-  'trace_start',
-  'trace_success',
-  'trace_failed',
   'trace_cancel_finish',
   'node_retry',
   'node_timeout',
@@ -877,7 +879,7 @@ const STATE_EVENTS: ReadonlySet<string> = new Set([
 ]);
 
 function journalsEvent(mode: 'state' | 'all' | 'none', type: string): boolean {
-  return mode === 'all' || (mode === 'state' && STATE_EVENTS.has(type));
+  return mode === 'all' ? !LIFECYCLE_EVENTS.has(type) : mode === 'state' && STATE_EVENTS.has(type);
 }
 
 /** `fitsJson`, where a throwing getter means "cannot tell" (then `toJsonWithin` gives the coded error). */

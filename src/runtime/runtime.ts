@@ -13,6 +13,7 @@ import { OVERFLOW_POLICIES } from '../flow/bounded-queue.js';
 import { resolvePolicy } from '../flow/policy.js';
 import { TimerQueue } from '../resilience/timer-queue.js';
 import { GuardedStore } from '../store/guarded.js';
+import { traceHistory } from '../store/history.js';
 import { Journal } from '../store/journal.js';
 import { openStore } from '../store/open.js';
 import { takeReplays } from '../store/requests.js';
@@ -428,9 +429,13 @@ export class Runtime implements FlowHost, AsyncDisposable {
     return this.withStore('listTraces', (store) => store.listTraces(query));
   }
 
-  /** The journaled events of a trace, in order (which ones: the `journalEvents` option). Needs a store. */
+  /**
+   * The journaled events of a trace, in order (which ones: the `journalEvents` option; the
+   * lifecycle events `trace_start` and `trace_success` / `trace_failed` always, from the trace
+   * record). Needs a store.
+   */
   loadHistory(traceId: string): Promise<readonly StoredEvent[]> {
-    return this.withStore('loadHistory', (store) => store.history(traceId));
+    return this.withStore('loadHistory', (store) => traceHistory(store, traceId));
   }
 
   private withStore<T>(operation: string, fn: (store: Store) => Promise<T>): Promise<T> {

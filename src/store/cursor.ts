@@ -10,21 +10,21 @@ export function pageLimit(limit: number | undefined): number {
   return limit;
 }
 
-/** An opaque cursor for "after (createdAt, traceId)" in newest-first order. */
-export function encodeCursor(createdAt: number, traceId: string): string {
-  return Buffer.from(JSON.stringify([createdAt, traceId]), 'utf8').toString('base64url');
+/** An opaque cursor for "after (traceId, flow)" in newest-first order. */
+export function encodeCursor(traceId: string, flow: string): string {
+  return Buffer.from(JSON.stringify([traceId, flow]), 'utf8').toString('base64url');
 }
 
 /** Reads a cursor made by {@link encodeCursor}, or throws `ROOST_ERR_INVALID_OPTION`. */
-export function decodeCursor(cursor: string): { createdAt: number; traceId: string } {
+export function decodeCursor(cursor: string): { traceId: string; flow: string } {
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
   } catch {
     parsed = null;
   }
-  if (!Array.isArray(parsed) || parsed.length !== 2 || !Number.isFinite(parsed[0]) || typeof parsed[1] !== 'string') {
+  if (!Array.isArray(parsed) || parsed.length !== 2 || typeof parsed[0] !== 'string' || typeof parsed[1] !== 'string') {
     throw invalidOption('query.cursor', 'a cursor from a previous page', cursor);
   }
-  return { createdAt: parsed[0] as number, traceId: parsed[1] };
+  return { traceId: parsed[0], flow: parsed[1] };
 }

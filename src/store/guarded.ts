@@ -84,6 +84,9 @@ export class GuardedStore implements Store {
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
     return this.call('getTrace', () => this.inner.getTrace(flow, traceId));
   }
+  findTrace(traceId: string): Promise<StoredTrace | null> {
+    return this.call('findTrace', () => this.inner.findTrace(traceId));
+  }
   listTraces(query?: TraceQuery): Promise<TracePage> {
     return this.call('listTraces', () => this.inner.listTraces(query));
   }

@@ -110,13 +110,21 @@ export class MemoryStore implements Store {
             (query.status === undefined || t.status === query.status) &&
             (query.since === undefined || t.createdAt >= query.since) &&
             (query.until === undefined || t.createdAt < query.until) &&
-            (after === null || t.createdAt < after.createdAt || (t.createdAt === after.createdAt && t.traceId < after.traceId)),
+            (after === null || t.traceId < after.traceId || (t.traceId === after.traceId && t.flow < after.flow)),
         )
-        .sort((a, b) => b.createdAt - a.createdAt || (a.traceId < b.traceId ? 1 : a.traceId > b.traceId ? -1 : 0));
+        .sort((a, b) => descending(a.traceId, b.traceId) || descending(a.flow, b.flow));
       const page = matching.slice(0, limit);
       const last = page[page.length - 1];
-      const next = matching.length > limit && last !== undefined ? encodeCursor(last.createdAt, last.traceId) : null;
+      const next = matching.length > limit && last !== undefined ? encodeCursor(last.traceId, last.flow) : null;
       return { traces: copy(page), next };
+    });
+  }
+
+  findTrace(traceId: string): Promise<StoredTrace | null> {
+    return this.run(() => {
+      let best: StoredTrace | null = null;
+      for (const t of this.traces.values()) if (t.traceId === traceId && (best === null || t.createdAt > best.createdAt)) best = t;
+      return best === null ? null : copy(best);
     });
   }
 
@@ -284,4 +292,9 @@ function traceKey(flow: string, traceId: string): string {
 
 function closedError(): RoostError {
   return new RoostError('ROOST_ERR_INVALID_STATE', 'store: it is closed', { field: 'store', expected: 'an open store', received: 'closed' });
+}
+
+/** Orders strings newest id first (descending, by code unit, as SQL's text order for ids). */
+function descending(a: string, b: string): number {
+  return a < b ? 1 : a > b ? -1 : 0;
 }

@@ -327,6 +327,13 @@ export class PostgresStore implements Store {
     });
   }
 
+  findTrace(traceId: string): Promise<StoredTrace | null> {
+    return this.run(async () => {
+      const { rows } = await this.pool.query<TraceRow>('SELECT * FROM traces WHERE trace_id = $1 ORDER BY created_at DESC LIMIT 1', [traceId]);
+      return rows[0] === undefined ? null : toTrace(rows[0]);
+    });
+  }
+
   listTraces(query: TraceQuery = {}): Promise<TracePage> {
     return this.run(async () => {
       const limit = pageLimit(query.limit);
@@ -347,15 +354,15 @@ export class PostgresStore implements Store {
       if (query.until !== undefined) add('created_at < ?', query.until);
       if (query.cursor !== undefined) {
         const after = decodeCursor(query.cursor);
-        add('(created_at, trace_id) < (?, ?)', after.createdAt, after.traceId);
+        add('(trace_id, flow) < (?, ?)', after.traceId, after.flow);
       }
       args.push(limit + 1);
       const sql = `SELECT * FROM traces ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
-                   ORDER BY created_at DESC, trace_id DESC LIMIT $${args.length}`;
+                   ORDER BY trace_id DESC, flow DESC LIMIT $${args.length}`;
       const { rows } = await this.pool.query<TraceRow>(sql, args);
       const page = rows.slice(0, limit).map(toTrace);
       const last = page[page.length - 1];
-      return { traces: page, next: rows.length > limit && last !== undefined ? encodeCursor(last.createdAt, last.traceId) : null };
+      return { traces: page, next: rows.length > limit && last !== undefined ? encodeCursor(last.traceId, last.flow) : null };
     });
   }
 

@@ -167,6 +167,7 @@ export class SqliteStore implements Store {
       ),
       deadLetterDelete: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
       getTrace: db.prepare('SELECT * FROM traces WHERE flow = ? AND trace_id = ?'),
+      findTrace: db.prepare('SELECT * FROM traces WHERE trace_id = ? ORDER BY created_at DESC LIMIT 1'),
       idempotent: db.prepare(
         'SELECT trace_id FROM traces WHERE flow = ? AND tenant = ? AND idempotency_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1',
       ),
@@ -257,15 +258,22 @@ export class SqliteStore implements Store {
         .when(query.until, 'created_at < ?');
       if (query.cursor !== undefined) {
         const after = decodeCursor(query.cursor);
-        filter.add('(created_at < ? OR (created_at = ? AND trace_id < ?))', after.createdAt, after.createdAt, after.traceId);
+        filter.add('(trace_id < ? OR (trace_id = ? AND flow < ?))', after.traceId, after.traceId, after.flow);
       }
       const { where, args } = filter;
       const sql = `SELECT * FROM traces ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
-                   ORDER BY created_at DESC, trace_id DESC LIMIT ?`;
+                   ORDER BY trace_id DESC, flow DESC LIMIT ?`;
       const rows = this.db.prepare(sql).all(...args, limit + 1) as TraceRow[];
       const page = rows.slice(0, limit).map(toTrace);
       const last = page[page.length - 1];
-      return { traces: page, next: rows.length > limit && last !== undefined ? encodeCursor(last.createdAt, last.traceId) : null };
+      return { traces: page, next: rows.length > limit && last !== undefined ? encodeCursor(last.traceId, last.flow) : null };
+    });
+  }
+
+  findTrace(traceId: string): Promise<StoredTrace | null> {
+    return this.run(() => {
+      const row = this.statements.findTrace.get(traceId) as TraceRow | undefined;
+      return row === undefined ? null : toTrace(row);
     });
   }
 

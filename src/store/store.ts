@@ -82,10 +82,14 @@ export interface OutputWrite {
   readonly value: unknown;
 }
 
-/** A journaled event of a trace. */
+/**
+ * A journaled event of a trace. The lifecycle events `trace_start`, `trace_success` and
+ * `trace_failed` are not stored as events: the trace record holds what they say, and
+ * `traceHistory` (store/history.ts) puts them back, as seq 0 and last.
+ */
 export interface StoredEvent {
   readonly traceId: string;
-  /** Store-assigned, increasing per store: the order events were committed. */
+  /** Store-assigned, increasing per store among the events stored: the order they were committed. */
   readonly seq: number;
   readonly type: string;
   readonly ts: number;
@@ -152,7 +156,10 @@ export interface StoreBatch {
   readonly deadLettersRemoved?: readonly string[];
 }
 
-/** What `listTraces` filters on. Results are newest first. */
+/**
+ * What `listTraces` filters on. Results are newest first by trace id (UUIDv7: the time the id
+ * was made, which is the time of acceptance for ids the runtime makes).
+ */
 export interface TraceQuery {
   readonly flow?: string;
   readonly tenant?: string;
@@ -206,6 +213,8 @@ export interface Store {
    */
   commit(batch: StoreBatch, signal?: AbortSignal): Promise<void>;
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null>;
+  /** The trace with this id in any flow (the newest, should two flows have it), or null. */
+  findTrace(traceId: string): Promise<StoredTrace | null>;
   listTraces(query?: TraceQuery): Promise<TracePage>;
   /**
    * The newest trace of `flow` and `tenant` accepted at or after `since` with the caller's

@@ -88,6 +88,7 @@ describe('a PostgreSQL outage behind a TCP proxy', () => {
       let otherErrors: unknown[] = [];
       let producing = true;
       let i = 0;
+      const emits: Promise<void>[] = [];
       const producer = (async () => {
         while (producing) {
           const n = i++;
@@ -104,7 +105,7 @@ describe('a PostgreSQL outage behind a TCP proxy', () => {
               else otherErrors.push(e);
             },
           );
-          void emitted;
+          emits.push(emitted);
           await new Promise((r) => setTimeout(r, 5));
         }
       })();
@@ -120,6 +121,7 @@ describe('a PostgreSQL outage behind a TCP proxy', () => {
       await until(() => accepted.size > acceptedBeforeRestore + 10, 10_000, 'new work to be accepted again');
       producing = false;
       await producer;
+      await Promise.all(emits); // every emit answered: accepted or refused (the last ones wait for a commit)
       await until(() => results.size === accepted.size, 15_000, 'every accepted task to finish');
       expect(inFlightAtCut).toBeGreaterThan(0); // accepted work was in flight when the store went away
       expect(otherErrors).toEqual([]);

@@ -9,6 +9,7 @@ import { join as joinPath } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createRuntime, edge, join, node, SqliteStore, type Envelope, type Runtime, type Store, type StoreBatch } from '../../src/index.js';
 import { deferred, until } from '../helpers/runtime.js';
+import { traceHistory } from '../../src/store/history.js';
 
 const dir = mkdtempSync(joinPath(tmpdir(), 'roost-journal-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,7 +58,12 @@ describe('emit and fetch wait for their commits', () => {
     expect(await flow.fetch(t.traceId)).toBe(20);
     expect(await store.getTrace('f', t.traceId)).toMatchObject({ status: 'succeeded', result: 20 });
     expect(await store.pendingEnvelopes('f')).toEqual([]);
-    expect((await store.history(t.traceId)).map((e) => e.type)).toEqual(['trace_start', 'trace_success']);
+    expect((await traceHistory(store, t.traceId)).map((e) => e.type)).toEqual(['trace_start', 'trace_success']);
+    expect(await store.history(t.traceId)).toEqual([]); // the trace record holds them: no event rows
+    expect((await rt.loadHistory(t.traceId)).map((e) => [e.type, e.event['elapsedMs'] !== undefined])).toEqual([
+      ['trace_start', true],
+      ['trace_success', true],
+    ]);
   });
 
   it('a failure past its retries is a durable dead letter, and the failed trace is journaled', async () => {
@@ -83,7 +89,10 @@ describe('emit and fetch wait for their commits', () => {
     expect(letters).toHaveLength(1);
     expect(letters[0]).toMatchObject({ node: 'bad', traceId: t.traceId, attempts: 2, error: { code: 'ROOST_ERR_NODE_FAILED' } });
     expect(await store.getTrace('f', t.traceId)).toMatchObject({ status: 'failed', error: { code: 'ROOST_ERR_NODE_FAILED' } });
-    expect((await store.history(t.traceId)).map((e) => e.type)).toEqual(['trace_start', 'node_retry', 'node_failed', 'trace_failed']);
+    const history = await traceHistory(store, t.traceId);
+    expect(history.map((e) => e.type)).toEqual(['trace_start', 'node_retry', 'node_failed', 'trace_failed']);
+    expect(history.at(-1)!.event).toMatchObject({ flow: 'f', traceId: t.traceId, error: { code: 'ROOST_ERR_NODE_FAILED' } });
+    expect((await store.history(t.traceId)).map((e) => e.type)).toEqual(['node_retry', 'node_failed']);
   });
 });
 

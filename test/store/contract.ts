@@ -4,6 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { uuidv7, type Envelope } from '../../src/index.js';
+import { traceHistory } from '../../src/store/history.js';
 import type { Store, TraceWrite } from '../../src/store/store.js';
 
 function envelope(traceId: string, to: string, payload: unknown, attempt = 1): Envelope {
@@ -210,6 +211,30 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.getCheckpoint('c-1')).toEqual({ value: { done: 3 } });
       await store.prune(10);
       expect(await store.getCheckpoint('c-1')).toBeUndefined();
+    });
+
+    it('finds a trace by its id alone, and derives its lifecycle events from it', async () => {
+      const [a, b] = [uuidv7(), uuidv7()];
+      await store.commit({
+        traces: [
+          trace('f', a, 1000, { status: 'failed', updatedAt: 1250, error: { code: 'ROOST_ERR_NODE_FAILED', message: 'no' } }),
+          trace('g', b, 2000, { owner: 'p1' }),
+        ],
+        events: [{ traceId: a, type: 'node_failed', ts: 1240, event: { type: 'node_failed', node: 'x' } }],
+      });
+      expect(await store.findTrace(a)).toMatchObject({ flow: 'f', status: 'failed' });
+      expect(await store.findTrace(uuidv7())).toBeNull();
+      const history = await traceHistory(store, a);
+      expect(history.map((h) => [h.type, h.ts])).toEqual([
+        ['trace_start', 1000],
+        ['node_failed', 1240],
+        ['trace_failed', 1250],
+      ]);
+      expect(history[2]!.event).toMatchObject({ flow: 'f', traceId: a, tenant: 'acme', elapsedMs: 250, error: { code: 'ROOST_ERR_NODE_FAILED' } });
+      expect(history.map((h) => h.seq)).toEqual([...history.map((h) => h.seq)].sort((x, y) => x - y));
+      // A running trace has begun and not ended.
+      expect((await traceHistory(store, b)).map((h) => h.type)).toEqual(['trace_start']);
+      expect(await traceHistory(store, uuidv7())).toEqual([]);
     });
 
     it('keeps events per trace in commit order', async () => {

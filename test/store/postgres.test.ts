@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { uuidv7 } from '../../src/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open.js';
 import { PostgresStore } from '../../src/store/postgres.js';
@@ -26,10 +28,37 @@ describe('postgres journal', () => {
     expect(await Promise.all(stores.map((s) => s.getValue('x')))).toEqual([undefined, undefined, undefined, undefined]);
     const client = new pg.Client({ connectionString: PG_URL });
     await client.connect();
-    const { rows } = await client.query(`SELECT version FROM ${schema}.schema_migrations`);
+    const { rows } = await client.query(`SELECT version FROM ${schema}.schema_migrations ORDER BY version`);
     await client.end();
-    expect(rows).toEqual([{ version: 1 }]);
+    expect(rows).toEqual([{ version: 1 }, { version: 2 }]);
     await Promise.all(stores.map((s) => s.close()));
+  });
+
+  it('migrates a journal made by the first schema: traces kept, stored lifecycle events dropped', async () => {
+    const schema = freshSchema('v1');
+    const client = new pg.Client({ connectionString: PG_URL });
+    await client.connect();
+    const [a, b] = [uuidv7(), uuidv7()];
+    try {
+      await client.query(`CREATE SCHEMA ${schema}`);
+      await client.query(`SET search_path TO ${schema}`);
+      await client.query(readFileSync(new URL('../../src/store/migrations/postgres/001_journal.sql', import.meta.url), 'utf8'));
+      await client.query('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at bigint NOT NULL)');
+      await client.query("INSERT INTO schema_migrations VALUES (1, '001_journal.sql', 0)");
+      await client.query("INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at) VALUES ('f', $1, 't', 'succeeded', 10, 20), ('f', $2, 't', 'running', 30, 30)", [a, b]);
+      await client.query("INSERT INTO events (trace_id, type, ts, event) VALUES ($1, 'trace_start', 1, '{}'), ($1, 'node_retry', 1, '{}'), ($1, 'trace_success', 1, '{}')", [a]);
+    } finally {
+      await client.end();
+    }
+    const store = new PostgresStore(schemaUrl(schema));
+    try {
+      expect(await store.getTrace('f', a)).toMatchObject({ status: 'succeeded', createdAt: 10 });
+      expect((await store.runningTraces('f')).map((t) => t.traceId)).toEqual([b]);
+      expect((await store.listTraces({})).traces.map((t) => t.traceId)).toEqual([b, a]);
+      expect((await store.history(a)).map((e) => e.type)).toEqual(['node_retry']);
+    } finally {
+      await store.close();
+    }
   });
 
   it('is what openStore makes of a postgres:// URL; a bad schema name is refused', async () => {

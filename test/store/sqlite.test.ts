@@ -1,7 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
+import { uuidv7 } from '../../src/index.js';
+import { traceHistory } from '../../src/store/history.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { openStore } from '../../src/store/open.js';
 import { MemoryStore } from '../../src/store/memory.js';
@@ -39,6 +42,31 @@ describe('sqlite journal settings', () => {
     const b = new SqliteStore(path);
     expect(await b.getValue('k')).toEqual({ value: 1, version: 1 });
     await b.close();
+  });
+
+  it('migrates a journal made by the first schema: traces kept, stored lifecycle events dropped', async () => {
+    const path = join(dir, 'v1.db');
+    const db = new Database(path);
+    db.exec(readFileSync(new URL('../../src/store/migrations/sqlite/001_journal.sql', import.meta.url), 'utf8'));
+    db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    db.prepare('INSERT INTO schema_migrations VALUES (1, ?, 0)').run('001_journal.sql');
+    const [a, b] = [uuidv7(), uuidv7()];
+    const row = db.prepare("INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at) VALUES ('f', ?, 't', ?, ?, ?)");
+    row.run(a, 'succeeded', 10, 20);
+    row.run(b, 'running', 30, 30);
+    const event = db.prepare("INSERT INTO events (trace_id, type, ts, event) VALUES (?, ?, 1, '{}')");
+    for (const type of ['trace_start', 'node_retry', 'trace_success']) event.run(a, type);
+    db.close();
+    const store = new SqliteStore(path);
+    try {
+      expect(await store.getTrace('f', a)).toMatchObject({ status: 'succeeded', createdAt: 10 });
+      expect((await store.runningTraces('f')).map((t) => t.traceId)).toEqual([b]);
+      expect((await store.listTraces({})).traces.map((t) => t.traceId)).toEqual([b, a]);
+      expect((await store.history(a)).map((e) => e.type)).toEqual(['node_retry']);
+      expect((await traceHistory(store, a)).map((e) => e.type)).toEqual(['trace_start', 'node_retry', 'trace_success']);
+    } finally {
+      await store.close();
+    }
   });
 
   it('a journal that cannot be opened gives ROOST_ERR_STORE_UNAVAILABLE', () => {

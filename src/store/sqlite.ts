@@ -17,6 +17,7 @@ import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError } from '../errors.js';
 import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { ManyRows } from './sqlite-many.js';
 import type {
   Lease,
   PendingEnvelope,
@@ -128,23 +129,6 @@ export class SqliteStore implements Store {
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
     migrate(db);
     this.statements = {
-      // Positional parameters: binding an object of named ones cost 15 % of a trace write.
-      // An update keeps what the write leaves out (null): result, error and owner; and a
-      // finished trace stays finished.
-      upsertTrace: db.prepare(
-        `INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, result, error, owner)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (flow, trace_id) DO UPDATE SET
-           status = CASE WHEN traces.status = 'running' THEN excluded.status ELSE traces.status END,
-           updated_at = CASE WHEN traces.status = 'running' THEN excluded.updated_at ELSE traces.updated_at END,
-           result = coalesce(excluded.result, traces.result),
-           error = coalesce(excluded.error, traces.error),
-           owner = coalesce(excluded.owner, traces.owner)`,
-      ),
-      accept: db.prepare(
-        `INSERT INTO pending (envelope_id, flow, node, trace_id, hops, envelope) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (envelope_id) DO NOTHING`,
-      ),
       consume: db.prepare('DELETE FROM pending WHERE envelope_id = ?'),
       attempt: db.prepare("UPDATE pending SET envelope = json_set(envelope, '$.attempt', ?) WHERE envelope_id = ?"),
       output: db.prepare('INSERT INTO outputs (flow, trace_id, value) VALUES (?, ?, ?)'),
@@ -154,7 +138,6 @@ export class SqliteStore implements Store {
         `SELECT o.trace_id, o.value FROM outputs o JOIN traces t ON t.flow = o.flow AND t.trace_id = o.trace_id
          WHERE o.flow = ? AND t.status = 'running' ORDER BY o.seq`,
       ),
-      event: db.prepare('INSERT INTO events (trace_id, type, ts, event) VALUES (?, ?, ?, ?)'),
       step: db.prepare('INSERT INTO steps (step_key, trace_id, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (step_key) DO NOTHING'),
       checkpoint: db.prepare(
         'INSERT INTO checkpoints (key, trace_id, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, ts = excluded.ts',
@@ -193,23 +176,49 @@ export class SqliteStore implements Store {
       pruneSteps: db.prepare('DELETE FROM steps WHERE trace_id = ?'),
     };
     const s = this.statements;
+    // Positional parameters (binding an object of named ones cost 15 % of a trace write), many
+    // rows per statement. An update keeps what the write leaves out (null): result, error and
+    // owner; and a finished trace stays finished.
+    const upsertTraces = new ManyRows(
+      db,
+      'INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, result, error, owner)',
+      11,
+      `ON CONFLICT (flow, trace_id) DO UPDATE SET
+         status = CASE WHEN traces.status = 'running' THEN excluded.status ELSE traces.status END,
+         updated_at = CASE WHEN traces.status = 'running' THEN excluded.updated_at ELSE traces.updated_at END,
+         result = coalesce(excluded.result, traces.result),
+         error = coalesce(excluded.error, traces.error),
+         owner = coalesce(excluded.owner, traces.owner)`,
+    );
+    const accept = new ManyRows(db, 'INSERT INTO pending (envelope_id, flow, node, trace_id, hops, envelope)', 6, 'ON CONFLICT (envelope_id) DO NOTHING');
+    const events = new ManyRows(db, 'INSERT INTO events (trace_id, type, ts, event)', 4);
     this.commitTx = db.transaction((batch: StoreBatch) => {
-      for (const t of batch.traces ?? []) {
-        s.upsertTrace.run(
-          t.flow,
-          t.traceId,
-          t.tenant,
-          t.status,
-          t.createdAt,
-          t.updatedAt,
-          t.deadline,
-          t.idempotencyKey,
-          t.result === undefined ? null : json(t.result),
-          t.error === undefined || t.error === null ? null : json(t.error),
-          t.owner ?? null,
-        );
+      const traces = batch.traces ?? [];
+      if (traces.length > 0) {
+        const values: unknown[] = [];
+        for (const t of traces) {
+          values.push(
+            t.flow,
+            t.traceId,
+            t.tenant,
+            t.status,
+            t.createdAt,
+            t.updatedAt,
+            t.deadline,
+            t.idempotencyKey,
+            t.result === undefined ? null : json(t.result),
+            t.error === undefined || t.error === null ? null : json(t.error),
+            t.owner ?? null,
+          );
+        }
+        upsertTraces.run(values);
       }
-      for (const p of batch.accepted ?? []) s.accept.run(p.envelope.id, p.flow, p.node, p.envelope.traceId, p.hops, json(p.envelope));
+      const accepted = batch.accepted ?? [];
+      if (accepted.length > 0) {
+        const values: unknown[] = [];
+        for (const p of accepted) values.push(p.envelope.id, p.flow, p.node, p.envelope.traceId, p.hops, json(p.envelope));
+        accept.run(values);
+      }
       for (const id of batch.consumed ?? []) s.consume.run(id);
       for (const a of batch.attempts ?? []) s.attempt.run(a.attempt, a.envelopeId);
       for (const o of batch.outputs ?? []) s.output.run(o.flow, o.traceId, json(o.value));
@@ -217,7 +226,12 @@ export class SqliteStore implements Store {
         s.endPending.run(e.flow, e.traceId);
         s.endOutputs.run(e.flow, e.traceId);
       }
-      for (const e of batch.events ?? []) s.event.run(e.traceId, e.type, e.ts, json(e.event));
+      const stored = batch.events ?? [];
+      if (stored.length > 0) {
+        const values: unknown[] = [];
+        for (const e of stored) values.push(e.traceId, e.type, e.ts, json(e.event));
+        events.run(values);
+      }
       for (const st of batch.steps ?? []) s.step.run(st.stepKey, st.traceId, json(st.value), st.ts);
       for (const c of batch.checkpoints ?? []) s.checkpoint.run(c.key, c.traceId, json(c.value), c.ts);
       for (const d of batch.deadLetters ?? []) {

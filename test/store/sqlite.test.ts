@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { uuidv7 } from '../../src/index.js';
 import { traceHistory } from '../../src/store/history.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
+import { ManyRows } from '../../src/store/sqlite-many.js';
 import { openStore } from '../../src/store/open.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { storeContract } from './contract.js';
@@ -73,6 +74,25 @@ describe('sqlite journal settings', () => {
     const file = join(dir, 'a-file');
     writeFileSync(file, 'not a directory');
     expect(() => new SqliteStore(join(file, 'x.db'))).toThrow(expect.objectContaining({ code: 'ROOST_ERR_STORE_UNAVAILABLE' }));
+  });
+});
+
+describe('ManyRows', () => {
+  it('inserts any number of rows, in order, through chunks of 64, 16, 4 and 1', () => {
+    const db = new Database(':memory:');
+    db.exec('CREATE TABLE t (seq INTEGER PRIMARY KEY, a INTEGER NOT NULL, b TEXT NOT NULL)');
+    const insert = new ManyRows(db, 'INSERT INTO t (a, b)', 2);
+    let total = 0;
+    for (const n of [0, 1, 3, 4, 5, 63, 64, 65, 85, 200]) {
+      const values: unknown[] = [];
+      for (let i = 0; i < n; i++) values.push(total + i, `r${total + i}`);
+      insert.run(values);
+      total += n;
+    }
+    const rows = db.prepare('SELECT a, b FROM t ORDER BY seq').all() as { a: number; b: string }[];
+    expect(rows).toHaveLength(total);
+    expect(rows.every((r, i) => r.a === i && r.b === `r${i}`)).toBe(true);
+    db.close();
   });
 });
 

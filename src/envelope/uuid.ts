@@ -33,6 +33,10 @@ let fixed = '';
 let head = '';
 let hi = 0;
 let lo = 0;
+/** rand_a and the top 14 bits of rand_b of this millisecond's ids (see {@link IdBits}). */
+let bitsA = 0;
+/** The counter's upper 24 bits (changes every 4,096 ids). */
+let bitsB = 0;
 
 function randomBytes(n: number): number {
   if (offset + n > pool.length) {
@@ -57,6 +61,7 @@ function startMs(ms: number): void {
   fixed =
     HEX2[t1 >> 16]! + HEX2[(t1 >> 8) & 255]! + HEX2[t1 & 255]! + HEX2[t0 >> 16]! + '-' + HEX2[(t0 >> 8) & 255]! + HEX2[t0 & 255]! +
     '-7' + HEX3[randA]! + '-' + HEX2[randB >> 8]! + HEX2[randB & 255]! + '-';
+  bitsA = (randA << 14) | (randB & 0x3fff);
   // 47 random bits: 35 for the upper part (below 2^35, the lower half), 12 for the lower.
   hi = (p[o + 4]! & 0x07) * 2 ** 32 + (((p[o + 5]! << 24) | (p[o + 6]! << 16) | (p[o + 7]! << 8) | p[o + 8]!) >>> 0);
   lo = (p[o + 9]! << 4) | (p[o + 10]! >> 4);
@@ -64,6 +69,7 @@ function startMs(ms: number): void {
 }
 
 function setHead(): void {
+  bitsB = Math.floor(hi / 4096);
   head = fixed + HEX3[Math.floor(hi / 2 ** 24)]! + HEX3[Math.floor(hi / 4096) % 4096]! + HEX3[hi % 4096]!;
   // Reading a character flattens the concatenation once here, rather than in every id made from it.
   head.charCodeAt(0);
@@ -80,42 +86,32 @@ export function uuidv7(now: number = Date.now()): string {
     if (++hi === COUNTER_HI) startMs(lastMs + 1);
     else setHead();
   }
+  lastIdBits.a = bitsA;
+  lastIdBits.b = bitsB;
+  lastIdBits.c = (hi % 4096) * 4096 + lo;
   return head + HEX3[lo]!;
 }
 
-/*
- * Derived ids hash their inputs with four 32-bit multiply-xor lanes and a final avalanche:
- * 128 bits, of which an id keeps 74. Not a cryptographic hash (nothing here is secret or chosen
- * by an adversary: the inputs are an envelope id and node names), but as unlikely to collide as
- * random bits, at a tenth of the cost of SHA-256 through `node:crypto` (two ids per message).
+/**
+ * The 74 bits of a UUIDv7 after its version, as three integers: `a`, rand_a (12 bits) then the
+ * 14 free bits of rand_b's first group; `b` and `c`, the next 24 bits each (the id's last twelve
+ * hex digits). What derived ids are made from, so that deriving one reads no string.
  */
-let h0 = 0;
-let h1 = 0;
-let h2 = 0;
-let h3 = 0;
-
-function hashStart(): void {
-  h0 = 0x811c9dc5;
-  h1 = 0x9e3779b9;
-  h2 = 0x85ebca6b;
-  h3 = 0xc2b2ae35;
+export interface IdBits {
+  a: number;
+  b: number;
+  c: number;
 }
 
-function hashString(text: string): void {
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    h0 = Math.imul(h0 ^ c, 0x01000193);
-    h1 = Math.imul(h1 ^ c, 0x5bd1e995);
-    h2 = Math.imul(h2 ^ c, 0xcc9e2d51);
-    h3 = Math.imul(h3 ^ c, 0x1b873593);
-  }
-}
+/** The bits of the id the last {@link uuidv7} or {@link deriveId} call made (read them at once). */
+export const lastIdBits: IdBits = { a: 0, b: 0, c: 0 };
 
-function hashCode(c: number): void {
-  h0 = Math.imul(h0 ^ c, 0x01000193);
-  h1 = Math.imul(h1 ^ c, 0x5bd1e995);
-  h2 = Math.imul(h2 ^ c, 0xcc9e2d51);
-  h3 = Math.imul(h3 ^ c, 0x1b873593);
+/** The {@link IdBits} of any UUIDv7 string (for ids made elsewhere, or read back from a journal). */
+export function idBits(id: string, into: IdBits = { a: 0, b: 0, c: 0 }): IdBits {
+  into.a = (parseInt(id.slice(15, 18), 16) << 14) | (parseInt(id.slice(19, 23), 16) & 0x3fff);
+  into.b = parseInt(id.slice(24, 30), 16);
+  into.c = parseInt(id.slice(30, 36), 16);
+  return into;
 }
 
 /** MurmurHash3's 32-bit finaliser: every input bit affects every output bit. */
@@ -125,49 +121,60 @@ function avalanche(x: number): number {
   return (x ^ (x >>> 16)) >>> 0;
 }
 
-/** The derived id from the lanes: `parent`'s 48-bit time, version 7, then 74 hashed bits. */
-function hashedId(parent: string): string {
-  // Cross the lanes before the finaliser, so each output word depends on all four.
-  const a = avalanche(h0 ^ Math.imul(h3, 0x27d4eb2f));
-  const b = avalanche(h1 ^ Math.imul(a, 0x165667b1));
-  const c = avalanche(h2 ^ Math.imul(b, 0x9e3779b1));
-  const randA = a & 0xfff; // 12 bits
-  const variant = 8 | ((a >>> 12) & 3); // 10 and 2 bits
-  const mid = (a >>> 14) & 0xfff; // 12 bits
-  // 48 bits: 24 from each of b and c.
-  return `${parent.slice(0, 13)}-7${HEX3[randA]!}-${DIGITS[variant]!}${HEX3[mid]!}-${HEX3[b >>> 20]!}${HEX3[(b >>> 8) & 0xfff]!}${HEX3[c >>> 20]!}${HEX3[(c >>> 8) & 0xfff]!}`;
+/** A 32-bit hash of a string (FNV-1a, finalised): a send's place, hashed once per edge. */
+export function saltHash(salt: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < salt.length; i++) h = Math.imul(h ^ salt.charCodeAt(i), 0x01000193);
+  return avalanche(h);
+}
+
+/**
+ * A UUIDv7 derived from a parent id (its first 13 characters, the time, and its {@link IdBits}
+ * `pa`, `pb`, `pc`) and a salt (`salt`, a {@link saltHash}, and `n`): the parent's time, then 74 bits mixed from
+ * the parent's 74, the salt and `n` by multiply-xor rounds with Murmur's finaliser. The same
+ * inputs give the same id. Not cryptographic (nothing here is secret or chosen by an adversary);
+ * ids of different inputs collide about as often as random 74-bit values would. Sets
+ * {@link lastIdBits} to the new id's bits.
+ */
+export function deriveId(parentTime: string, pa: number, pb: number, pc: number, salt: number, n: number): string {
+  // Two rounds over four words (the parent's three, the salt with n): after them every output
+  // bit depends on every input bit (ids made in one millisecond share pa and pb, so a mix in
+  // which pc reached only the last word would leave 24 bits to tell their children apart).
+  let h0 = pa;
+  let h1 = pb;
+  let h2 = pc;
+  let h3 = salt ^ Math.imul(n + 1, 0x9e3779b1);
+  for (let round = 0; round < 2; round++) {
+    h0 = avalanche(h0 ^ Math.imul(h3, 0x85ebca6b));
+    h1 = avalanche(h1 ^ Math.imul(h0, 0xc2b2ae35));
+    h2 = avalanche(h2 ^ Math.imul(h1, 0x27d4eb2f));
+    h3 = avalanche(h3 ^ Math.imul(h2, 0x165667b1));
+  }
+  const a = h0 >>> 6; // 26 bits
+  const b = h1 >>> 8; // 24 bits
+  const c = h2 >>> 8; // 24 bits
+  lastIdBits.a = a;
+  lastIdBits.b = b;
+  lastIdBits.c = c;
+  const randB = a & 0x3fff;
+  return (
+    parentTime + '-7' + HEX3[a >>> 14]! + '-' + DIGITS[8 | (randB >>> 12)]! + HEX3[randB & 0xfff]! + '-' +
+    HEX3[b >>> 12]! + HEX3[b & 0xfff]! + HEX3[c >>> 12]! + HEX3[c & 0xfff]!
+  );
 }
 
 const DIGITS = '0123456789abcdef';
 
 /**
- * A UUIDv7 derived from `parent` (a UUIDv7) and `salt`: the parent's time, then 74 bits hashed
- * from both. The same inputs give the same id, so a node that runs again after a crash (its
+ * A UUIDv7 derived from `parent` (a UUIDv7) and `salt`: {@link deriveId} with the parent's bits,
+ * `saltHash(salt)` and `n` (default 0). A node's `n`th send to node `to` gets
+ * `deriveUuidv7(input id, "<from>><to>", n)`, so a node that runs again after a crash (its
  * outputs were not committed) sends its outputs on under the ids they had the first time: the
  * journal's insert-or-ignore and every `stepKey` downstream stay the same.
  */
-export function deriveUuidv7(parent: string, salt: string): string {
-  hashStart();
-  hashString(parent);
-  hashCode(0);
-  hashString(salt);
-  return hashedId(parent);
-}
-
-/**
- * `deriveUuidv7(parent, `${from}>${to}#${n}`)` without building the salt: the id of the `n`th
- * send of a run of `from` to `to` (what a node's outputs are called with a journal).
- */
-export function deriveSendId(parent: string, from: string, to: string, n: number): string {
-  hashStart();
-  hashString(parent);
-  hashCode(0);
-  hashString(from);
-  hashCode(0x3e); // '>'
-  hashString(to);
-  hashCode(0x23); // '#'
-  hashString(String(n));
-  return hashedId(parent);
+export function deriveUuidv7(parent: string, salt: string, n = 0): string {
+  const bits = idBits(parent);
+  return deriveId(parent.slice(0, 13), bits.a, bits.b, bits.c, saltHash(salt), n);
 }
 
 /**

@@ -4,6 +4,7 @@
  * in a circle.
  */
 import type { Envelope } from '../envelope/envelope.js';
+import { saltHash } from '../envelope/uuid.js';
 import type { RoostError } from '../errors.js';
 import { BoundedQueue, type OverflowPolicy } from './bounded-queue.js';
 import type { NodeEventType } from './events.js';
@@ -42,11 +43,17 @@ export interface Msg extends JournalEnvelope {
 export interface Source extends Msg {
   /** Sends made from it so far (numbers its outputs for their derived ids). */
   outputSeq: number;
+  /** The `IdBits` of its envelope's id, for deriving its outputs' ids; `idA` -1 while not read. */
+  idA: number;
+  idB: number;
+  idC: number;
 }
 
 /** @internal a bounded queue between two nodes (or from the ingress to the first node). */
 export class Edge {
   readonly queue: BoundedQueue<Msg>;
+  /** `saltHash("<from>><to>")`: what the ids of envelopes sent along this edge are derived with. */
+  readonly idSalt: number;
   constructor(
     readonly from: EdgeTarget | null,
     readonly to: EdgeTarget,
@@ -54,6 +61,7 @@ export class Edge {
     readonly overflow: OverflowPolicy,
   ) {
     this.queue = new BoundedQueue<Msg>(capacity);
+    this.idSalt = saltHash(`${from === null ? 'ingress' : from.name}>${to.name}`);
   }
 }
 

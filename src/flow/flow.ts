@@ -7,14 +7,14 @@ import { toJsonWithin } from '../envelope/codec.js';
 import { fitsJson } from '../envelope/json-size.js';
 import { DEFAULT_TENANT } from '../envelope/names.js';
 import { checkEmitOptions } from './emit-options.js';
-import { isUuidV7, lastUuidv7Low32, lastUuidv7Time, uuidv7, uuidv7Time } from '../envelope/uuid.js';
+import { isUuidV7, lastIdBits, lastUuidv7Low32, lastUuidv7Time, uuidv7, uuidv7Time } from '../envelope/uuid.js';
 import { RoostError, ensureError, invalidOption } from '../errors.js';
 import { clockNow } from '../resilience/clock.js';
 import type { DeadLetter } from '../runtime/dead-letters.js';
 import { LIFECYCLE_EVENTS } from '../store/history.js';
 import type { Journal } from '../store/journal.js';
 import type { Store } from '../store/store.js';
-import { Edge, type Msg, type RunnerFlow } from './edge.js';
+import { Edge, type Msg, type RunnerFlow, type Source } from './edge.js';
 import { eventError, type NodeEvent, type NodeEventType, type TraceEvent, type TraceEventType } from './events.js';
 import { buildGraph } from './graph.js';
 import type { Handler } from './handler.js';
@@ -239,7 +239,11 @@ export class Flow implements RunnerFlow, SubflowTarget {
       if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, windowKey, now);
     }
     const traceId = options.traceId ?? uuidv7(now);
-    const made = options.traceId === undefined ? lastUuidv7Low32() : -1; // its index hash, read off the generator
+    // An id made here: its index hash and its bits (for derived ids) are read off the generator.
+    const made = options.traceId === undefined ? lastUuidv7Low32() : -1;
+    const bitsA = made >= 0 ? lastIdBits.a : -1;
+    const bitsB = lastIdBits.b;
+    const bitsC = lastIdBits.c;
     if (options.traceId !== undefined && this.traces.has(traceId)) {
       throw new RoostError('ROOST_ERR_ALREADY_EXISTS', `flow ${this.name} already has a trace ${traceId}`, { field: 'emit.options.traceId' });
     }
@@ -289,7 +293,12 @@ export class Flow implements RunnerFlow, SubflowTarget {
         owner: host.owner,
       }, trace);
     }
-    const msg = edge.to.prepare(env, trace, 0);
+    const msg = edge.to.prepare(env, trace, 0) as Source; // a run: every node's prepare() makes one
+    if (journal !== null && bitsA >= 0) {
+      msg.idA = bitsA;
+      msg.idB = bitsB;
+      msg.idC = bitsC;
+    }
     journal?.accept({ flow: this.name, node: ingress.name, envelope: env, hops: 0 }, msg, trace);
     this.traceEvent('trace_start', trace, 0, null, now);
     const wait = this.enqueue(edge, msg, now);

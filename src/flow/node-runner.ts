@@ -4,7 +4,7 @@
  * room there (backpressure). Joins are collected here too.
  */
 import type { Envelope } from '../envelope/envelope.js';
-import { deriveSendId, uuidv7 } from '../envelope/uuid.js';
+import { deriveId, idBits, lastIdBits, uuidv7 } from '../envelope/uuid.js';
 import { RoostError } from '../errors.js';
 import type { Agent } from '../runtime/agent.js';
 import type { Timed } from '../resilience/timer-queue.js';
@@ -192,17 +192,23 @@ export class NodeRunner implements RunOwner {
     let waits: Promise<void>[] | null = null;
     const journal = this.flow.journal;
     // With a journal, output ids are derived from the input and the output's place, so a node
-    // run again after a crash sends the same envelopes on (see deriveSendId).
+    // run again after a crash sends the same envelopes on (see deriveId).
     const seq = src.outputSeq++;
     for (let i = 0; i < edges.length; i++) {
       const edge = edges[i]!;
       if (!trace.running) break;
-      const id = journal === null ? uuidv7(now) : deriveSendId(src.env.id, this.name, edge.to.name, seq);
+      let id: string;
+      if (journal === null) id = uuidv7(now);
+      else {
+        if (src.idA < 0) readIdBits(src); // an envelope read back from the journal
+        id = deriveId(src.env.id.slice(0, 13), src.idA, src.idB, src.idC, edge.idSalt, seq);
+      }
       if (trace.replayIds !== null && trace.replayIds.has(id)) continue; // queued already, from the journal
       const env = childEnvelope(src.env, this.name, edge.to.name, payload, id, now);
       trace.pending++;
       // Journaled before it is queued, so its consumption (maybe this same tick) comes after.
-      const msg = edge.to.prepare(env, trace, hops);
+      const msg = edge.to.prepare(env, trace, hops) as Source; // a run: every node's prepare() makes one
+      if (journal !== null) setIdBits(msg);
       journal?.accept({ flow: this.flow.name, node: edge.to.name, envelope: env, hops }, msg, trace);
       const wait = this.flow.enqueue(edge, msg, now);
       if (wait !== undefined) (waits ??= []).push(wait);
@@ -282,3 +288,18 @@ export class NodeRunner implements RunOwner {
 }
 
 function noop(): void {}
+
+/** `src`'s id bits, from the id made last (its own, made just now). */
+function setIdBits(src: Source): void {
+  src.idA = lastIdBits.a;
+  src.idB = lastIdBits.b;
+  src.idC = lastIdBits.c;
+}
+
+/** `src`'s id bits, read from its id (an id made elsewhere, or read back from the journal). */
+function readIdBits(src: Source): void {
+  const bits = idBits(src.env.id);
+  src.idA = bits.a;
+  src.idB = bits.b;
+  src.idC = bits.c;
+}

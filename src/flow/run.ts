@@ -152,6 +152,9 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   traceNext: TraceRun | null = null;
   inTrace = false;
   outputSeq = 0;
+  idA = -1;
+  idB = 0;
+  idC = 0;
   env: Envelope;
   readonly trace: Trace;
   readonly hops: number;

@@ -46,22 +46,28 @@ export class GuardedStore implements Store {
     if (this.breaker.state === 'open') throw openError(this.breaker.failures);
   }
 
-  /** Runs `fn` under the timeout and the breaker; `fn`'s signal aborts when the timeout fires. */
-  private call<T>(operation: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  /**
+   * Aborted when a commit times out (then replaced). The journal never runs two commits at
+   * once, so one controller serves them all: making an AbortSignal per commit cost more than
+   * a small commit's bookkeeping.
+   */
+  private commitAbort = new AbortController();
+
+  /** Runs `fn` under the timeout and the breaker; `abort`, if given, is aborted when the timeout fires. */
+  private call<T>(operation: string, fn: () => Promise<T>, abort?: AbortController): Promise<T> {
     if (!this.breaker.allow()) return Promise.reject(openError(this.breaker.failures));
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const abort = new AbortController();
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
         const error = new RoostError('ROOST_ERR_STORE_UNAVAILABLE', `store: ${operation} timed out after ${this.timeoutMs} ms`, {
           details: { operation, timeoutMs: this.timeoutMs },
         });
-        abort.abort(error);
+        abort?.abort(error);
         reject(error);
       }, this.timeoutMs);
       timer.unref();
     });
-    return Promise.race([fn(abort.signal), timeout]).then(
+    return Promise.race([fn(), timeout]).then(
       (value) => {
         clearTimeout(timer);
         this.breaker.success();
@@ -79,7 +85,9 @@ export class GuardedStore implements Store {
 
   commit(batch: StoreBatch): Promise<void> {
     // A commit that timed out must not land later, after the journal retried it and went on.
-    return this.call('commit', (signal) => this.inner.commit(batch, signal));
+    if (this.commitAbort.signal.aborted) this.commitAbort = new AbortController();
+    const abort = this.commitAbort;
+    return this.call('commit', () => this.inner.commit(batch, abort.signal), abort);
   }
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
     return this.call('getTrace', () => this.inner.getTrace(flow, traceId));

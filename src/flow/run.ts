@@ -138,6 +138,19 @@ class AttemptContext implements HandlerContext {
   }
 }
 
+/** The parts of a {@link Run} few runs need, kept apart so that a run on the fast path is small. */
+class RunExtra {
+  /** The first attempt's signal (the Run is its `ctx`). */
+  controller: AbortController | null = null;
+  abortReason: RoostError | null = null;
+  /** The running retry's `ctx` (null during the first attempt). */
+  current: AttemptContext | null = null;
+  /** Attempts abandoned while their handler still runs: +token timed out, -token cancelled. */
+  abandonedTokens: number[] | null = null;
+  logger: Logger | null = null;
+  key: string | null = null;
+}
+
 /** The first attempt's token: the Run itself is that attempt's `ctx`. */
 const FIRST_TOKEN = 1;
 
@@ -162,15 +175,8 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   private token = 0;
   private phase = IDLE;
   private startedAt = 0;
-  /** The first attempt's signal (the Run is its `ctx`). */
-  private controller: AbortController | null = null;
-  private abortReason: RoostError | null = null;
-  /** The running retry's `ctx` (null during the first attempt). */
-  private current: AttemptContext | null = null;
-  /** Attempts abandoned while their handler still runs: +token timed out, -token cancelled. */
-  private abandonedTokens: number[] | null = null;
-  private loggerValue: Logger | null = null;
-  private keyValue: string | null = null;
+  /** What most runs never need (a signal asked for, a retry, a logger): made on first use. */
+  private extra: RunExtra | null = null;
 
   constructor(
     private readonly owner: RunOwner,
@@ -187,11 +193,12 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   // ---- HandlerContext ---------------------------------------------------------------------
 
   get signal(): AbortSignal {
-    if (this.controller === null) {
-      this.controller = new AbortController();
-      if (this.abortReason !== null) this.controller.abort(this.abortReason);
+    const x = this.more();
+    if (x.controller === null) {
+      x.controller = new AbortController();
+      if (x.abortReason !== null) x.controller.abort(x.abortReason);
     }
-    return this.controller.signal;
+    return x.controller.signal;
   }
   get traceId(): string {
     return this.env.traceId;
@@ -212,17 +219,19 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     return this.env.deadline;
   }
   get idempotencyKey(): string {
-    if (this.keyValue === null) {
-      this.keyValue = createHash('sha256')
+    const x = this.more();
+    if (x.key === null) {
+      x.key = createHash('sha256')
         .update(`${this.env.traceId}\u0000${this.owner.flow.name}\u0000${this.owner.name}\u0000${this.env.id}`)
         .digest('hex')
         .slice(0, 32);
     }
-    return this.keyValue;
+    return x.key;
   }
   get logger(): Logger {
-    if (this.loggerValue === null) {
-      this.loggerValue = this.owner.flow.host.logger.child({
+    const x = this.more();
+    if (x.logger === null) {
+      x.logger = this.owner.flow.host.logger.child({
         traceId: this.env.traceId,
         tenant: this.env.tenant,
         flow: this.owner.flow.name,
@@ -230,7 +239,11 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
         agent: this.owner.agent?.name ?? this.owner.name,
       });
     }
-    return this.loggerValue;
+    return x.logger;
+  }
+
+  private more(): RunExtra {
+    return (this.extra ??= new RunExtra());
   }
 
   emit(payload: unknown, options?: ContextEmitOptions): Promise<void> {
@@ -371,7 +384,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const token = ++this.token;
     const owner = this.owner;
     this.phase = RUNNING;
-    const ctx: HandlerContext = token === FIRST_TOKEN ? this : (this.current = new AttemptContext(this, token, this.env));
+    const ctx: HandlerContext = token === FIRST_TOKEN ? this : (this.more().current = new AttemptContext(this, token, this.env));
     const observed = owner.flow.host.listening || this.trace.streams !== null;
     this.startedAt = observed ? lastMonotonic() : 0; // latency is only reported in events; `now`'s reading
     if (observed) owner.flow.nodeEvent('node_start', owner, this, now, null, null, null);
@@ -470,7 +483,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
           details: { node: owner.name, timeoutMs: owner.policy.timeoutMs, attempt: this.env.attempt },
         });
     this.phase = IDLE; // whatever the handler returns from now on is late
-    (this.abandonedTokens ??= []).push(this.token);
+    (this.more().abandonedTokens ??= []).push(this.token);
     owner.agent?.abandonedStarted();
     this.abort(error);
     owner.flow.nodeEvent('node_timeout', owner, this, now, this.latency(), error, null);
@@ -528,7 +541,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   }
 
   private settledLate(token: number, error: Error | null): void {
-    const tokens = this.abandonedTokens;
+    const tokens = this.extra?.abandonedTokens ?? null;
     if (tokens === null) return;
     let i = tokens.indexOf(token);
     if (i < 0) {
@@ -547,9 +560,10 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
 
   /** Aborts the signal of the attempt now running. */
   private abort(reason: RoostError): void {
-    if (this.token !== FIRST_TOKEN) this.current!.abort(reason);
-    else if (this.controller !== null) this.controller.abort(reason);
-    else this.abortReason ??= reason;
+    const x = this.more();
+    if (this.token !== FIRST_TOKEN) x.current!.abort(reason);
+    else if (x.controller !== null) x.controller.abort(reason);
+    else x.abortReason ??= reason;
   }
 
   /** The trace ends (cancelled or failed elsewhere): abort and free the slot now. */
@@ -561,7 +575,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     if (this.phase === RUNNING) {
       // The handler is still running: it counts as abandoned until it settles, as a timed-out
       // one does (a handler that ignores its abort holds resources all the same).
-      (this.abandonedTokens ??= []).push(-this.token);
+      (this.more().abandonedTokens ??= []).push(-this.token);
       owner.agent?.abandonedStarted();
     }
     this.abort(reason);

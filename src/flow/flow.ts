@@ -401,7 +401,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
    * deadline too; a queued envelope is otherwise only checked when it is dequeued.)
    */
   private watchDeadline(trace: Trace, deadline: number): void {
-    trace.expire = this.traceDeadlinePassed;
+    trace.more().expire = this.traceDeadlinePassed;
     // A millisecond after the runs' own deadline timers, so a running handler times out as
     // itself (node_timeout, node_failed, its agent's failure count) rather than being cancelled.
     this.host.timers.schedule(trace, deadline + 1);
@@ -644,7 +644,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
         continue;
       }
       trace.pending++; // counted before any is queued, so an early finish cannot end the trace
-      (trace.replayIds ??= new Set()).add(p.envelope.id);
+      (trace.more().replayIds ??= new Set()).add(p.envelope.id);
       queue.push({ runner, p, trace });
     }
     for (const trace of resumed.values()) {
@@ -815,9 +815,10 @@ export class Flow implements RunnerFlow, SubflowTarget {
       for (const run of runs) run.cancel(reason);
       if (status === 'cancelled') this.traceEvent('trace_cancel_finish', trace, runs.length, null, now);
     }
-    if (trace.cleanups !== null) {
-      for (const cleanup of trace.cleanups) cleanup();
-      trace.cleanups = null;
+    const cleanups = trace.extra === null ? null : trace.extra.cleanups;
+    if (cleanups !== null) {
+      trace.extra!.cleanups = null;
+      for (const cleanup of cleanups) cleanup();
     }
     this.running--;
     if (status === 'succeeded') this.counts.succeeded++;

@@ -279,7 +279,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const journal = this.owner.flow.journal;
     const key = `checkpoint:${this.idempotencyKey}`;
     if (journal === null) {
-      (this.trace.checkpoints ??= new Map()).set(key, value);
+      (this.trace.more().checkpoints ??= new Map()).set(key, value);
       return Promise.resolve();
     }
     journal.checkpoint({ key, traceId: this.trace.id, value, ts: clockNow() });
@@ -289,7 +289,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   lastCheckpoint<T = unknown>(): Promise<T | undefined> {
     const journal = this.owner.flow.journal;
     const key = `checkpoint:${this.idempotencyKey}`;
-    if (journal === null) return Promise.resolve(this.trace.checkpoints?.get(key) as T | undefined);
+    if (journal === null) return Promise.resolve(this.trace.extra?.checkpoints?.get(key) as T | undefined);
     return journal.getCheckpoint(key).then((found) => found?.value as T | undefined);
   }
 
@@ -312,7 +312,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     const journal = this.owner.flow.journal;
     const trace = this.trace;
     if (journal === null) {
-      const steps = (trace.steps ??= new Map());
+      const steps = (trace.more().steps ??= new Map());
       if (steps.has(stepKey)) return steps.get(stepKey) as T;
       const value = await fn({ stepKey });
       steps.set(stepKey, value);

@@ -33,15 +33,12 @@ export class Trace implements Timed, Indexed<Trace>, JournalTrace {
   jGone = -1;
   indexHash = -1;
   indexNext: Trace | null = null;
-  /** Called when the deadline passes (set by the flow when the trace has a deadline). */
-  expire: ((trace: Trace) => void) | null = null;
   /** Envelopes of the trace queued, waiting for queue space or running, plus join holds. */
   pending = 1;
   status: TraceStatus = 'running';
-  /** The first output of an egress node; the rest go to `moreOutputs` (most traces have one). */
+  /** The first output of an egress node; the rest go to `extra.moreOutputs` (most traces have one). */
   private output: unknown = undefined;
   private outputCount = 0;
-  private moreOutputs: unknown[] | null = null;
   error: RoostError | null = null;
   /** Runs of the trace now: a list through the runs themselves (no array or Set per trace). */
   private firstRun: TraceRun | null = null;
@@ -49,23 +46,14 @@ export class Trace implements Timed, Indexed<Trace>, JournalTrace {
   finishedAt = 0;
   /** Finished and its result not fetched yet: it counts against `results.max`. */
   held = false;
-  /** The first waiting fetch (most traces have exactly one), then any others. */
+  /** The first waiting fetch (most traces have exactly one); any others are in `extra`. */
   private fetchResolve: ((value: unknown) => void) | null = null;
   private fetchReject: ((error: unknown) => void) | null = null;
-  private moreFetchers: Fetcher[] | null = null;
   streams: TraceStream[] | null = null;
-  cleanups: (() => void)[] | null = null;
-  /**
-   * A resumed trace: ids of the envelopes queued again from the journal. A node that runs again
-   * on an older input re-creates some of them (derived ids): those are not queued a second time.
-   */
-  replayIds: Set<string> | null = null;
-  /** Step results of this trace when there is no journal (retries reuse them). */
-  steps: Map<string, unknown> | null = null;
-  /** Checkpoints of this trace's inputs when there is no journal. */
-  checkpoints: Map<string, unknown> | null = null;
   /** With a journal: settles when the trace's end is committed (fetch waits for it). */
   durable: Promise<void> | null = null;
+  /** What few traces need (a deadline, joins, several outputs or fetches, a resume): made on first use. */
+  extra: TraceExtra | null = null;
 
   constructor(
     readonly id: string,
@@ -77,7 +65,17 @@ export class Trace implements Timed, Indexed<Trace>, JournalTrace {
   ) {}
 
   onTimer(): void {
-    this.expire?.(this);
+    this.extra?.expire?.(this);
+  }
+
+  /** The side object, made on first use. */
+  more(): TraceExtra {
+    return (this.extra ??= new TraceExtra());
+  }
+
+  /** Ids queued again from the journal on resume (see {@link TraceExtra.replayIds}), or null. */
+  get replayIds(): Set<string> | null {
+    return this.extra === null ? null : this.extra.replayIds;
   }
 
   get running(): boolean {
@@ -110,14 +108,17 @@ export class Trace implements Timed, Indexed<Trace>, JournalTrace {
 
   addOutput(value: unknown): void {
     if (this.outputCount++ === 0) this.output = value;
-    else if (this.moreOutputs === null) this.moreOutputs = [this.output, value];
-    else this.moreOutputs.push(value);
+    else {
+      const x = this.more();
+      if (x.moreOutputs === null) x.moreOutputs = [this.output, value];
+      else x.moreOutputs.push(value);
+    }
   }
 
   /** The result: the single output, an array of several in arrival order, or null for none. */
   result(): unknown {
     if (this.outputCount === 0) return null;
-    return this.outputCount === 1 ? this.output : this.moreOutputs;
+    return this.outputCount === 1 ? this.output : this.extra!.moreOutputs;
   }
 
   /** A fetch waits for the end of this trace. */
@@ -126,7 +127,7 @@ export class Trace implements Timed, Indexed<Trace>, JournalTrace {
       this.fetchResolve = resolve;
       this.fetchReject = reject;
     } else {
-      (this.moreFetchers ??= []).push({ resolve, reject });
+      (this.more().moreFetchers ??= []).push({ resolve, reject });
     }
   }
 
@@ -139,9 +140,9 @@ export class Trace implements Timed, Indexed<Trace>, JournalTrace {
   settleFetchers(ok: boolean, value: unknown): void {
     const resolve = this.fetchResolve;
     const reject = this.fetchReject;
-    const more = this.moreFetchers;
+    const more = this.extra === null ? null : this.extra.moreFetchers;
     this.fetchResolve = this.fetchReject = null;
-    this.moreFetchers = null;
+    if (more !== null) this.extra!.moreFetchers = null;
     if (resolve === null) return;
     if (ok) resolve(value);
     else reject!(value);
@@ -154,6 +155,24 @@ export class Trace implements Timed, Indexed<Trace>, JournalTrace {
   }
 
   onEnd(cleanup: () => void): void {
-    (this.cleanups ??= []).push(cleanup);
+    (this.more().cleanups ??= []).push(cleanup);
   }
+}
+
+/** The parts of a {@link Trace} few traces need, kept apart so that a trace on the fast path is small. */
+export class TraceExtra {
+  /** Called when the deadline passes (set by the flow when the trace has a deadline). */
+  expire: ((trace: Trace) => void) | null = null;
+  moreOutputs: unknown[] | null = null;
+  moreFetchers: Fetcher[] | null = null;
+  cleanups: (() => void)[] | null = null;
+  /**
+   * A resumed trace: ids of the envelopes queued again from the journal. A node that runs again
+   * on an older input re-creates some of them (derived ids): those are not queued a second time.
+   */
+  replayIds: Set<string> | null = null;
+  /** Step results of this trace when there is no journal (retries reuse them). */
+  steps: Map<string, unknown> | null = null;
+  /** Checkpoints of this trace's inputs when there is no journal. */
+  checkpoints: Map<string, unknown> | null = null;
 }

@@ -17,8 +17,11 @@ export interface EdgeTarget {
   readonly name: string;
   /** Starts queued work; `now` (epoch ms) when the caller has just read the clock. */
   pump(now?: number): void;
-  /** Makes the queue item for an envelope bound for this node (the node's run, not yet begun). */
-  prepare(env: Envelope, trace: Trace, hops: number): Msg;
+  /**
+   * Makes the queue item for an envelope bound for this node (the node's run, not yet begun).
+   * `firstAttempt` is the attempt its retry budget counts from (default: its attempt now).
+   */
+  prepare(env: Envelope, trace: Trace, hops: number, firstAttempt?: number): Msg;
 }
 
 /** @internal what events say about a node. */

@@ -659,7 +659,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       if (!trace.running) continue;
       const from = p.envelope.from;
       const edge = runner.inEdges.find((e) => (e.from === null ? 'ingress' : e.from.name) === from) ?? runner.inEdges[0]!;
-      const wait = this.enqueue(edge, runner.prepare(p.envelope, trace, p.hops));
+      const wait = this.enqueue(edge, runner.prepare(p.envelope, trace, p.hops, p.firstAttempt));
       wait?.catch(() => {}); // a resumed envelope waiting for room: its trace's end reports any failure
     }
     this.host.logger.info({ flow: this.name, traces: resumed.size, envelopes: queue.length }, 'resumed unfinished traces from the journal');

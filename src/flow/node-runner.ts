@@ -154,8 +154,8 @@ export class NodeRunner implements RunOwner {
   }
 
   /** The queue item for an envelope bound for this node: its run, begun when dispatched. */
-  prepare(env: Envelope, trace: Trace, hops: number): Msg {
-    return new Run(this, env, trace, hops);
+  prepare(env: Envelope, trace: Trace, hops: number, firstAttempt: number = env.attempt): Msg {
+    return new Run(this, env, trace, hops, firstAttempt);
   }
 
   /** Calls the handler through input validation and the middlewares. */

@@ -171,7 +171,10 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   env: Envelope;
   readonly trace: Trace;
   readonly hops: number;
+  /** The attempt the retry budget counts from. */
   private readonly firstAttempt: number;
+  /** The envelope's attempt when this run was made: the first attempt's `ctx.attempt`. */
+  private readonly firstEnvAttempt: number;
   private token = 0;
   private phase = IDLE;
   private startedAt = 0;
@@ -183,11 +186,14 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     env: Envelope,
     trace: Trace,
     hops: number,
+    /** The attempt the retry budget counts from: `env.attempt` but for an envelope resumed mid-retry. */
+    firstAttempt: number,
   ) {
     this.env = env;
     this.trace = trace;
     this.hops = hops;
-    this.firstAttempt = env.attempt;
+    this.firstAttempt = firstAttempt;
+    this.firstEnvAttempt = env.attempt;
   }
 
   // ---- HandlerContext ---------------------------------------------------------------------
@@ -213,7 +219,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     return this.owner.name;
   }
   get attempt(): number {
-    return this.firstAttempt; // this object is the first attempt's ctx
+    return this.firstEnvAttempt; // this object is the first attempt's ctx
   }
   get deadline(): number | null {
     return this.env.deadline;
@@ -308,7 +314,32 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     return this.runStep(stepKey, fn);
   }
 
+  /**
+   * Runs a step once. A step still running for an attempt that timed out is waited for, not
+   * started again: a retry gets its result (or, if it failed, runs `fn` itself). So `fn` runs
+   * twice only across a crash (see the README).
+   */
   private async runStep<T>(stepKey: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
+    const extra = this.trace.more();
+    const inFlight = extra.stepsInFlight?.get(stepKey);
+    if (inFlight !== undefined) {
+      try {
+        return (await inFlight) as T;
+      } catch {
+        // The earlier attempt's fn failed: this attempt runs it anew.
+      }
+    }
+    const running = this.recordStep(stepKey, fn);
+    const steps = (extra.stepsInFlight ??= new Map());
+    steps.set(stepKey, running);
+    try {
+      return await running;
+    } finally {
+      if (steps.get(stepKey) === running) steps.delete(stepKey);
+    }
+  }
+
+  private async recordStep<T>(stepKey: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
     const journal = this.owner.flow.journal;
     const trace = this.trace;
     if (journal === null) {

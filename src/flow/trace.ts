@@ -173,6 +173,8 @@ export class TraceExtra {
   replayIds: Set<string> | null = null;
   /** Step results of this trace when there is no journal (retries reuse them). */
   steps: Map<string, unknown> | null = null;
+  /** Steps whose fn is running now, by step key: a retry waits for one rather than run it again. */
+  stepsInFlight: Map<string, Promise<unknown>> | null = null;
   /** Checkpoints of this trace's inputs when there is no journal. */
   checkpoints: Map<string, unknown> | null = null;
 }

@@ -164,7 +164,11 @@ export class Journal {
     const batch = this.open();
     const pending = e !== null && e.jBatch === batch.no ? batch.accepted[e.jSlot] : null;
     if (pending !== null && pending !== undefined) {
-      batch.accepted[e!.jSlot] = { ...pending, envelope: { ...pending.envelope, attempt } };
+      batch.accepted[e!.jSlot] = {
+        ...pending,
+        envelope: { ...pending.envelope, attempt },
+        firstAttempt: pending.firstAttempt ?? pending.envelope.attempt, // the budget still counts from acceptance
+      };
       return;
     }
     batch.attempts.push({ envelopeId, attempt });

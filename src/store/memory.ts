@@ -70,7 +70,14 @@ export class MemoryStore implements Store {
     }
     for (const p of batch.accepted ?? []) {
       if (this.pending.has(p.envelope.id)) continue; // accepting twice (a resume) keeps the first
-      this.pending.set(p.envelope.id, { flow: p.flow, node: p.node, envelope: copy(p.envelope), hops: p.hops, seq: ++this.seq });
+      this.pending.set(p.envelope.id, {
+        flow: p.flow,
+        node: p.node,
+        envelope: copy(p.envelope),
+        hops: p.hops,
+        seq: ++this.seq,
+        firstAttempt: p.firstAttempt ?? p.envelope.attempt,
+      });
     }
     for (const id of batch.consumed ?? []) this.pending.delete(id);
     for (const a of batch.attempts ?? []) {

@@ -237,8 +237,8 @@ export class PostgresStore implements Store {
     const accepted = b.accepted ?? [];
     if (accepted.length > 0) {
       await c.query(
-        `INSERT INTO pending (envelope_id, flow, node, trace_id, hops, envelope)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::jsonb[])
+        `INSERT INTO pending (envelope_id, flow, node, trace_id, hops, envelope, first_attempt)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::jsonb[], $7::int[])
          ON CONFLICT (envelope_id) DO NOTHING`,
         [
           accepted.map((p) => p.envelope.id),
@@ -247,6 +247,7 @@ export class PostgresStore implements Store {
           accepted.map((p) => p.envelope.traceId),
           accepted.map((p) => p.hops),
           accepted.map((p) => json(p.envelope)),
+          accepted.map((p) => p.firstAttempt ?? p.envelope.attempt),
         ],
       );
     }
@@ -391,11 +392,11 @@ export class PostgresStore implements Store {
 
   pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]> {
     return this.run(async () => {
-      const { rows } = await this.pool.query<{ seq: number; flow: string; node: string; hops: number; envelope: Envelope }>(
-        'SELECT seq, flow, node, hops, envelope FROM pending WHERE flow = $1 ORDER BY seq',
+      const { rows } = await this.pool.query<{ seq: number; flow: string; node: string; hops: number; envelope: Envelope; first_attempt: number }>(
+        'SELECT seq, flow, node, hops, envelope, first_attempt FROM pending WHERE flow = $1 ORDER BY seq',
         [flow],
       );
-      return rows.map((r) => ({ seq: r.seq, flow: r.flow, node: r.node, hops: r.hops, envelope: r.envelope }));
+      return rows.map((r) => ({ seq: r.seq, flow: r.flow, node: r.node, hops: r.hops, envelope: r.envelope, firstAttempt: r.first_attempt }));
     });
   }
 

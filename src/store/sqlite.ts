@@ -158,7 +158,7 @@ export class SqliteStore implements Store {
       runningOwned: db.prepare(
         "SELECT * FROM traces WHERE flow = ? AND status = 'running' AND (owner = ? OR owner IS NULL) ORDER BY created_at, trace_id",
       ),
-      pending: db.prepare('SELECT seq, flow, node, hops, envelope FROM pending WHERE flow = ? ORDER BY seq'),
+      pending: db.prepare('SELECT seq, flow, node, hops, envelope, first_attempt FROM pending WHERE flow = ? ORDER BY seq'),
       getStep: db.prepare('SELECT value FROM steps WHERE step_key = ?'),
       history: db.prepare('SELECT seq, trace_id, type, ts, event FROM events WHERE trace_id = ? ORDER BY seq'),
       getDeadLetter: db.prepare('SELECT * FROM dead_letters WHERE id = ?'),
@@ -190,7 +190,12 @@ export class SqliteStore implements Store {
          error = coalesce(excluded.error, traces.error),
          owner = coalesce(excluded.owner, traces.owner)`,
     );
-    const accept = new ManyRows(db, 'INSERT INTO pending (envelope_id, flow, node, trace_id, hops, envelope)', 6, 'ON CONFLICT (envelope_id) DO NOTHING');
+    const accept = new ManyRows(
+      db,
+      'INSERT INTO pending (envelope_id, flow, node, trace_id, hops, envelope, first_attempt)',
+      7,
+      'ON CONFLICT (envelope_id) DO NOTHING',
+    );
     const events = new ManyRows(db, 'INSERT INTO events (trace_id, type, ts, event)', 4);
     this.commitTx = db.transaction((batch: StoreBatch) => {
       const traces = batch.traces ?? [];
@@ -216,7 +221,7 @@ export class SqliteStore implements Store {
       const accepted = batch.accepted ?? [];
       if (accepted.length > 0) {
         const values: unknown[] = [];
-        for (const p of accepted) values.push(p.envelope.id, p.flow, p.node, p.envelope.traceId, p.hops, json(p.envelope));
+        for (const p of accepted) values.push(p.envelope.id, p.flow, p.node, p.envelope.traceId, p.hops, json(p.envelope), p.firstAttempt ?? p.envelope.attempt);
         accept.run(values);
       }
       for (const id of batch.consumed ?? []) s.consume.run(id);
@@ -304,13 +309,16 @@ export class SqliteStore implements Store {
 
   pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]> {
     return this.run(() =>
-      (this.statements.pending.all(flow) as { seq: number; flow: string; node: string; hops: number; envelope: string }[]).map((r) => ({
-        seq: r.seq,
-        flow: r.flow,
-        node: r.node,
-        hops: r.hops,
-        envelope: JSON.parse(r.envelope) as Envelope,
-      })),
+      (this.statements.pending.all(flow) as { seq: number; flow: string; node: string; hops: number; envelope: string; first_attempt: number }[]).map(
+        (r) => ({
+          seq: r.seq,
+          flow: r.flow,
+          node: r.node,
+          hops: r.hops,
+          envelope: JSON.parse(r.envelope) as Envelope,
+          firstAttempt: r.first_attempt,
+        }),
+      ),
     );
   }
 

@@ -65,6 +65,8 @@ export interface PendingEnvelope {
   readonly hops: number;
   /** Store-assigned order of acceptance: resume re-enqueues in this order. */
   readonly seq: number;
+  /** Its attempt number when it was accepted there: its retry budget counts from it. */
+  readonly firstAttempt: number;
 }
 
 /** An envelope to journal as pending at `node`. */
@@ -73,6 +75,8 @@ export interface PendingWrite {
   readonly node: string;
   readonly envelope: Envelope;
   readonly hops: number;
+  /** The attempt its retry budget counts from (default: the envelope's attempt). */
+  readonly firstAttempt?: number;
 }
 
 /** An output of a running trace. */

@@ -370,6 +370,74 @@ describe('what resume keeps', () => {
   });
 });
 
+describe('the retry budget across a resume', () => {
+  it('counts from the envelope\'s acceptance, not from the attempt under way at the crash', async () => {
+    const path = freshPath();
+    const store = freezable(look(path));
+    const attempts: number[] = [];
+    const failing = (hang: boolean) =>
+      node(
+        'n',
+        async (_env: Envelope<string>, ctx) => {
+          attempts.push(ctx.attempt);
+          if (hang && ctx.attempt === 2) return new Promise(() => {}); // the process "dies" in attempt 2
+          throw new Error('always');
+        },
+        { retries: 2, backoff: { baseMs: 1, maxMs: 1, jitter: 0 }, timeoutMs: null },
+      );
+    const first = createRuntime({ logger: false, store, drainTimeoutMs: 10 });
+    runtimes.push(first);
+    try {
+      const f1 = first.flow({ name: 'budget', edges: [failing(true).to()] });
+      await first.start();
+      const t = await f1.emit('x');
+      await until(() => attempts.length === 2);
+      await new Promise((r) => setTimeout(r, 30)); // the attempt count commits
+      store.freeze();
+      const second = runtime(path);
+      const f2 = second.flow({ name: 'budget', edges: [failing(false).to()] });
+      await second.start();
+      await expect(f2.fetch(t.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_NODE_FAILED' });
+      // Attempt 2 runs again after the resume, then attempt 3 is the last: 3 attempts in all, not 2 + 3.
+      expect(attempts).toEqual([1, 2, 2, 3]);
+      const letters = await second.deadLetters.list({ flow: 'budget' });
+      expect(letters.map((l) => l.attempts)).toEqual([3]);
+    } finally {
+      store.abandon();
+    }
+  });
+});
+
+describe('ctx.step while an attempt that timed out still runs it', () => {
+  for (const kind of ['memory', 'sqlite'] as const) {
+    it(`a retry waits for the step under way instead of running fn again (${kind} store)`, async () => {
+      const rt = kind === 'memory' ? createRuntime({ logger: false }) : runtime(freshPath());
+      if (kind === 'memory') runtimes.push(rt);
+      let runs = 0;
+      const flow = rt.flow({
+        name: 'slow-step',
+        edges: [
+          node(
+            'n',
+            async (_env: Envelope<null>, ctx) =>
+              ctx.step('charge', async () => {
+                runs++;
+                await new Promise((r) => setTimeout(r, 150));
+                return 'charged';
+              }),
+            { timeoutMs: 100, retries: 3, backoff: { baseMs: 1, maxMs: 1, jitter: 0 } },
+          ).to(),
+        ],
+      });
+      await rt.start();
+      const { traceId } = await flow.emit(null);
+      // Attempt 1 times out at 100 ms while fn runs; attempt 2 gets fn's result at 150 ms.
+      expect(await flow.fetch(traceId)).toBe('charged');
+      expect(runs).toBe(1);
+    });
+  }
+});
+
 describe('ctx.checkpoint', () => {
   it('a handler run again after a crash goes on from its last committed checkpoint', async () => {
     const path = freshPath();

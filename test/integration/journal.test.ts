@@ -400,7 +400,7 @@ describe('the retry budget across a resume', () => {
       await expect(f2.fetch(t.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_NODE_FAILED' });
       // Attempt 2 runs again after the resume, then attempt 3 is the last: 3 attempts in all, not 2 + 3.
       expect(attempts).toEqual([1, 2, 2, 3]);
-      const letters = await second.deadLetters.list({ flow: 'budget' });
+      const letters = second.deadLetters.list({ flow: 'budget' });
       expect(letters.map((l) => l.attempts)).toEqual([3]);
     } finally {
       store.abandon();

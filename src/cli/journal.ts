@@ -14,7 +14,8 @@
 import { isRoostError } from '../errors.js';
 import { withLifecycle } from '../store/history.js';
 import { DEFAULT_STORE_URL, openStore } from '../store/open.js';
-import { requestReplay } from '../store/requests.js';
+import { addRequest } from '../store/requests.js';
+import { PostgresStore } from '../store/postgres.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 
@@ -34,7 +35,8 @@ export function parseDuration(text: string): number {
 }
 
 function open(url: string | undefined): Store {
-  const target = url ?? process.env['ROOST_STORE_URL'] ?? DEFAULT_STORE_URL;
+  const env = process.env['ROOST_STORE_URL'];
+  const target = url ?? (env === undefined || env === '' ? DEFAULT_STORE_URL : env); // an empty variable is unset
   try {
     return openStore(target, {}, '--store');
   } catch (error) {
@@ -79,10 +81,15 @@ export async function journalCommand(
         return await replay(store, need(args[0], 'the dead letter id'), io);
       case 'backup': {
         const file = need(args[0], 'the backup file');
-        if (!(store instanceof SqliteStore)) {
-          io.out('this journal is on PostgreSQL: back it up with pg_dump, e.g.');
-          io.out(`  pg_dump --schema=<schema> --format=custom --file=${file} <database URL>`);
+        if (store instanceof PostgresStore) {
+          // pg_dump is the tool for a server's data (consistent, online); Roost does not wrap it.
+          io.out('this journal is on PostgreSQL: back it up with pg_dump (put the password in PGPASSWORD or ~/.pgpass):');
+          io.out(`  pg_dump --schema=${store.schema} --format=custom --file=${file} '${store.displayUrl}'`);
           return 0;
+        }
+        if (!(store instanceof SqliteStore)) {
+          io.out('this journal is in memory: there is nothing to back up');
+          return 1;
         }
         await store.backup(file);
         io.out(`backed up ${store.path} to ${file}`);
@@ -112,7 +119,9 @@ export async function journalCommand(
         if (sub === 'show') io.out(JSON.stringify(letter, null, 2));
         else if (sub === 'replay') return await replay(store, id, io);
         else {
+          // Gone from the journal now; a running runtime that holds it in memory drops it too.
           await store.commit({ deadLettersRemoved: [id] });
+          await addRequest(store, 'delete', id);
           io.out(`deleted dead letter ${id}`);
         }
         return 0;
@@ -131,7 +140,7 @@ async function replay(store: Store, id: string, io: Io): Promise<number> {
     io.out(`no dead letter ${id}`);
     return 1;
   }
-  await requestReplay(store, id);
+  await addRequest(store, 'replay', id);
   io.out(`replay of ${id} requested: the runtime that hosts flow ${letter.flow} replays it at node ${letter.node} (within a second if it runs, else when it starts)`);
   return 0;
 }

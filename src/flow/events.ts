@@ -95,7 +95,7 @@ export interface AgentEvent {
 }
 
 /** Types of the events about the dead-letter queue. */
-export type DeadLetterEventType = 'dead_letter_added' | 'dead_letter_evicted' | 'dead_letter_replayed';
+export type DeadLetterEventType = 'dead_letter_added' | 'dead_letter_evicted' | 'dead_letter_replayed' | 'dead_letter_deleted';
 
 /** The dead-letter queue changed. */
 export interface DeadLetterEvent {
@@ -151,6 +151,7 @@ export const EVENT_TYPES: readonly RoostEvent['type'][] = [
   'dead_letter_added',
   'dead_letter_evicted',
   'dead_letter_replayed',
+  'dead_letter_deleted',
   'store_breaker_open',
   'store_breaker_half_open',
   'store_breaker_closed',

@@ -86,6 +86,20 @@ export class DeadLetterQueue {
     return letter;
   }
 
+  /** True when the queue holds the letter `id`. */
+  has(id: string): boolean {
+    return this.letters.has(id);
+  }
+
+  /** @internal removes a letter without replaying it; false when it was not here. */
+  delete(id: string, now: number): boolean {
+    const letter = this.letters.get(id);
+    if (letter === undefined) return false;
+    this.letters.delete(id);
+    this.publish(this.event('dead_letter_deleted', letter, null, now));
+    return true;
+  }
+
   /** @internal removes a letter after a successful replay. */
   replayed(letter: DeadLetter, traceId: string, now: number): void {
     this.letters.delete(letter.id);

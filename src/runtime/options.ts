@@ -174,7 +174,7 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
   if (typeof random !== 'function') throw invalidOption('random', 'a function returning numbers in [0, 1)', random);
   const store = o['store'] ?? null;
   if (store !== null && typeof store !== 'string' && (typeof store !== 'object' || typeof (store as Store).commit !== 'function')) {
-    throw invalidOption('store', 'a store URL (memory:, sqlite:<path>) or a Store', store);
+    throw invalidOption('store', 'a store URL (memory:, sqlite:<path>, postgres://…) or a Store', store);
   }
   const retention = checkObject('retention', o['retention'], ['finishedMs', 'intervalMs', 'maxStoreBytes']);
   const breaker = checkObject('storeBreaker', o['storeBreaker'], ['failures', 'cooldownMs']);

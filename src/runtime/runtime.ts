@@ -4,7 +4,7 @@
  * `created → starting → running → draining → stopped` (`failed` if start fails).
  */
 import { assertName } from '../envelope/names.js';
-import { RoostError, ensureError, invalidOption } from '../errors.js';
+import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
 import { eventError, type EventListener, type RoostEvent } from '../flow/events.js';
 import { Flow, type EmitOptions, type EmitResult, type FlowOptions } from '../flow/flow.js';
 import type { FlowHost } from '../flow/host.js';
@@ -16,7 +16,7 @@ import { GuardedStore } from '../store/guarded.js';
 import { traceHistory } from '../store/history.js';
 import { Journal } from '../store/journal.js';
 import { openStore } from '../store/open.js';
-import { takeReplays } from '../store/requests.js';
+import { addRequest, takeRequests } from '../store/requests.js';
 import type { Store, StoredEvent, StoredTrace, TracePage, TraceQuery } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
@@ -24,6 +24,9 @@ import { Agent, type AgentInfo, type AgentOptions } from './agent.js';
 import { DeadLetterQueue, type DeadLetter } from './dead-letters.js';
 import { ExpiringMap } from './expiring-map.js';
 import { resolveQuarantine, resolveRuntimeOptions, type ResolvedRuntimeOptions, type RuntimeOptions } from './options.js';
+
+/** A deletion asked through the journal that no running runtime holds is dropped after this long. */
+const DELETE_REQUEST_TTL_MS = 60_000;
 
 /** Where a runtime is in its life. */
 export type RuntimeState = 'created' | 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -196,26 +199,51 @@ export class Runtime implements FlowHost, AsyncDisposable {
   private requestsTimer: ReturnType<typeof setInterval> | null = null;
   private servingRequests = false;
 
-  /** Replays the dead letters the CLI marked (`roost replay`), for the flows this runtime hosts. */
-  private async serveReplayRequests(): Promise<void> {
+  /**
+   * Carries out what the CLI asked through the journal (`roost replay`, `roost dlq replay` and
+   * `roost dlq delete`) for the flows this runtime hosts. A replay asked for a letter that is no
+   * longer in the journal (deleted, or replayed elsewhere) is dropped; one that fails for a
+   * passing reason (the store, a limit) is asked again, one that cannot succeed is logged and
+   * dropped. A deletion is taken by the runtime that holds the letter in memory, or dropped
+   * after a minute when none does (the CLI already deleted it from the journal).
+   */
+  private async serveRequests(): Promise<void> {
     const store = this.store;
     if (store === null || this.servingRequests || this.stateValue !== 'running') return;
     this.servingRequests = true;
     try {
-      const ids = await takeReplays(store, async (id) => {
-        const letter = await store.getDeadLetter(id);
-        return letter !== null && this.flows.has(letter.flow);
+      const now = Date.now();
+      const gone = new Set<string>();
+      const requests = await takeRequests(store, async (request) => {
+        if (request.op === 'delete') return this.deadLetters.has(request.id) || now - request.at > DELETE_REQUEST_TTL_MS;
+        const letter = await store.getDeadLetter(request.id);
+        if (letter === null) gone.add(request.id);
+        return letter === null || this.flows.has(letter.flow);
       });
-      for (const id of ids) {
+      for (const request of requests) {
+        if (request.op === 'delete') {
+          if (this.deadLetters.delete(request.id, now)) this.logger.info({ deadLetterId: request.id }, 'deleted a dead letter on request');
+          continue;
+        }
+        if (gone.has(request.id)) {
+          this.logger.warn({ deadLetterId: request.id }, 'a requested replay was dropped: the dead letter is no longer in the journal');
+          continue;
+        }
         try {
-          const traceId = await this.replayDeadLetter(id);
-          this.logger.info({ deadLetterId: id, traceId }, 'replayed a dead letter on request');
+          const traceId = await this.replayDeadLetter(request.id);
+          this.logger.info({ deadLetterId: request.id, traceId }, 'replayed a dead letter on request');
         } catch (error) {
-          this.logger.error({ err: ensureError(error), deadLetterId: id }, 'a requested replay failed');
+          const err = ensureError(error);
+          if (isRoostError(err) && err.retryable) {
+            this.logger.warn({ err, deadLetterId: request.id }, 'a requested replay failed for now; asking again');
+            await addRequest(store, 'replay', request.id, request.at);
+          } else {
+            this.logger.error({ err, deadLetterId: request.id }, 'a requested replay failed and was dropped');
+          }
         }
       }
     } catch (error) {
-      this.logger.error({ err: ensureError(error) }, 'reading replay requests failed');
+      this.logger.error({ err: ensureError(error) }, 'reading requests from the journal failed');
     } finally {
       this.servingRequests = false;
     }
@@ -408,6 +436,20 @@ export class Runtime implements FlowHost, AsyncDisposable {
     return traceId;
   }
 
+  /**
+   * Removes a dead letter without replaying it, from memory and (with a journal) from the store;
+   * `ROOST_ERR_DEAD_LETTER_NOT_FOUND` when neither has it.
+   */
+  async deleteDeadLetter(id: string): Promise<void> {
+    const letter = await this.findDeadLetter(id);
+    this.deadLetters.delete(letter.id, Date.now());
+    if (this.journal !== null) {
+      this.journal.deadLetterRemoved(letter.id);
+      await this.journal.committed();
+    }
+    this.logger.info({ deadLetterId: letter.id, flow: letter.flow }, 'deleted a dead letter');
+  }
+
   /** A dead letter from memory, or (with a journal) from the store. */
   private async findDeadLetter(id: string): Promise<DeadLetter> {
     try {
@@ -519,8 +561,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
         }, this.options.retention.intervalMs);
         this.pruneTimer.unref();
         this.stateValue = 'running'; // replays need a running runtime
-        await this.serveReplayRequests();
-        this.requestsTimer = setInterval(() => void this.serveReplayRequests(), 1_000);
+        await this.serveRequests();
+        this.requestsTimer = setInterval(() => void this.serveRequests(), 1_000);
         this.requestsTimer.unref();
       }
       this.stateValue = 'running';

@@ -101,6 +101,23 @@ const json = (value: unknown): string => JSON.stringify(value ?? null);
 const types = new pg.TypeOverrides();
 types.setTypeParser(pg.types.builtins.INT8, (value: string) => Number(value));
 
+/**
+ * Refuses a server older than PostgreSQL 13 (`server_version_num`, e.g. `120017` for 12.17) with
+ * `ROOST_ERR_STORE_UNSUPPORTED`: 13 is the oldest release the journal supports (older ones are
+ * out of upstream support, and nothing here is tested on them).
+ */
+export function checkServerVersion(serverVersionNum: string): void {
+  const version = Number(serverVersionNum);
+  if (!Number.isInteger(version) || version < MIN_SERVER_VERSION) {
+    const shown = Number.isInteger(version) ? `${Math.floor(version / 10_000)}.${version % 10_000}` : serverVersionNum;
+    throw new RoostError('ROOST_ERR_STORE_UNSUPPORTED', `PostgreSQL ${shown} is older than 13, which the journal needs`, {
+      field: 'store',
+      expected: 'PostgreSQL 13 or later',
+      received: shown,
+    });
+  }
+}
+
 /** Splits `postgres://…?schema=x` into the connection string and the schema name. */
 function parseUrl(url: string): { connectionString: string; schema: string } {
   let parsed: URL;
@@ -120,6 +137,8 @@ export class PostgresStore implements Store {
   readonly durable = true;
   readonly shared = true;
   readonly schema: string;
+  /** The database URL without the schema parameter and with any password hidden (for messages). */
+  readonly displayUrl: string;
   private readonly pool: pg.Pool;
   private readonly ready: Promise<void>;
   private closed = false;
@@ -127,6 +146,9 @@ export class PostgresStore implements Store {
   constructor(url: string, options: PostgresStoreOptions = {}) {
     const { connectionString, schema } = parseUrl(url);
     this.schema = schema;
+    const shown = new URL(connectionString);
+    if (shown.password !== '') shown.password = '***';
+    this.displayUrl = shown.toString();
     this.pool = new pg.Pool({
       connectionString,
       max: options.poolSize ?? 10,
@@ -150,14 +172,7 @@ export class PostgresStore implements Store {
       throw unavailable('cannot connect to PostgreSQL', error);
     }
     try {
-      const version = Number((await client.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
-      if (version < MIN_SERVER_VERSION) {
-        throw new RoostError('ROOST_ERR_STORE_UNSUPPORTED', `PostgreSQL ${version} is older than 13, which the journal needs`, {
-          field: 'store',
-          expected: 'PostgreSQL 13 or later',
-          received: String(version),
-        });
-      }
+      checkServerVersion((await client.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
       // Under the lock: CREATE SCHEMA IF NOT EXISTS races with itself across processes.
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
       try {

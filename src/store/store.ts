@@ -8,7 +8,8 @@
  * crash, `fetch` of finished traces, history, the dead-letter queue and listings.
  *
  * Implementations: `MemoryStore` (tests, and runs that need no durability), `SqliteStore` (the
- * embedded default). Every implementation passes the contract suite in `test/store/`.
+ * embedded default) and `PostgresStore` (several processes, several hosts). Every
+ * implementation passes the contract suite in `test/store/`.
  */
 import type { Envelope } from '../envelope/envelope.js';
 import type { EventError } from '../flow/events.js';

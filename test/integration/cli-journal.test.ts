@@ -7,14 +7,24 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRuntime, node, SqliteStore, type Envelope, type Runtime } from '../../src/index.js';
 import { until } from '../helpers/runtime.js';
+import { dropSchemas, freshSchema, schemaUrl } from '../helpers/postgres.js';
 
 const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+/** tsx by path: `--import tsx` would be looked up from the child's working directory. */
+const tsx = new URL('../../node_modules/tsx/dist/loader.mjs', import.meta.url).href;
 const dir = mkdtempSync(join(tmpdir(), 'roost-cli-journal-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  await dropSchemas();
+});
 
-function roost(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function roost(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', tsx, main, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...options.env },
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -113,4 +123,27 @@ describe('roost journal commands', () => {
       expect(r.stderr).toContain('usage: roost');
     }
   }, 120_000);
+
+  it('the store comes from --store, else ROOST_STORE_URL, else sqlite:.roost/roost.db; a PostgreSQL backup is pg_dump', async () => {
+    const cwd = mkdtempSync(join(dir, 'cwd-'));
+    const viaEnv = join(dir, 'env.db');
+    const rt = createRuntime({ logger: false, store: `sqlite:${viaEnv}` });
+    const f = flowOn(rt, false);
+    await rt.start();
+    await f.fetch((await f.emit({ bad: true, n: 1 })).traceId).catch(() => {});
+    const [letter] = rt.deadLetters.list();
+    await rt.close();
+    const env = await roost(['dlq', 'list'], { env: { ROOST_STORE_URL: `sqlite:${viaEnv}` }, cwd });
+    expect(env.stdout).toContain(letter!.id);
+    // Neither: the default journal under the working directory (made empty).
+    const fallback = await roost(['dlq', 'list'], { env: { ROOST_STORE_URL: '' }, cwd });
+    expect(fallback.stdout).toContain('no dead letters');
+    expect(existsSync(join(cwd, '.roost', 'roost.db'))).toBe(true);
+    const pgUrl = new URL(schemaUrl(freshSchema('cli')));
+    pgUrl.password = 'sekret';
+    const pg = await roost(['backup', 'out.dump', '--store', pgUrl.toString()], { cwd });
+    expect(pg.status).toBe(0);
+    expect(pg.stdout).toMatch(/pg_dump --schema=roost_test_cli_\w+ --format=custom --file=out\.dump '/);
+    expect(pg.stdout).not.toContain('sekret');
+  }, 60_000);
 });

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -18,5 +19,17 @@ describe('examples/triage.ts (what `npm start` runs)', () => {
     expect(out).toContain('replayed T-1 -> [T-1] billing: Your refund is on its way.');
     expect(out).toContain('T-4: ROOST_ERR_TRACE_CANCELLED');
     expect(out).toMatch(/"activeTraces":0,"queued":0,"running":0/);
+  });
+});
+
+describe('the README example', () => {
+  it('is examples/orders.ts, word for word, and it runs', () => {
+    const file = fileURLToPath(new URL('../../examples/orders.ts', import.meta.url));
+    const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+    const block = /## Example\n[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBe(readFileSync(file, 'utf8').replace("from '../src/index.js'", "from 'roost'"));
+    const r = spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe('total 4200');
   });
 });

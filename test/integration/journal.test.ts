@@ -10,6 +10,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createRuntime, edge, join, node, SqliteStore, type Envelope, type Runtime, type Store, type StoreBatch } from '../../src/index.js';
 import { deferred, until } from '../helpers/runtime.js';
 import { traceHistory } from '../../src/store/history.js';
+import { addRequest, pendingRequests } from '../../src/store/requests.js';
 
 const dir = mkdtempSync(joinPath(tmpdir(), 'roost-journal-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -364,6 +365,142 @@ describe('what resume keeps', () => {
       await expect(f2.fetch(late.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_DEADLINE_EXCEEDED' });
       expect(seen.some((x) => x.payload === 'cancel-me')).toBe(false);
       expect(await look(path).getTrace('keep', cancelled.traceId)).toMatchObject({ status: 'cancelled' });
+    } finally {
+      store.abandon();
+    }
+  });
+});
+
+describe('requests through the journal (what the CLI asks of a running runtime)', () => {
+  it('a deletion reaches the runtime holding the letter; a replay of a letter gone is dropped; a passing failure is asked again', async () => {
+    const path = freshPath();
+    const rt = runtime(path, { limits: { maxInFlightTraces: 2 } });
+    const events: string[] = [];
+    rt.on((e) => events.push(e.type));
+    const hold = deferred();
+    let healed = false;
+    const flow = rt.flow({
+      name: 'req',
+      edges: [
+        node('work', async (env: Envelope<string>) => {
+          if (env.payload === 'hold') await hold.promise;
+          if (env.payload.startsWith('bad') && !healed) throw new Error('backend down');
+          return `${env.payload} done`;
+        }).to(),
+      ],
+    });
+    await rt.start();
+    for (const p of ['bad-1', 'bad-2']) await flow.fetch((await flow.emit(p)).traceId).catch(() => {});
+    const [d1, d2] = rt.deadLetters.list().map((l) => l.id) as [string, string];
+    const cli = look(path);
+
+    // roost dlq delete: the row goes at once, and the running runtime drops its copy.
+    await cli.commit({ deadLettersRemoved: [d1] });
+    await addRequest(cli, 'delete', d1);
+    await until(() => !rt.deadLetters.has(d1), 5_000, 'the runtime to drop the deleted letter');
+    expect(events).toContain('dead_letter_deleted');
+    // A replay asked for it afterwards finds nothing to replay: the request is dropped, not kept for ever.
+    await addRequest(cli, 'replay', d1);
+    let left = -1;
+    await until(() => {
+      void pendingRequests(cli).then((r) => (left = r.length));
+      return left === 0;
+    }, 5_000, 'the request for a gone letter to be dropped');
+
+    // A replay that fails for a passing reason (both in-flight slots taken) is asked again …
+    healed = true;
+    const busy = [await flow.emit('hold'), await flow.emit('hold')];
+    await addRequest(cli, 'replay', d2);
+    await new Promise((r) => setTimeout(r, 2_500)); // two polls: refused twice, asked again each time
+    expect((await pendingRequests(cli)).map((r) => [r.op, r.id])).toEqual([['replay', d2]]);
+    expect(rt.deadLetters.has(d2)).toBe(true);
+    // … and carried out once there is room.
+    hold.resolve();
+    for (const t of busy) await flow.fetch(t.traceId);
+    await until(() => !rt.deadLetters.has(d2), 5_000, 'the replay to happen');
+    expect(events).toContain('dead_letter_replayed');
+  }, 20_000);
+
+  it('runtime.deleteDeadLetter removes a letter from memory and the journal, or says it has none', async () => {
+    const path = freshPath();
+    const rt = runtime(path);
+    const flow = rt.flow({
+      name: 'del',
+      edges: [
+        node('work', () => {
+          throw new Error('no');
+        }).to(),
+      ],
+    });
+    await rt.start();
+    await flow.fetch((await flow.emit(1)).traceId).catch(() => {});
+    const [letter] = rt.deadLetters.list();
+    await rt.deleteDeadLetter(letter!.id);
+    expect(rt.deadLetters.list()).toEqual([]);
+    expect(await look(path).getDeadLetter(letter!.id)).toBeNull();
+    await expect(rt.deleteDeadLetter(letter!.id)).rejects.toMatchObject({ code: 'ROOST_ERR_DEAD_LETTER_NOT_FOUND' });
+  });
+});
+
+describe('group commit', () => {
+  it('the writes of one tick go in one transaction, and every emit of that tick resolves after it', async () => {
+    const inner = look(freshPath());
+    const commits: { traces: number; accepted: number; at: number }[] = [];
+    const counting = Object.assign(Object.create(inner) as Store, {
+      commit(batch: StoreBatch): Promise<void> {
+        return inner.commit(batch).then(() => {
+          commits.push({ traces: batch.traces?.length ?? 0, accepted: batch.accepted?.length ?? 0, at: performance.now() });
+        });
+      },
+    });
+    const rt = createRuntime({ logger: false, store: counting });
+    runtimes.push(rt);
+    const gate = deferred();
+    const flow = rt.flow({
+      name: 'gc',
+      edges: [
+        node('a', async (env: Envelope<number>) => {
+          await gate.promise;
+          return env.payload;
+        }).to(),
+      ],
+    });
+    await rt.start();
+    const acked: number[] = [];
+    const emits = Array.from({ length: 50 }, (_, i) => flow.emit(i).then((t) => (acked.push(performance.now()), t)));
+    const traces = await Promise.all(emits);
+    expect(commits[0]).toMatchObject({ traces: 50, accepted: 50 }); // one transaction for the 50 tasks of the tick
+    expect(Math.min(...acked)).toBeGreaterThanOrEqual(commits[0]!.at); // none acknowledged before it landed
+    gate.resolve();
+    for (const t of traces) await flow.fetch(t.traceId);
+    expect(commits.length).toBeLessThan(10); // and their ends in a few more, not one each
+  });
+});
+
+describe('resume order', () => {
+  it('envelopes waiting at a node are queued again in the order they were accepted', async () => {
+    const path = freshPath();
+    const store = freezable(look(path));
+    const first = createRuntime({ logger: false, store, drainTimeoutMs: 10 });
+    runtimes.push(first);
+    try {
+      const f1 = first.flow({
+        name: 'order',
+        edges: [node('n', () => new Promise(() => {}), { concurrency: 1, timeoutMs: null }).to()],
+      });
+      await first.start();
+      for (let i = 0; i < 8; i++) await f1.emit(i); // the first runs (and hangs), the other seven wait
+      await new Promise((r) => setTimeout(r, 30));
+      store.freeze();
+      const second = runtime(path);
+      const seen: number[] = [];
+      second.flow({
+        name: 'order',
+        edges: [node('n', (env: Envelope<number>) => void seen.push(env.payload), { concurrency: 1 }).to()],
+      });
+      await second.start();
+      await until(() => seen.length === 8, 5_000, 'the resumed envelopes to run');
+      expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     } finally {
       store.abandon();
     }

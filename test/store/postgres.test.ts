@@ -3,7 +3,7 @@ import pg from 'pg';
 import { uuidv7 } from '../../src/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open.js';
-import { PostgresStore } from '../../src/store/postgres.js';
+import { PostgresStore, checkServerVersion } from '../../src/store/postgres.js';
 import { storeContract } from './contract.js';
 
 import { PG_URL, assertPgReachable, dropSchemas, freshSchema, schemaUrl } from '../helpers/postgres.js';
@@ -86,6 +86,14 @@ describe('postgres journal', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('refuses a server older than 13 with ROOST_ERR_STORE_UNSUPPORTED, naming its version', () => {
+    for (const old of ['120017', '90624', 'garbage']) {
+      expect(() => checkServerVersion(old)).toThrow(expect.objectContaining({ code: 'ROOST_ERR_STORE_UNSUPPORTED', field: 'store' }));
+    }
+    expect(() => checkServerVersion('120017')).toThrow(/PostgreSQL 12\.17 is older than 13/);
+    for (const ok of ['130000', '150019', '170002']) expect(() => checkServerVersion(ok)).not.toThrow();
   });
 
   it('an unreachable server gives ROOST_ERR_STORE_UNAVAILABLE on the first operation', async () => {

@@ -22,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { createRuntime, node, PostgresStore, SqliteStore, type Envelope, type Store } from '../src/index.js';
+import { traceHistory } from '../src/store/history.js';
 import { drive, median, settleHeap, type Payload } from './lib/measure.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
@@ -76,7 +77,11 @@ function roostPostgres(concurrency: number): Promise<Result> {
   return roostOn('postgres', freshPostgres(), concurrency);
 }
 
+/** PRAGMAs read back from the connection of the first SQLite journal a measured flow ran on. */
+let journalPragmas: ReturnType<SqliteStore['pragmas']> | null = null;
+
 async function roostOn(kind: string, store: Store, concurrency: number): Promise<Result> {
+  if (store instanceof SqliteStore) journalPragmas ??= store.pragmas();
   const rt = createRuntime({ logger: false, store });
   const inc = (name: string) => node(name, (env: Envelope<Payload>) => ({ n: env.payload.n + 1 }), { timeoutMs: 5000, retries: 2 });
   const [n1, n2, n3] = [inc('n1'), inc('n2'), inc('n3')];
@@ -94,16 +99,17 @@ async function roostOn(kind: string, store: Store, concurrency: number): Promise
   const stats = flow.stats();
   await rt.close();
   const page = await store.listTraces({ flow: 'bench', status: 'succeeded', limit: 1 });
-  const history = page.traces[0] === undefined ? [] : await store.history(page.traces[0].traceId);
+  const sample = page.traces[0]?.traceId;
+  // The lifecycle events come from the trace row; any others would be rows of their own.
+  const history = sample === undefined ? [] : await traceHistory(store, sample);
+  const rows = sample === undefined ? [] : await store.history(sample);
   await store.close();
   if (stats.succeeded !== messages) throw new Error(`roost-${kind}: ${stats.succeeded} of ${messages} succeeded`);
-  return { name: `roost-${kind} C=${concurrency}`, rate: messages / (ms / 1000), note: `${messages} msgs, ${history.length} events journaled per trace` };
+  return { name: `roost-${kind} C=${concurrency}`, rate: messages / (ms / 1000), note: `${messages} msgs; history per trace: ${history.map((e) => e.type).join(', ')} (${rows.length} event rows)` };
 }
 
 async function main(): Promise<void> {
-  const probe = new SqliteStore(freshFile('probe'));
-  console.log(`\njournal: SQLite ${(new Database(':memory:').prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}, journal connection PRAGMAs ${JSON.stringify(probe.pragmas())}`);
-  await probe.close();
+  console.log(`\njournal: SQLite ${(new Database(':memory:').prepare('SELECT sqlite_version() AS v').get() as { v: string }).v}`);
   console.log(`  raw rows are 200 bytes; roost-sqlite is the 3-node flow with store sqlite:<tmp> (${ROUNDS} interleaved rounds, medians)\n`);
   const jobs: (() => Promise<Result> | Result)[] = [
     () => rawInserts(1, RAW1_ROWS),
@@ -128,6 +134,7 @@ async function main(): Promise<void> {
   const raw256 = med('raw-256/tx');
   const c1 = med('roost-sqlite C=1');
   const c64 = med('roost-sqlite C=64');
+  console.log(`\nPRAGMAs read back from the journal connection of a measured run: ${JSON.stringify(journalPragmas)}`);
   console.log('\nsummary (medians)\n');
   console.log(`raw-1/tx            ${Math.round(raw1).toLocaleString('en-US').padStart(9)} rows/s`);
   console.log(`raw-256/tx          ${Math.round(raw256).toLocaleString('en-US').padStart(9)} rows/s`);

@@ -15,8 +15,9 @@ const EVENTS_PER_TRACE = 8;
 
 export const ROOST_CONFIG_NOTE =
   `roost: timeoutMs ${ROOST_POLICY.timeoutMs} + retries ${ROOST_POLICY.retries} on every node, edge cap ${ROOST_QUEUE_CAPACITY} (overflow wait), ` +
-  'idempotency window on (default; no keys passed), 1 event listener counting events, logger off, default limits; ' +
-  'per message: flow.emit(payload, { tenant }) then flow.fetch(traceId)';
+  'idempotency window on (default) and a fresh key per message, validation at ingress (emit checks its options and that the payload is JSON under the size cap; ' +
+  'the rest of the envelope is made by Roost), 1 event listener counting events, logger off, default limits; ' +
+  'per message: flow.emit(payload, { tenant, idempotencyKey }) then flow.fetch(traceId)';
 
 /** A handler node running the shared step on the envelope's payload. */
 function incNode(name: string) {
@@ -36,10 +37,11 @@ export const roostVariant: Variant = {
     const n3 = incNode('n3');
     const flow = rt.flow({ name: 'bench', edges: [n1.to(n2), n2.to(n3)], queueCapacity: ROOST_QUEUE_CAPACITY });
     await rt.start();
-    const emitOptions = { tenant: 'bench' } as const;
+    let key = 0;
     return {
       async submit(payload: Payload): Promise<unknown> {
-        const { traceId } = await flow.emit(payload, emitOptions);
+        // A key per message, as a caller that retries its own requests sends: the window is used.
+        const { traceId } = await flow.emit(payload, { tenant: 'bench', idempotencyKey: `k${key++}` });
         return flow.fetch(traceId);
       },
       async close(): Promise<string> {

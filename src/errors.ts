@@ -34,6 +34,13 @@ export const ERROR_CODES = {
   ROOST_ERR_STORE_UNAVAILABLE: { retryable: true },
   ROOST_ERR_STORE_UNSUPPORTED: { retryable: false },
   ROOST_ERR_STORE_FULL: { retryable: true },
+  ROOST_ERR_IDEMPOTENCY_CONFLICT: { retryable: false },
+  ROOST_ERR_CONFIG_INVALID: { retryable: false },
+  ROOST_ERR_APP_INVALID: { retryable: false },
+  ROOST_ERR_BAD_REQUEST: { retryable: false },
+  ROOST_ERR_NOT_FOUND: { retryable: false },
+  ROOST_ERR_RATE_LIMITED: { retryable: true },
+  ROOST_ERR_DRAINING: { retryable: true },
 } as const satisfies Record<string, { retryable: boolean }>;
 
 /** A stable Roost error code, such as `ROOST_ERR_QUEUE_FULL`. */

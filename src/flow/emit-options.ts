@@ -9,7 +9,7 @@ import { isUuidV7 } from '../envelope/uuid.js';
 import { RoostError, describeValue } from '../errors.js';
 
 const MAX_EPOCH_MS = 8.64e15;
-const KEYS = new Set(['traceId', 'tenant', 'deadline', 'headers', 'idempotencyKey', 'signal']);
+const KEYS = new Set(['traceId', 'tenant', 'deadline', 'headers', 'idempotencyKey', 'idempotencyFingerprint', 'signal']);
 
 function bad(key: string, expected: string, value: unknown): RoostError {
   const received = describeValue(value);
@@ -47,6 +47,10 @@ export function checkEmitOptions(options: Record<string, unknown>): void {
   const key = options['idempotencyKey'];
   if (key !== undefined && (typeof key !== 'string' || key.length < 1 || key.length > 256)) {
     throw bad('idempotencyKey', 'a string of 1 to 256 characters', key);
+  }
+  const fingerprint = options['idempotencyFingerprint'];
+  if (fingerprint !== undefined && (typeof fingerprint !== 'string' || fingerprint.length < 1 || fingerprint.length > 128 || fingerprint.includes('\u0000'))) {
+    throw bad('idempotencyFingerprint', 'a string of 1 to 128 characters without NUL', fingerprint);
   }
   const headers = options['headers'];
   if (headers !== undefined) checkHeaders(headers);

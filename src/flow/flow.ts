@@ -59,6 +59,11 @@ export interface EmitOptions {
   readonly headers?: Readonly<Record<string, string>>;
   /** The caller's key for this task: a repeat within the idempotency window returns the first trace. */
   readonly idempotencyKey?: string;
+  /**
+   * A digest of the request the key came with (an HTTP body): a repeat of the key with another
+   * fingerprint fails with `ROOST_ERR_IDEMPOTENCY_CONFLICT` instead of returning the first trace.
+   */
+  readonly idempotencyFingerprint?: string;
   /** Stops waiting for queue space (under the `wait` policy). */
   readonly signal?: AbortSignal;
 }
@@ -231,10 +236,11 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const key = options.idempotencyKey;
     const window = host.idempotency;
     let windowKey: string | null = null;
+    const fingerprint = options.idempotencyFingerprint;
     if (key !== undefined && window !== null) {
       windowKey = `${this.name}\u0000${tenant}\u0000${key}`;
       const first = window.get(windowKey, now);
-      if (first !== undefined) return { traceId: first, deduplicated: true };
+      if (first !== undefined) return repeat(first, key, fingerprint);
       // Not in memory: with a journal the window outlives the process, so ask the store first.
       if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, windowKey, now);
     }
@@ -276,7 +282,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     else this.traces.add(trace);
     this.running++;
     if (env.deadline !== null) this.watchDeadline(trace, env.deadline);
-    if (windowKey !== null) window!.set(windowKey, traceId, now);
+    if (windowKey !== null) window!.set(windowKey, windowEntry(traceId, fingerprint), now);
     const journal = this.journal;
     if (journal !== null) {
       // Written before the envelope is queued: a node that consumes it in this same tick
@@ -290,6 +296,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
         updatedAt: now,
         deadline: env.deadline,
         idempotencyKey: env.idempotencyKey,
+        idempotencyFingerprint: key === undefined ? null : (fingerprint ?? null),
         owner: host.owner,
       }, trace);
     }
@@ -320,8 +327,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const window = this.host.idempotency!;
     const found = await journal.store.findIdempotent(this.name, tenant, key, now - window.ttlMs);
     if (found !== null) {
-      window.set(windowKey, found, now);
-      return { traceId: found, deduplicated: true };
+      const entry = windowEntry(found.traceId, found.fingerprint ?? undefined);
+      window.set(windowKey, entry, now);
+      return repeat(entry, key, options.idempotencyFingerprint);
     }
     return this.admit(payload, options, true); // checks the window again: a concurrent emit may have won
   }
@@ -626,7 +634,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
       this.running++;
       this.host.traceResumed();
       resumed.set(r.traceId, trace);
-      if (r.idempotencyKey !== null && window !== null) window.set(`${this.name}\u0000${r.tenant}\u0000${r.idempotencyKey}`, r.traceId, now);
+      if (r.idempotencyKey !== null && window !== null) {
+        window.set(`${this.name}\u0000${r.tenant}\u0000${r.idempotencyKey}`, windowEntry(r.traceId, r.idempotencyFingerprint ?? undefined), now);
+      }
     }
     for (const o of outputs) resumed.get(o.traceId)?.addOutput(o.value);
     const queue: { runner: NodeRunner; p: (typeof pending)[number]; trace: Trace }[] = [];
@@ -890,6 +900,32 @@ const STATE_EVENTS: ReadonlySet<string> = new Set([
 
 function journalsEvent(mode: 'state' | 'all' | 'none', type: string): boolean {
   return mode === 'all' ? !LIFECYCLE_EVENTS.has(type) : mode === 'state' && STATE_EVENTS.has(type);
+}
+
+/**
+ * What the idempotency window keeps for a key: the trace id (36 characters, a UUIDv7), then the
+ * request's fingerprint after a NUL when there was one. One string rather than an object: a
+ * keyed emit makes one entry, and most keys come without a fingerprint.
+ */
+function windowEntry(traceId: string, fingerprint: string | undefined): string {
+  return fingerprint === undefined ? traceId : `${traceId}\u0000${fingerprint}`;
+}
+
+/** The first trace of a repeated key, or `ROOST_ERR_IDEMPOTENCY_CONFLICT` when the requests differ. */
+function repeat(entry: string, key: string, fingerprint: string | undefined): EmitResult {
+  const cut = entry.indexOf('\u0000');
+  const traceId = cut < 0 ? entry : entry.slice(0, cut);
+  // Only two fingerprints can disagree: a repeat without one (or of a task emitted without one)
+  // is taken as the same request.
+  if (fingerprint !== undefined && cut >= 0 && entry.slice(cut + 1) !== fingerprint) {
+    throw new RoostError('ROOST_ERR_IDEMPOTENCY_CONFLICT', `idempotency key ${JSON.stringify(key)} was used for another request (trace ${traceId})`, {
+      field: 'emit.options.idempotencyKey',
+      expected: 'the same request as the first use of the key, or a new key',
+      received: key,
+      details: { traceId },
+    });
+  }
+  return { traceId, deduplicated: true };
 }
 
 /** `fitsJson`, where a throwing getter means "cannot tell" (then `toJsonWithin` gives the coded error). */

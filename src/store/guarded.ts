@@ -9,6 +9,7 @@
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import { CircuitBreaker, type BreakerState } from '../resilience/breaker.js';
 import type {
+  IdempotentTrace,
   Lease,
   PendingEnvelope,
   Store,
@@ -98,7 +99,7 @@ export class GuardedStore implements Store {
   listTraces(query?: TraceQuery): Promise<TracePage> {
     return this.call('listTraces', () => this.inner.listTraces(query));
   }
-  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<IdempotentTrace | null> {
     return this.call('findIdempotent', () => this.inner.findIdempotent(flow, tenant, key, since));
   }
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {

@@ -6,6 +6,7 @@
 import { RoostError, ensureError } from '../errors.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import type {
+  IdempotentTrace,
   Lease,
   PendingEnvelope,
   Store,
@@ -63,6 +64,7 @@ export class MemoryStore implements Store {
         updatedAt: t.updatedAt,
         deadline: before === undefined ? t.deadline : before.deadline,
         idempotencyKey: before === undefined ? t.idempotencyKey : before.idempotencyKey,
+        idempotencyFingerprint: before === undefined ? (t.idempotencyFingerprint ?? null) : before.idempotencyFingerprint,
         result: t.result === undefined || t.result === null ? (before?.result ?? null) : copy(t.result),
         error: t.error === undefined || t.error === null ? (before?.error ?? null) : copy(t.error),
         owner: t.owner ?? before?.owner ?? null,
@@ -135,14 +137,14 @@ export class MemoryStore implements Store {
     });
   }
 
-  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<IdempotentTrace | null> {
     return this.run(() => {
       let best: StoredTrace | null = null;
       for (const t of this.traces.values()) {
         if (t.flow !== flow || t.tenant !== tenant || t.idempotencyKey !== key || t.createdAt < since) continue;
         if (best === null || t.createdAt > best.createdAt) best = t;
       }
-      return best?.traceId ?? null;
+      return best === null ? null : { traceId: best.traceId, fingerprint: best.idempotencyFingerprint };
     });
   }
 

@@ -16,6 +16,7 @@ import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.
 import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import type {
+  IdempotentTrace,
   Lease,
   PendingEnvelope,
   Store,
@@ -51,6 +52,7 @@ interface TraceRow {
   updated_at: number;
   deadline: number | null;
   idempotency_key: string | null;
+  idempotency_fingerprint: string | null;
   result: unknown;
   error: EventError | null;
   owner: string | null;
@@ -77,6 +79,7 @@ const toTrace = (r: TraceRow): StoredTrace => ({
   updatedAt: r.updated_at,
   deadline: r.deadline,
   idempotencyKey: r.idempotency_key,
+  idempotencyFingerprint: r.idempotency_fingerprint ?? null,
   result: r.result ?? null,
   error: r.error ?? null,
   owner: r.owner,
@@ -225,8 +228,8 @@ export class PostgresStore implements Store {
     const traces = b.traces ?? [];
     if (traces.length > 0) {
       await c.query(
-        `INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, result, error, owner)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::jsonb[], $10::jsonb[], $11::text[])
+        `INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, idempotency_fingerprint, result, error, owner)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::text[])
          ON CONFLICT (flow, trace_id) DO UPDATE SET
            -- a finished trace stays finished, whatever order writes land in
            status = CASE WHEN traces.status = 'running' THEN excluded.status ELSE traces.status END,
@@ -243,6 +246,7 @@ export class PostgresStore implements Store {
           traces.map((t) => t.updatedAt),
           traces.map((t) => t.deadline),
           traces.map((t) => t.idempotencyKey),
+          traces.map((t) => t.idempotencyFingerprint ?? null),
           traces.map((t) => (t.result === undefined || t.result === null ? null : json(t.result))),
           traces.map((t) => (t.error === undefined || t.error === null ? null : json(t.error))),
           traces.map((t) => t.owner ?? null),
@@ -382,13 +386,14 @@ export class PostgresStore implements Store {
     });
   }
 
-  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<IdempotentTrace | null> {
     return this.run(async () => {
-      const { rows } = await this.pool.query<{ trace_id: string }>(
-        'SELECT trace_id FROM traces WHERE flow = $1 AND tenant = $2 AND idempotency_key = $3 AND created_at >= $4 ORDER BY created_at DESC LIMIT 1',
+      const { rows } = await this.pool.query<{ trace_id: string; idempotency_fingerprint: string | null }>(
+        'SELECT trace_id, idempotency_fingerprint FROM traces WHERE flow = $1 AND tenant = $2 AND idempotency_key = $3 AND created_at >= $4 ORDER BY created_at DESC LIMIT 1',
         [flow, tenant, key, since],
       );
-      return rows[0]?.trace_id ?? null;
+      const row = rows[0];
+      return row === undefined ? null : { traceId: row.trace_id, fingerprint: row.idempotency_fingerprint };
     });
   }
 

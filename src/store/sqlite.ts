@@ -19,6 +19,7 @@ import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { ManyRows } from './sqlite-many.js';
 import type {
+  IdempotentTrace,
   Lease,
   PendingEnvelope,
   Store,
@@ -51,6 +52,7 @@ interface TraceRow {
   updated_at: number;
   deadline: number | null;
   idempotency_key: string | null;
+  idempotency_fingerprint: string | null;
   result: string | null;
   error: string | null;
   owner: string | null;
@@ -78,6 +80,7 @@ function toTrace(r: TraceRow): StoredTrace {
     updatedAt: r.updated_at,
     deadline: r.deadline,
     idempotencyKey: r.idempotency_key,
+    idempotencyFingerprint: r.idempotency_fingerprint ?? null,
     result: r.result === null ? null : (JSON.parse(r.result) as unknown),
     error: r.error === null ? null : (JSON.parse(r.error) as EventError),
     owner: r.owner,
@@ -152,7 +155,7 @@ export class SqliteStore implements Store {
       getTrace: db.prepare('SELECT * FROM traces WHERE flow = ? AND trace_id = ?'),
       findTrace: db.prepare('SELECT * FROM traces WHERE trace_id = ? ORDER BY created_at DESC LIMIT 1'),
       idempotent: db.prepare(
-        'SELECT trace_id FROM traces WHERE flow = ? AND tenant = ? AND idempotency_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1',
+        'SELECT trace_id, idempotency_fingerprint FROM traces WHERE flow = ? AND tenant = ? AND idempotency_key = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1',
       ),
       running: db.prepare("SELECT * FROM traces WHERE flow = ? AND status = 'running' ORDER BY created_at, trace_id"),
       runningOwned: db.prepare(
@@ -181,8 +184,8 @@ export class SqliteStore implements Store {
     // owner; and a finished trace stays finished.
     const upsertTraces = new ManyRows(
       db,
-      'INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, result, error, owner)',
-      11,
+      'INSERT INTO traces (flow, trace_id, tenant, status, created_at, updated_at, deadline, idempotency_key, idempotency_fingerprint, result, error, owner)',
+      12,
       `ON CONFLICT (flow, trace_id) DO UPDATE SET
          status = CASE WHEN traces.status = 'running' THEN excluded.status ELSE traces.status END,
          updated_at = CASE WHEN traces.status = 'running' THEN excluded.updated_at ELSE traces.updated_at END,
@@ -211,6 +214,7 @@ export class SqliteStore implements Store {
             t.updatedAt,
             t.deadline,
             t.idempotencyKey,
+            t.idempotencyFingerprint ?? null,
             t.result === undefined ? null : json(t.result),
             t.error === undefined || t.error === null ? null : json(t.error),
             t.owner ?? null,
@@ -296,8 +300,11 @@ export class SqliteStore implements Store {
     });
   }
 
-  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null> {
-    return this.run(() => (this.statements.idempotent.get(flow, tenant, key, since) as { trace_id: string } | undefined)?.trace_id ?? null);
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<IdempotentTrace | null> {
+    return this.run(() => {
+      const row = this.statements.idempotent.get(flow, tenant, key, since) as { trace_id: string; idempotency_fingerprint: string | null } | undefined;
+      return row === undefined ? null : { traceId: row.trace_id, fingerprint: row.idempotency_fingerprint };
+    });
   }
 
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]> {

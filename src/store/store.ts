@@ -29,6 +29,8 @@ export interface StoredTrace {
   readonly updatedAt: number;
   readonly deadline: number | null;
   readonly idempotencyKey: string | null;
+  /** A digest of the request that came with the key (the HTTP body), or null. */
+  readonly idempotencyFingerprint: string | null;
   /** The result (succeeded), else null. */
   readonly result: unknown;
   /** The error (failed or cancelled), else null. */
@@ -51,6 +53,8 @@ export interface TraceWrite {
   readonly updatedAt: number;
   readonly deadline: number | null;
   readonly idempotencyKey: string | null;
+  /** Set once, at creation, with the key (absent: none). */
+  readonly idempotencyFingerprint?: string | null;
   readonly result?: unknown;
   readonly error?: EventError | null;
   readonly owner?: string | null;
@@ -185,6 +189,12 @@ export interface TracePage {
   readonly next: string | null;
 }
 
+/** The trace an idempotency key names, and the fingerprint of the request that came with it. */
+export interface IdempotentTrace {
+  readonly traceId: string;
+  readonly fingerprint: string | null;
+}
+
 /** A lease on a named singleton duty; `token` rises with every new holder (fencing). */
 export interface Lease {
   readonly name: string;
@@ -225,7 +235,7 @@ export interface Store {
    * The newest trace of `flow` and `tenant` accepted at or after `since` with the caller's
    * `idempotencyKey`, or null: the idempotency window outlives the process.
    */
-  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<string | null>;
+  findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<IdempotentTrace | null>;
   /** Running traces of `flow` (owned by `owner` when given, or by nobody), oldest first. */
   runningTraces(flow: string, owner?: string): Promise<readonly StoredTrace[]>;
   /** Envelopes pending in `flow`, in acceptance order (`seq`). */

@@ -117,6 +117,21 @@ describe('the idempotency window outlives the process', () => {
     await f2.fetch(other.traceId);
     expect(runs).toBe(1);
   });
+
+  it('so does the fingerprint of the request that came with the key: another request is a conflict after a restart', async () => {
+    const path = freshPath();
+    const first = runtime(path);
+    const f1 = first.flow({ name: 'fp', edges: [node('n', (env: Envelope<number>) => env.payload).to()] });
+    await first.start();
+    const original = await f1.emit(1, { idempotencyKey: 'k', idempotencyFingerprint: 'body-1' });
+    await f1.fetch(original.traceId);
+    await first.close();
+    const second = runtime(path);
+    const f2 = second.flow({ name: 'fp', edges: [node('n', (env: Envelope<number>) => env.payload).to()] });
+    await second.start();
+    await expect(f2.emit(2, { idempotencyKey: 'k', idempotencyFingerprint: 'body-2' })).rejects.toMatchObject({ code: 'ROOST_ERR_IDEMPOTENCY_CONFLICT' });
+    expect(await f2.emit(1, { idempotencyKey: 'k', idempotencyFingerprint: 'body-1' })).toEqual({ traceId: original.traceId, deduplicated: true });
+  });
 });
 
 describe('dead letters and history outlive the process', () => {

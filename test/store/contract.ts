@@ -60,6 +60,7 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
         updatedAt: 1000,
         deadline: 5000,
         idempotencyKey: 'k-1',
+        idempotencyFingerprint: null,
         result: null,
         error: null,
         owner: 'p1',
@@ -138,13 +139,13 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       await store.commit({
         traces: [
           trace('f', a, 100, { idempotencyKey: 'k', status: 'succeeded' }),
-          trace('f', b, 200, { idempotencyKey: 'k' }),
+          trace('f', b, 200, { idempotencyKey: 'k', idempotencyFingerprint: 'fp-b' }),
           trace('f', c, 300, { idempotencyKey: 'k', tenant: 'other' }),
         ],
       });
-      expect(await store.findIdempotent('f', 'acme', 'k', 0)).toBe(b);
+      expect(await store.findIdempotent('f', 'acme', 'k', 0)).toEqual({ traceId: b, fingerprint: 'fp-b' });
       expect(await store.findIdempotent('f', 'acme', 'k', 250)).toBeNull(); // outside the window
-      expect(await store.findIdempotent('f', 'other', 'k', 0)).toBe(c);
+      expect(await store.findIdempotent('f', 'other', 'k', 0)).toEqual({ traceId: c, fingerprint: null });
       expect(await store.findIdempotent('g', 'acme', 'k', 0)).toBeNull();
       expect(await store.findIdempotent('f', 'acme', 'nope', 0)).toBeNull();
     });

@@ -267,6 +267,25 @@ describe('quarantine', () => {
 });
 
 describe('idempotency window', () => {
+  it('the same key with another request fingerprint is a conflict, not a repeat', async () => {
+    ({ rt } = await startRuntime());
+    const flow = rt.flow({ name: 'f', edges: [node('a', (env: Envelope<number>) => env.payload).to()] });
+    await rt.start();
+    const first = await flow.emit(1, { idempotencyKey: 'k', idempotencyFingerprint: 'body-1' });
+    expect(await flow.emit(1, { idempotencyKey: 'k', idempotencyFingerprint: 'body-1' })).toEqual({ traceId: first.traceId, deduplicated: true });
+    await expect(flow.emit(2, { idempotencyKey: 'k', idempotencyFingerprint: 'body-2' })).rejects.toMatchObject({
+      code: 'ROOST_ERR_IDEMPOTENCY_CONFLICT',
+      field: 'emit.options.idempotencyKey',
+      details: { traceId: first.traceId },
+    });
+    // No fingerprint on either side: the same request as far as anyone can tell.
+    expect((await flow.emit(3, { idempotencyKey: 'k' })).traceId).toBe(first.traceId);
+    const plain = await flow.emit(1, { idempotencyKey: 'p' });
+    expect((await flow.emit(1, { idempotencyKey: 'p', idempotencyFingerprint: 'x' })).traceId).toBe(plain.traceId);
+    await expect(flow.emit(1, { idempotencyKey: 'q', idempotencyFingerprint: '' })).rejects.toMatchObject({ field: 'emit.options.idempotencyFingerprint' });
+  });
+
+
   it('a repeated key returns the first trace, per flow and tenant', async () => {
     ({ rt } = await startRuntime());
     let runs = 0;

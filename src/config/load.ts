@@ -85,7 +85,7 @@ export function loadConfig(options: LoadConfigOptions = {}): ServiceConfig {
     }
     let parsed: Record<string, unknown>;
     try {
-      parsed = parse(text) as Record<string, unknown>;
+      parsed = parse(text);
     } catch (error) {
       const where = error instanceof TomlError ? `${file}:${error.line}` : file;
       throw configError(`${where}: not valid TOML: ${(error as Error).message.split('\n')[0]}`, { field: 'config', expected: 'a TOML document', received: where });

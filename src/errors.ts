@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   ROOST_ERR_NOT_FOUND: { retryable: false },
   ROOST_ERR_RATE_LIMITED: { retryable: true },
   ROOST_ERR_DRAINING: { retryable: true },
+  ROOST_ERR_INTERNAL: { retryable: false },
 } as const satisfies Record<string, { retryable: boolean }>;
 
 /** A stable Roost error code, such as `ROOST_ERR_QUEUE_FULL`. */

@@ -88,7 +88,12 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   { path: 'websocket.first_frame_timeout_ms', type: { kind: 'int', min: 100, max: MAX_MS }, default: 15_000, doc: 'a WebSocket client must send its first frame within this long' },
   { path: 'websocket.ping_interval_ms', type: { kind: 'int', min: 100, max: MAX_MS }, default: 15_000, doc: 'the server pings every client this often; one that has not answered the last ping is closed' },
   { path: 'websocket.max_buffered_bytes', type: { kind: 'int', min: 1_024, max: 1024 * 1024 * 1024 }, default: 1_048_576, doc: 'a client whose unsent frames exceed this is too slow: it is closed (code 1013)' },
-  { path: 'sse.buffer_events', type: { kind: 'int', min: 1, max: 100_000 }, default: 256, doc: 'events kept per trace for Server-Sent Events clients that reconnect (`Last-Event-ID`)' },
+  {
+    path: 'sse.buffer_events',
+    type: { kind: 'int', min: 16, max: 10_000_000 },
+    default: 65_536,
+    doc: 'the most recent trace events kept (across traces) for streaming clients that connect late or reconnect (`Last-Event-ID`); older ones are in the history',
+  },
 ];
 
 /** The keys by path. */

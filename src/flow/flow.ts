@@ -553,6 +553,18 @@ export class Flow implements RunnerFlow, SubflowTarget {
     return { activeTraces: this.running, queued, running, lateResults: this.lateResults, joinsWaiting, ...this.counts };
   }
 
+  /** Each node's queue depth (envelopes on its incoming edges) and runs now, in graph order. */
+  nodeStats(): { readonly node: string; readonly queued: number; readonly running: number }[] {
+    const out: { node: string; queued: number; running: number }[] = [];
+    for (const runner of this.runners.values()) out.push({ node: runner.name, queued: runner.depthIn(), running: runner.running });
+    return out;
+  }
+
+  /** The names of the flow's nodes, in graph order. */
+  nodeNames(): string[] {
+    return [...this.runners.keys()];
+  }
+
   /** @internal re-runs a dead letter as a new trace at the node that failed it. */
   async replay(letter: DeadLetter): Promise<string> {
     this.host.assertAccepting('replay');

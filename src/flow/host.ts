@@ -25,6 +25,8 @@ export interface FlowHost {
   readonly idempotency: ExpiringMap<string, string> | null;
   /** True when at least one event listener is subscribed (events are only built then). */
   readonly listening: boolean;
+  /** Handlers run inside `logContext` (the `correlate` option). */
+  readonly correlate: boolean;
   publish(event: RoostEvent): void;
   /** Throws `ROOST_ERR_INVALID_STATE` (with `code`) unless the runtime accepts new work. */
   assertAccepting(operation: string): void;

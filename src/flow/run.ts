@@ -18,6 +18,7 @@ import { backoffDelay } from '../resilience/backoff.js';
 import { clockNow, lastMonotonic } from '../resilience/clock.js';
 import type { Timed } from '../resilience/timer-queue.js';
 import type { LaneMember, TimeoutLane } from '../resilience/timeout-lane.js';
+import { logContext } from '../telemetry/context.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Edge, Msg, RunnerFlow, RunnerInfo, Source } from './edge.js';
 import type { ContextEmitOptions, HandlerContext, StepInfo } from './handler.js';
@@ -136,6 +137,11 @@ class AttemptContext implements HandlerContext {
     if (this.controller !== null) this.controller.abort(reason);
     else this.abortReason ??= reason;
   }
+}
+
+/** `owner.invoke(env, ctx)`, as a function of its own: what `logContext.run` calls (no closure per run). */
+function invokeOn(owner: RunOwner, env: Envelope, ctx: HandlerContext): unknown {
+  return owner.invoke(env, ctx);
 }
 
 /** The parts of a {@link Run} few runs need, kept apart so that a run on the fast path is small. */
@@ -424,7 +430,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
     if (deadline !== null && deadline < timeoutAt) owner.flow.host.timers.schedule(this, deadline);
     else if (timeoutAt !== Infinity) owner.lane.arm(this, timeoutAt);
     try {
-      const result = owner.invoke(this.env, ctx);
+      const result = owner.flow.host.correlate ? logContext.run(ctx, invokeOn, owner, this.env, ctx) : owner.invoke(this.env, ctx);
       // Reading `then` and calling it run user code too (a getter, a thenable): a throw there is
       // the attempt's failure, never an escape from here.
       if (isThenable(result)) {

@@ -59,6 +59,12 @@ export interface RuntimeOptions {
   readonly drainTimeoutMs?: number;
   /** A pino-compatible logger, or `false` for none (default: pino on stderr, `LOG_LEVEL`). */
   readonly logger?: Logger | false;
+  /**
+   * Run every handler inside `logContext` (AsyncLocalStorage) so that any log line written while
+   * it runs can carry its trace, tenant, flow and node (default false: it costs every promise of
+   * the process a little on Node 20; `roost serve` turns it on).
+   */
+  readonly correlate?: boolean;
   /** Wrap every handler run (observe or transform input and output). */
   readonly middlewares?: readonly Middleware[];
   /** Random numbers for backoff jitter (tests pass a fixed one). */
@@ -108,6 +114,7 @@ export interface ResolvedRuntimeOptions {
   readonly streamBuffer: number;
   readonly drainTimeoutMs: number;
   readonly logger: Logger | false | undefined;
+  readonly correlate: boolean;
   readonly middlewares: readonly Middleware[];
   readonly random: () => number;
   readonly store: string | Store | null;
@@ -130,6 +137,7 @@ const TOP_KEYS = [
   'streamBuffer',
   'drainTimeoutMs',
   'logger',
+  'correlate',
   'middlewares',
   'random',
   'store',
@@ -194,6 +202,7 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
     streamBuffer: optInt('', o, 'streamBuffer', 1, 1_000_000, DEFAULT_STREAM_BUFFER),
     drainTimeoutMs: optInt('', o, 'drainTimeoutMs', 0, MAX_MS, 30_000),
     logger: logger as Logger | false | undefined,
+    correlate: optBool('correlate', o['correlate'], false),
     middlewares: Object.freeze([...(middlewares as Middleware[])]),
     random: random as () => number,
     store: store as string | Store | null,
@@ -211,4 +220,10 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
       cooldownMs: optInt('storeBreaker', breaker, 'cooldownMs', 1, MAX_MS, 5_000),
     }),
   });
+}
+
+function optBool(field: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw invalidOption(field, 'true or false', value);
+  return value;
 }

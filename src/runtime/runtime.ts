@@ -135,6 +135,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
   get results(): { ttlMs: number; max: number } {
     return this.options.results;
   }
+  get correlate(): boolean {
+    return this.options.correlate;
+  }
   get middlewares(): readonly Middleware[] {
     return this.options.middlewares;
   }
@@ -501,6 +504,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
       this.listeners = this.listeners.filter((l) => l !== listener);
       this.listening = this.listeners.length > 0;
     };
+  }
+
+  /** Traces admitted and not finished, across flows (what `limits.maxInFlightTraces` caps). */
+  get inFlightTraces(): number {
+    return this.inFlight;
   }
 
   stats(): RuntimeStats {

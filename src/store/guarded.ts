@@ -26,6 +26,9 @@ import type {
 export class GuardedStore implements Store {
   readonly breaker: CircuitBreaker;
 
+  /** Told of every operation that ran: its name, how long it took (ms) and whether it failed (metrics). */
+  private observers: ((operation: string, ms: number, ok: boolean) => void)[] = [];
+
   constructor(
     readonly inner: Store,
     private readonly timeoutMs: number,
@@ -33,6 +36,21 @@ export class GuardedStore implements Store {
     onBreaker: (state: BreakerState, failures: number, error: Error | null) => void,
   ) {
     this.breaker = new CircuitBreaker(breaker, onBreaker);
+  }
+
+  /** Subscribes to every operation's duration and outcome; returns the unsubscribe function. */
+  observe(observer: (operation: string, ms: number, ok: boolean) => void): () => void {
+    this.observers = [...this.observers, observer];
+    return () => {
+      this.observers = this.observers.filter((o) => o !== observer);
+    };
+  }
+
+  private report(operation: string, started: number, ok: boolean): void {
+    const observers = this.observers;
+    if (observers.length === 0) return;
+    const ms = performance.now() - started;
+    for (const o of observers) o(operation, ms, ok);
   }
 
   get durable(): boolean {
@@ -68,14 +86,17 @@ export class GuardedStore implements Store {
       }, this.timeoutMs);
       timer.unref();
     });
+    const started = this.observers.length === 0 ? 0 : performance.now();
     return Promise.race([fn(), timeout]).then(
       (value) => {
         clearTimeout(timer);
         this.breaker.success();
+        if (started !== 0) this.report(operation, started, true);
         return value;
       },
       (thrown: unknown) => {
         clearTimeout(timer);
+        if (started !== 0) this.report(operation, started, false);
         const error = ensureError(thrown);
         if (!isRoostError(error) || error.code === 'ROOST_ERR_STORE_UNAVAILABLE') this.breaker.failure(error);
         else this.breaker.success(); // the store answered; the call was wrong

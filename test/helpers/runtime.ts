@@ -38,3 +38,15 @@ export function tick(): Promise<void> {
 export function typesOf(events: readonly RoostEvent[], traceId?: string): string[] {
   return events.filter((e) => traceId === undefined || ('traceId' in e && e.traceId === traceId)).map((e) => e.type);
 }
+
+/** Calls `get` (real time) until `check` holds for what it returned; returns that, or fails after `timeoutMs`. */
+export async function eventually<T>(get: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 5_000, what = 'condition'): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const value = await get();
+    if (check(value)) return value;
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(value)?.slice(0, 300)})`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+

@@ -1,0 +1,263 @@
+/**
+ * The HTTP and WebSocket service over a runtime (Fastify): the versioned API under `/v1`
+ * (routes-tasks.ts, routes-ops.ts, websocket.ts), the probes and metrics (routes-probes.ts),
+ * `/openapi.json`, one error shape, request ids, and the hooks that count every request.
+ *
+ *   const service = await createService(runtime, { settings, logger });
+ *   const { url } = await service.listen();
+ *   … service.drain(); await runtime.drain(); await service.close();
+ */
+import fastifyWebsocket from '@fastify/websocket';
+import { LogController, fastify, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger as PinoLogger } from 'pino';
+import { uuidv7 } from '../envelope/uuid.js';
+import { RoostError } from '../errors.js';
+import type { RoostEvent } from '../flow/events.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { Health } from '../telemetry/health.js';
+import { RuntimeMetrics } from '../telemetry/metrics.js';
+import { Admission } from './admission.js';
+import type { ServiceContext, ServiceSettings } from './context.js';
+import { asRoostError, errorBody, retryAfterSeconds, statusOf } from './errors.js';
+import { EventRing } from './event-ring.js';
+import './fastify-types.js';
+import { opsRoutes } from './routes-ops.js';
+import { openApi, probeRoutes } from './routes-probes.js';
+import { taskRoutes } from './routes-tasks.js';
+import { websocketRoute } from './websocket.js';
+
+/** What {@link createService} takes. */
+export interface ServiceOptions {
+  readonly settings: ServiceSettings;
+  /** A pino logger: request lines and audit lines go to it. */
+  readonly logger: PinoLogger;
+  /** The API version printed in `/openapi.json` (the package's). */
+  readonly version?: string;
+}
+
+/** Shared JSON schemas, referenced by the routes and the OpenAPI document. */
+const SCHEMAS: Record<string, Record<string, unknown>> = {
+  'roost-error': {
+    type: 'object',
+    description: 'The shape of every error response',
+    properties: {
+      error: {
+        type: 'object',
+        properties: {
+          code: { type: 'string', description: 'a stable ROOST_ERR_… code (docs/reference/errors.md)' },
+          message: { type: 'string' },
+          details: { type: 'object', additionalProperties: true },
+          requestId: { type: 'string' },
+        },
+        required: ['code', 'message', 'requestId'],
+      },
+    },
+    required: ['error'],
+  },
+  'roost-task': {
+    type: 'object',
+    description: 'A submitted task',
+    properties: {
+      traceId: { type: 'string' },
+      flow: { type: 'string' },
+      tenant: { type: 'string' },
+      deduplicated: { type: 'boolean', description: 'the Idempotency-Key matched an earlier submission: this is its trace' },
+      status: { type: 'string', enum: ['running', 'succeeded', 'failed', 'cancelled', 'unknown'] },
+      result: { description: 'with ?wait and a trace that succeeded in time' },
+      error: { type: 'object', additionalProperties: true, description: 'with ?wait and a trace that failed in time' },
+      links: { type: 'object', additionalProperties: { type: 'string' } },
+    },
+    required: ['traceId', 'flow', 'tenant', 'deduplicated', 'status'],
+  },
+};
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The service of one runtime. */
+export class Service {
+  private closing: Promise<void> | null = null;
+  private drainingValue = false;
+  private healthApp: FastifyInstance | null = null;
+  private readonly off: (() => void)[] = [];
+
+  private constructor(
+    readonly app: FastifyInstance,
+    readonly runtime: Runtime,
+    readonly health: Health,
+    readonly metrics: RuntimeMetrics,
+    private readonly options: ServiceOptions,
+    private readonly context: ServiceContext,
+  ) {}
+
+  /** @internal made by {@link createService}. */
+  static async create(runtime: Runtime, options: ServiceOptions): Promise<Service> {
+    if (runtime.store === null) {
+      throw new RoostError('ROOST_ERR_INVALID_OPTION', 'createService: the runtime needs a store (memory: will do) for traces, history and dead letters', {
+        field: 'runtime.store',
+        expected: 'a runtime created with a store',
+      });
+    }
+    const settings = options.settings;
+    const health = new Health(runtime);
+    const metrics = new RuntimeMetrics(runtime);
+    const ring = new EventRing(settings.sse.bufferEvents);
+    let service: Service | null = null;
+    const context: ServiceContext = {
+      runtime,
+      store: runtime.store,
+      settings,
+      logger: options.logger,
+      metrics,
+      health,
+      ring,
+      admission: new Admission(runtime, settings.admission),
+      draining: () => service?.drainingValue ?? false,
+    };
+    const app = await buildApp(context, options);
+    service = new Service(app, runtime, health, metrics, options, context);
+    service.off.push(runtime.on((event) => ring.record(event)));
+    service.off.push(runtime.on((event) => audit(options.logger, event)));
+    return service;
+  }
+
+  /** Starts listening (and on the health port, when set). Resolves with the addresses. */
+  async listen(): Promise<{ url: string; healthUrl: string | null }> {
+    const { host, port, healthPort } = this.options.settings.http;
+    const url = await this.app.listen({ host, port });
+    let healthUrl: string | null = null;
+    if (healthPort !== null && healthPort !== port) {
+      const logger: FastifyBaseLogger = this.options.logger; // as in buildApp
+      const probes = fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }) });
+      installErrors(probes);
+      probeRoutes(probes, this.context);
+      this.healthApp = probes;
+      healthUrl = await probes.listen({ host, port: healthPort });
+    }
+    return { url: this.app.server.address() === null ? url : addressOf(this.app), healthUrl: healthUrl === null ? null : addressOf(this.healthApp!) };
+  }
+
+  /** Shutdown begins: readiness fails and new work is refused (`ROOST_ERR_DRAINING`); work in flight goes on. */
+  drain(): void {
+    this.drainingValue = true;
+    this.health.drain();
+  }
+
+  get draining(): boolean {
+    return this.drainingValue;
+  }
+
+  /** Stops listening and closes every connection (streaming clients too). Same promise on repeat. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.drain();
+      for (const off of this.off.splice(0)) off();
+      for (const step of [() => this.app.close(), () => this.healthApp?.close()]) {
+        try {
+          await step();
+        } catch (error) {
+          this.options.logger.error({ err: error }, 'closing the HTTP service failed');
+        }
+      }
+      this.metrics.close();
+      this.health.close();
+    })();
+    return this.closing;
+  }
+}
+
+/** The HTTP service of `runtime` (it needs a store). Call `listen()` to serve. */
+export function createService(runtime: Runtime, options: ServiceOptions): Promise<Service> {
+  return Service.create(runtime, options);
+}
+
+function addressOf(app: FastifyInstance): string {
+  const address = app.server.address();
+  if (address === null || typeof address === 'string') return String(address);
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return `http://${host}:${address.port}`;
+}
+
+/** Errors in the one shape, with `Retry-After` where a retry is the answer. */
+function installErrors(app: FastifyInstance): void {
+  app.setErrorHandler((thrown, request, reply) => {
+    const error = asRoostError(thrown);
+    const status = statusOf(error);
+    if (status >= 500 && error.code === 'ROOST_ERR_INTERNAL') request.log.error({ err: thrown, requestId: request.id }, 'request failed');
+    const retryAfter = retryAfterSeconds(error);
+    if (retryAfter !== null) void reply.header('retry-after', String(retryAfter));
+    return reply.code(status).send(errorBody(error, request.id));
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send(errorBody(new RoostError('ROOST_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`, { field: 'path' }), request.id)),
+  );
+}
+
+async function buildApp(ctx: ServiceContext, options: ServiceOptions): Promise<FastifyInstance> {
+  const { http } = ctx.settings;
+  // Typed as Fastify's base logger so the instance is the plain FastifyInstance the routes take.
+  const logger: FastifyBaseLogger = options.logger;
+  const app = fastify({
+    loggerInstance: logger,
+    // One line per request of our own (onResponse, at debug), not Fastify's two at info.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: http.bodyLimitBytes,
+    requestTimeout: http.requestTimeoutMs,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : uuidv7();
+    },
+    ajv: { customOptions: { allErrors: false, coerceTypes: 'array', useDefaults: true, removeAdditional: false } },
+  });
+  for (const [id, schema] of Object.entries(SCHEMAS)) app.addSchema({ $id: id, ...schema });
+  installErrors(app);
+  const routes: { method: string; url: string; schema: Record<string, unknown> | undefined }[] = [];
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url, schema: route.schema as Record<string, unknown> | undefined });
+  });
+  app.addHook('onRequest', (request, reply, done) => {
+    void reply.header('x-request-id', request.id);
+    done();
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    ctx.metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    ctx.metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    request.log.debug({ method: request.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, tenant: request.headers['x-roost-tenant'] }, 'request');
+    done();
+  });
+  await app.register(fastifyWebsocket, { options: { maxPayload: http.bodyLimitBytes } });
+  taskRoutes(app, ctx);
+  opsRoutes(app, ctx);
+  websocketRoute(app, ctx);
+  probeRoutes(app, ctx);
+  const version = options.version ?? '0';
+  const components = Object.fromEntries(Object.entries(SCHEMAS).map(([id, s]) => [id, s]));
+  app.get('/openapi.json', { schema: { summary: 'This document', tags: ['probes'] } }, () => openApi(routes, components, version));
+  return app;
+}
+
+/** Audit lines for what an operator (or a breaker) changed: quarantines, restores, replays. */
+function audit(logger: PinoLogger, event: RoostEvent): void {
+  switch (event.type) {
+    case 'agent_quarantined':
+      logger.warn({ audit: 'agent_quarantined', agent: event.agent, reason: event.reason, runs: event.runs, failures: event.failures, abandoned: event.abandoned }, 'agent quarantined');
+      return;
+    case 'agent_restored':
+      logger.info({ audit: 'agent_restored', agent: event.agent }, 'agent restored');
+      return;
+    case 'dead_letter_replayed':
+      logger.info({ audit: 'dead_letter_replayed', deadLetterId: event.deadLetterId, flow: event.flow, node: event.node, tenant: event.tenant, traceId: event.replayTraceId }, 'dead letter replayed');
+      return;
+    case 'dead_letter_deleted':
+      logger.info({ audit: 'dead_letter_deleted', deadLetterId: event.deadLetterId, flow: event.flow, tenant: event.tenant }, 'dead letter deleted');
+      return;
+    case 'store_breaker_open':
+      logger.error({ audit: 'store_breaker_open', failures: event.failures, error: event.error }, 'journal unavailable: breaker open');
+      return;
+    case 'store_breaker_closed':
+      logger.info({ audit: 'store_breaker_closed' }, 'journal available again: breaker closed');
+      return;
+    default:
+      return;
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Prometheus metrics of a runtime, derived from its events (and a few gauges read when scraped).
+ * Labels are bounded: flow, node, agent, outcome, status, store operation, HTTP route template.
+ * No trace id or other unbounded value is ever a label. Every metric here is listed in
+ * `docs/reference/metrics.md`; `test/unit/metrics-doc.test.ts` keeps the two in step.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RoostEvent } from '../flow/events.js';
+import type { Runtime } from '../runtime/runtime.js';
+
+/** Buckets for node and request durations, seconds: 0.5 ms to 60 s. */
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** Buckets for store operations, seconds: 0.1 ms to 10 s. */
+const STORE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10];
+
+const BREAKER_STATES = { closed: 0, half_open: 1, open: 2 } as const;
+
+/** The metrics of one runtime (and its HTTP service), in a registry of their own. */
+export class RuntimeMetrics {
+  readonly registry = new Registry();
+  private readonly off: (() => void)[] = [];
+
+  private readonly tasksReceived = this.counter('roost_tasks_received_total', 'Tasks a flow accepted (traces started).', ['flow']);
+  private readonly tasksFinished = this.counter('roost_tasks_finished_total', 'Traces that ended, by how.', ['flow', 'status']);
+  private readonly received = this.counter('roost_node_messages_received_total', 'Envelopes a node began to handle (first attempts; retries are roost_node_retries_total).', ['flow', 'node']);
+  private readonly completed = this.counter('roost_node_messages_completed_total', 'Envelopes a node handled successfully.', ['flow', 'node']);
+  private readonly failed = this.counter('roost_node_messages_failed_total', 'Envelopes a node failed for good (after its retries, or a terminal error).', ['flow', 'node']);
+  private readonly duration = new Histogram({
+    name: 'roost_node_duration_seconds',
+    help: 'Handler run time per attempt, by outcome (success, error, timeout).',
+    labelNames: ['flow', 'node', 'outcome'],
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly retries = this.counter('roost_node_retries_total', 'Retries scheduled after a failed attempt.', ['flow', 'node']);
+  private readonly timeouts = this.counter('roost_node_timeouts_total', 'Attempts cut off by their timeout or the deadline.', ['flow', 'node']);
+  private readonly lateResults = this.counter('roost_node_late_results_total', 'Results that arrived after their attempt was abandoned (discarded).', ['flow', 'node']);
+  private readonly deadlineSkips = this.counter('roost_deadline_skips_total', 'Envelopes not run because their deadline had passed.', ['flow', 'node']);
+  private readonly overflows = this.counter('roost_queue_overflows_total', 'Envelopes a full edge refused or evicted.', ['flow', 'node']);
+  private readonly cancellations = this.counter('roost_trace_cancellations_total', 'Traces cancelled.', ['flow']);
+  private readonly deadLettersAdded = this.counter('roost_dead_letters_added_total', 'Envelopes put in the dead-letter queue.', ['flow', 'node']);
+  private readonly quarantines = this.counter('roost_agent_quarantines_total', 'Times an agent was quarantined, by reason.', ['agent', 'reason']);
+  private readonly storeOps = new Histogram({
+    name: 'roost_store_operation_duration_seconds',
+    help: 'Journal store operations, by operation and outcome (ok, error).',
+    labelNames: ['operation', 'outcome'],
+    buckets: STORE_BUCKETS,
+    registers: [this.registry],
+  });
+  /** HTTP requests, by method, route template and status (filled by the service). */
+  readonly httpRequests = this.counter('roost_http_requests_total', 'HTTP requests served, by method, route and status.', ['method', 'route', 'status']);
+  readonly httpDuration = new Histogram({
+    name: 'roost_http_request_duration_seconds',
+    help: 'HTTP request time, by method and route.',
+    labelNames: ['method', 'route'],
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  /** Open streaming clients (set by the service). */
+  readonly streamClients = new Gauge({ name: 'roost_stream_clients', help: 'Open Server-Sent Events and WebSocket clients.', labelNames: ['kind'], registers: [this.registry] });
+
+  constructor(runtime: Runtime) {
+    collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: 'roost_traces_in_flight',
+      help: 'Traces admitted and not finished, across flows.',
+      registers: [this.registry],
+      collect() {
+        this.set(runtime.inFlightTraces);
+      },
+    });
+    new Gauge({
+      name: 'roost_queue_depth',
+      help: "Envelopes waiting on a node's incoming edges.",
+      labelNames: ['flow', 'node'],
+      registers: [this.registry],
+      collect() {
+        for (const flow of runtime.flowNames()) for (const n of runtime.getFlow(flow)!.nodeStats()) this.set({ flow, node: n.node }, n.queued);
+      },
+    });
+    new Gauge({
+      name: 'roost_node_running',
+      help: 'Handler runs holding a slot of a node now.',
+      labelNames: ['flow', 'node'],
+      registers: [this.registry],
+      collect() {
+        for (const flow of runtime.flowNames()) for (const n of runtime.getFlow(flow)!.nodeStats()) this.set({ flow, node: n.node }, n.running);
+      },
+    });
+    new Gauge({
+      name: 'roost_dead_letters',
+      help: 'Letters in the dead-letter queue (in memory).',
+      registers: [this.registry],
+      collect() {
+        this.set(runtime.deadLetters.size);
+      },
+    });
+    new Gauge({
+      name: 'roost_agents_quarantined',
+      help: 'Agents quarantined now.',
+      registers: [this.registry],
+      collect() {
+        this.set(runtime.stats().quarantinedAgents);
+      },
+    });
+    new Gauge({
+      name: 'roost_store_breaker_state',
+      help: "The journal store's circuit breaker: 0 closed, 1 half-open, 2 open.",
+      registers: [this.registry],
+      collect() {
+        const store = runtime.store;
+        this.set(store === null ? 0 : BREAKER_STATES[store.breaker.state]);
+      },
+    });
+    this.off.push(runtime.on((event) => this.record(event)));
+    if (runtime.store !== null) {
+      this.off.push(runtime.store.observe((operation, ms, ok) => this.storeOps.observe({ operation, outcome: ok ? 'ok' : 'error' }, ms / 1000)));
+    }
+  }
+
+  /** The Prometheus text exposition. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** The same as JSON (prom-client's shape: one entry per metric with its values). */
+  json(): Promise<unknown> {
+    return this.registry.getMetricsAsJSON();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Stops listening to the runtime. */
+  close(): void {
+    for (const off of this.off.splice(0)) off();
+  }
+
+  private counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
+    return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private record(event: RoostEvent): void {
+    switch (event.type) {
+      case 'trace_start':
+        this.tasksReceived.inc({ flow: event.flow });
+        return;
+      case 'trace_success':
+        this.tasksFinished.inc({ flow: event.flow, status: 'succeeded' });
+        return;
+      case 'trace_failed':
+        this.tasksFinished.inc({ flow: event.flow, status: 'failed' });
+        return;
+      case 'trace_cancel_finish':
+        this.tasksFinished.inc({ flow: event.flow, status: 'cancelled' });
+        this.cancellations.inc({ flow: event.flow });
+        return;
+      case 'node_start':
+        if (event.attempt === 1) this.received.inc({ flow: event.flow, node: event.node });
+        return;
+      case 'node_success':
+        this.completed.inc({ flow: event.flow, node: event.node });
+        this.duration.observe({ flow: event.flow, node: event.node, outcome: 'success' }, (event.latencyMs ?? 0) / 1000);
+        return;
+      case 'node_error':
+        this.duration.observe({ flow: event.flow, node: event.node, outcome: 'error' }, (event.latencyMs ?? 0) / 1000);
+        return;
+      case 'node_timeout':
+        this.timeouts.inc({ flow: event.flow, node: event.node });
+        this.duration.observe({ flow: event.flow, node: event.node, outcome: 'timeout' }, (event.latencyMs ?? 0) / 1000);
+        return;
+      case 'node_failed':
+        this.failed.inc({ flow: event.flow, node: event.node });
+        return;
+      case 'node_retry':
+        this.retries.inc({ flow: event.flow, node: event.node });
+        return;
+      case 'node_late_result':
+        this.lateResults.inc({ flow: event.flow, node: event.node });
+        return;
+      case 'deadline_skip':
+        this.deadlineSkips.inc({ flow: event.flow, node: event.node });
+        return;
+      case 'queue_overflow':
+        this.overflows.inc({ flow: event.flow, node: event.node });
+        return;
+      case 'dead_letter_added':
+        this.deadLettersAdded.inc({ flow: event.flow, node: event.node });
+        return;
+      case 'agent_quarantined':
+        this.quarantines.inc({ agent: event.agent, reason: event.reason ?? 'manual' });
+        return;
+      default:
+        return;
+    }
+  }
+}

@@ -1,23 +1,36 @@
 #!/usr/bin/env node
 /**
- * The `roost` command: envelope checks and the journal commands (src/cli/journal.ts); `serve`,
- * `worker`, `submit` and the rest come with the service issue.
+ * The `roost` command: the service (serve.ts), its configuration and checks (doctor.ts), task
+ * submission to a running server (submit.ts), envelope checks and the journal commands
+ * (journal.ts).
  *
+ *   roost serve [--config roost.toml]
+ *   roost config check | roost doctor
+ *   roost submit <flow> [json|@file|-] [--wait]
  *   roost version
  *   roost validate [file|-] [--max-bytes N]   one envelope per line (or one JSON document)
  *   roost trace|replay|dlq|backup|prune …     see journal.ts (--store URL)
  *
- * Exit codes: 0 done (all valid), 1 some invalid or not found, 2 bad usage.
+ * Exit codes: 0 done (all valid, the trace succeeded), 1 failed (some invalid, not found, a
+ * failed trace), 2 bad usage (an invalid configuration too).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { decodeEnvelope } from '../envelope/codec.js';
 import { ensureError, isRoostError } from '../errors.js';
+import { describeConfig } from '../config/load.js';
+import { doctor } from './doctor.js';
 import { UsageError, journalCommand } from './journal.js';
+import { loadOrExplain, serve } from './serve.js';
+import { submit } from './submit.js';
 
 const USAGE = `usage: roost <command>
 
 commands:
+  serve [--config FILE]            run the service: the configured app, the HTTP API, the journal
+  config check [--config FILE]     print the resolved configuration (secrets hidden); exit 2 if invalid
+  doctor [--config FILE]           check what serve needs (config, app, store, ports) and say what to fix
+  submit <flow> [json|@file|-]     submit a task to a running server (--url, --tenant, --key, --wait)
   version                          print the version
   validate [file|-] [--max-bytes N] check envelopes (one JSON per line, or one document)
   trace <trace-id>                 a trace's journaled history as a timeline
@@ -27,6 +40,8 @@ commands:
   backup <file>                    an online copy of an SQLite journal (PostgreSQL: prints the pg_dump to run)
   prune [--older-than 7d]          delete finished traces older than that
 
+the configuration: --config, else $ROOST_CONFIG, else ./roost.toml when it exists; the environment
+overrides it (docs/reference/configuration.md)
 journal commands take --store URL (default: $ROOST_STORE_URL, else sqlite:.roost/roost.db)
 `;
 
@@ -67,6 +82,11 @@ async function main(argv: string[]): Promise<number> {
         flow: { type: 'string' },
         limit: { type: 'string' },
         'older-than': { type: 'string' },
+        config: { type: 'string', short: 'c' },
+        url: { type: 'string' },
+        tenant: { type: 'string' },
+        key: { type: 'string' },
+        wait: { type: 'boolean', short: 'w' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -82,6 +102,35 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'version') {
     process.stdout.write(`${version()}\n`);
     return 0;
+  }
+  const v = parsed.values;
+  const io = { env: process.env, cwd: process.cwd(), out: (line: string) => process.stdout.write(`${line}\n`), err: (line: string) => process.stderr.write(`${line}\n`) };
+  const config = v.config === undefined ? {} : { config: v.config };
+  if (command === 'serve') return serve({ ...config, version: version() }, io);
+  if (command === 'doctor') return doctor(config, io);
+  if (command === 'config') {
+    if (rest[0] !== 'check') {
+      process.stderr.write(`config: expected \`roost config check\`\n${USAGE}`);
+      return 2;
+    }
+    const loaded = loadOrExplain(v.config, io);
+    if (loaded === null) return 2;
+    for (const line of describeConfig(loaded)) io.out(line);
+    return 0;
+  }
+  if (command === 'submit') {
+    try {
+      return await submit(
+        { flow: rest[0], input: rest[1], wait: v.wait === true, url: v.url, tenant: v.tenant, idempotencyKey: v.key, config: v.config },
+        { ...io, stdin: () => readFileSync(0, 'utf8') },
+      );
+    } catch (error) {
+      if (error instanceof UsageError) {
+        process.stderr.write(`${error.message}\n`);
+        return 2;
+      }
+      throw error;
+    }
   }
   if (command === 'validate') {
     const source = rest[0] ?? '-';
@@ -103,7 +152,6 @@ async function main(argv: string[]): Promise<number> {
     return ok ? 0 : 1;
   }
   if (JOURNAL_COMMANDS.has(command)) {
-    const v = parsed.values;
     try {
       return await journalCommand(
         command,
@@ -130,4 +178,7 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// serve has closed what it opened; anything left (a library's timer) must not keep the process up.
+if (process.argv[2] === 'serve') process.exit(code);
+process.exitCode = code;

@@ -261,3 +261,27 @@ function keyLines(text: string): Map<string, number> {
   });
   return lines;
 }
+
+/** A value as `roost config check` prints it: secrets hidden (a URL keeps all but its password). */
+export function shownValue(key: ConfigKey, value: ConfigValue): string {
+  if (value === null) return '(unset)';
+  if (key.secret !== true || typeof value !== 'string') return typeof value === 'string' ? JSON.stringify(value) : String(value);
+  try {
+    const url = new URL(value);
+    if (url.password === '' && url.username === '') return JSON.stringify(value);
+    if (url.password !== '') url.password = '***';
+    return JSON.stringify(url.toString());
+  } catch {
+    return '"***"';
+  }
+}
+
+/** The resolved configuration as lines of `key = value  # source`, secrets hidden. */
+export function describeConfig(config: ServiceConfig): string[] {
+  const lines = [`# ${config.file === null ? 'no configuration file: defaults and the environment' : config.file}`];
+  for (const key of CONFIG_KEYS) {
+    const entry = config.values.get(key.path)!;
+    lines.push(`${key.path} = ${shownValue(key, entry.value)}  # ${where(entry.source)}`);
+  }
+  return lines;
+}

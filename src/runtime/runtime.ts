@@ -76,6 +76,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
   private readonly flows = new Map<string, Flow>();
   private listeners: EventListener[] = [];
   private inFlight = 0;
+  private cutOffValue = 0;
   private reservedRuns = 0;
   private idle: (() => void)[] = [];
   private draining: Promise<void> | null = null;
@@ -506,6 +507,14 @@ export class Runtime implements FlowHost, AsyncDisposable {
     };
   }
 
+  /**
+   * Traces a drain's timeout cut off (0 until one does): with a journal they stay unfinished in
+   * it and resume on the next start; without one they were cancelled.
+   */
+  get cutOffTraces(): number {
+    return this.cutOffValue;
+  }
+
   /** Traces admitted and not finished, across flows (what `limits.maxInFlightTraces` caps). */
   get inFlightTraces(): number {
     return this.inFlight;
@@ -685,7 +694,13 @@ export class Runtime implements FlowHost, AsyncDisposable {
     const late = await Promise.race([done.then(() => false), timedOut]);
     clearTimeout(timer);
     if (late) {
-      this.logger.warn({ inFlight: this.inFlight }, 'drain timed out; cancelling the traces still running');
+      this.cutOffValue = this.inFlight;
+      this.logger.warn(
+        { inFlight: this.inFlight },
+        this.journal !== null
+          ? 'drain timed out; the traces still running stop here and resume from the journal on the next start'
+          : 'drain timed out; cancelling the traces still running',
+      );
       for (const flow of this.flows.values()) flow.stop(this.journal !== null);
     }
   }

@@ -3,6 +3,7 @@
  * telemetry, and the one place the tenant of a request is decided (`X-Roost-Tenant` for now;
  * authentication comes later and changes only this function).
  */
+import type { Span } from '@opentelemetry/api';
 import type { FastifyRequest } from 'fastify';
 import type { ServiceConfig } from '../config/load.js';
 import { DEFAULT_TENANT, isName } from '../envelope/names.js';
@@ -12,6 +13,7 @@ import type { Store, StoredTrace } from '../store/store.js';
 import type { Health } from '../telemetry/health.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RuntimeMetrics } from '../telemetry/metrics.js';
+import type { Tracing } from '../telemetry/tracing.js';
 import type { Admission } from './admission.js';
 import { notFound } from './errors.js';
 import type { EventRing } from './event-ring.js';
@@ -29,6 +31,10 @@ export interface ServiceContext {
   readonly health: Health;
   readonly ring: EventRing;
   readonly admission: Admission;
+  /** OpenTelemetry tracing, when configured (`OTEL_*`); else null. */
+  readonly tracing: Tracing | null;
+  /** The span of a request (null tracing: none). */
+  readonly spanOf: (request: FastifyRequest) => Span | undefined;
   /** True once shutdown began: new work is refused with `ROOST_ERR_DRAINING`. */
   readonly draining: () => boolean;
 }

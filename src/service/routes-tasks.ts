@@ -3,16 +3,13 @@
  * history, and its events as Server-Sent Events. Every query is scoped by the request's tenant;
  * another tenant's trace is not found.
  */
-import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { UUIDV7_PATTERN } from '../envelope/uuid.js';
 import { NAME_PATTERN } from '../envelope/names.js';
-import { RoostError } from '../errors.js';
-import type { EmitOptions } from '../flow/flow.js';
 import { traceHistory } from '../store/history.js';
 import { tenantOf, tenantTrace, traceView, type ServiceContext } from './context.js';
-import { notFound } from './errors.js';
 import type { NumberedEvent } from './event-ring.js';
+import { admitTask, bodyFingerprint, emitTask, type SubmitOptions } from './submit.js';
 import { watchTrace, type TraceEnd } from './watch.js';
 
 const traceIdParam = { type: 'object', required: ['traceId'], properties: { traceId: { type: 'string', pattern: UUIDV7_PATTERN } } } as const;
@@ -26,11 +23,6 @@ interface SubmitBody {
   readonly timeoutMs?: number;
   readonly headers?: Record<string, string>;
   readonly traceId?: string;
-}
-
-/** A fingerprint of a request body: what an idempotency key is checked against. */
-export function bodyFingerprint(body: unknown): string {
-  return createHash('sha256').update(JSON.stringify(body ?? null)).digest('base64url').slice(0, 32);
 }
 
 /** The SSE frame of one event. */
@@ -71,16 +63,13 @@ export function taskRoutes(app: FastifyInstance, ctx: ServiceContext): void {
       },
     },
     async (request, reply) => {
-      if (ctx.draining()) throw new RoostError('ROOST_ERR_DRAINING', 'the service is shutting down: it takes no new work', { details: { retryAfterMs: 1_000 } });
-      const flow = runtime.getFlow(request.params.flow);
-      if (flow === undefined) throw notFound('flow', request.params.flow, 'flow');
       const tenant = tenantOf(request);
-      ctx.admission.admit(tenant);
+      const flow = admitTask(ctx, request.params.flow, tenant);
       const body = request.body ?? {};
       const headers: Record<string, string> = { ...(body.headers ?? {}) };
       const traceparent = request.headers['traceparent'];
       if (typeof traceparent === 'string' && headers['traceparent'] === undefined) headers['traceparent'] = traceparent;
-      const options: { -readonly [K in keyof EmitOptions]: EmitOptions[K] } = { tenant, headers };
+      const options: SubmitOptions = { tenant, headers };
       if (body.deadline !== undefined) options.deadline = body.deadline;
       else if (body.timeoutMs !== undefined) options.deadline = Date.now() + body.timeoutMs;
       if (body.traceId !== undefined) options.traceId = body.traceId;
@@ -89,7 +78,7 @@ export function taskRoutes(app: FastifyInstance, ctx: ServiceContext): void {
         options.idempotencyKey = key;
         options.idempotencyFingerprint = bodyFingerprint(body);
       }
-      const { traceId, deduplicated } = await flow.emit(body.input ?? null, options);
+      const { traceId, deduplicated } = await emitTask(ctx, flow, body.input ?? null, options, ctx.spanOf(request));
       if (ctx.settings.log.payloads) request.log.info({ flow: flow.name, traceId, tenant, input: body.input }, 'task submitted');
       const wait = request.query.wait ?? 0;
       const end = wait > 0 ? await waitForEnd(ctx, flow.name, traceId, wait) : null;

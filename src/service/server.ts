@@ -8,7 +8,8 @@
  *   … service.drain(); await runtime.drain(); await service.close();
  */
 import fastifyWebsocket from '@fastify/websocket';
-import { LogController, fastify, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Span } from '@opentelemetry/api';
+import { LogController, fastify, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger as PinoLogger } from 'pino';
 import { uuidv7 } from '../envelope/uuid.js';
 import { RoostError } from '../errors.js';
@@ -16,6 +17,7 @@ import type { RoostEvent } from '../flow/events.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Health } from '../telemetry/health.js';
 import { RuntimeMetrics } from '../telemetry/metrics.js';
+import type { Tracing } from '../telemetry/tracing.js';
 import { Admission } from './admission.js';
 import type { ServiceContext, ServiceSettings } from './context.js';
 import { asRoostError, errorBody, retryAfterSeconds, statusOf } from './errors.js';
@@ -33,6 +35,8 @@ export interface ServiceOptions {
   readonly logger: PinoLogger;
   /** The API version printed in `/openapi.json` (the package's). */
   readonly version?: string;
+  /** OpenTelemetry tracing (from `startTracing`): a span per request, and the traces submitted under it. */
+  readonly tracing?: Tracing | null;
 }
 
 /** Shared JSON schemas, referenced by the routes and the OpenAPI document. */
@@ -102,7 +106,11 @@ export class Service {
     const metrics = new RuntimeMetrics(runtime);
     const ring = new EventRing(settings.sse.bufferEvents);
     let service: Service | null = null;
+    const tracing = options.tracing ?? null;
+    const spans = new WeakMap<FastifyRequest, Span>();
     const context: ServiceContext = {
+      tracing,
+      spanOf: (request) => spans.get(request),
       runtime,
       store: runtime.store,
       settings,
@@ -113,7 +121,7 @@ export class Service {
       admission: new Admission(runtime, settings.admission),
       draining: () => service?.drainingValue ?? false,
     };
-    const app = await buildApp(context, options);
+    const app = await buildApp(context, options, spans);
     service = new Service(app, runtime, health, metrics, options, context);
     service.off.push(runtime.on((event) => ring.record(event)));
     service.off.push(runtime.on((event) => audit(options.logger, event)));
@@ -192,7 +200,7 @@ function installErrors(app: FastifyInstance): void {
   );
 }
 
-async function buildApp(ctx: ServiceContext, options: ServiceOptions): Promise<FastifyInstance> {
+async function buildApp(ctx: ServiceContext, options: ServiceOptions, spans: WeakMap<FastifyRequest, Span>): Promise<FastifyInstance> {
   const { http } = ctx.settings;
   // Typed as Fastify's base logger so the instance is the plain FastifyInstance the routes take.
   const logger: FastifyBaseLogger = options.logger;
@@ -214,10 +222,28 @@ async function buildApp(ctx: ServiceContext, options: ServiceOptions): Promise<F
   app.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) routes.push({ method, url: route.url, schema: route.schema as Record<string, unknown> | undefined });
   });
+  const tracing = ctx.tracing;
   app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);
+    if (tracing !== null) spans.set(request, tracing.startRequest(request.method, request.routeOptions.url ?? 'unmatched', request.url.split('?')[0]!, request.headers));
     done();
   });
+  if (tracing !== null) {
+    const end = (request: FastifyRequest, status: number): void => {
+      const span = spans.get(request);
+      if (span === undefined) return;
+      spans.delete(request);
+      tracing.endRequest(span, status);
+    };
+    app.addHook('onRequestAbort', (request, done) => {
+      end(request, 499); // the client went away first
+      done();
+    });
+    app.addHook('onResponse', (request, reply, done) => {
+      end(request, reply.statusCode);
+      done();
+    });
+  }
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
     ctx.metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });

@@ -15,10 +15,9 @@ import type { WebSocket } from 'ws';
 import { isUuidV7, uuidv7 } from '../envelope/uuid.js';
 import { isName } from '../envelope/names.js';
 import { RoostError, isRoostError } from '../errors.js';
-import type { EmitOptions } from '../flow/flow.js';
 import { tenantOf, tenantTrace, type ServiceContext } from './context.js';
-import { asRoostError, notFound } from './errors.js';
-import { bodyFingerprint } from './routes-tasks.js';
+import { asRoostError } from './errors.js';
+import { admitTask, bodyFingerprint, emitTask, type SubmitOptions } from './submit.js';
 import { watchTrace } from './watch.js';
 
 /** Frames held for a subscription made before its task was acknowledged, at most. */
@@ -129,13 +128,10 @@ export function websocketRoute(app: FastifyInstance, ctx: ServiceContext): void 
           send({ type: 'pong', ...(typeof id === 'string' ? { id } : {}) });
           return;
         case 'submit': {
-          if (ctx.draining()) throw new RoostError('ROOST_ERR_DRAINING', 'the service is shutting down: it takes no new work');
           const flowName = frame['flow'];
           if (typeof flowName !== 'string' || !isName(flowName)) throw bad('frame.flow', 'a flow name', flowName);
-          const flow = ctx.runtime.getFlow(flowName);
-          if (flow === undefined) throw notFound('flow', flowName, 'flow');
-          ctx.admission.admit(tenant);
-          const options: { -readonly [K in keyof EmitOptions]: EmitOptions[K] } = { tenant };
+          const flow = admitTask(ctx, flowName, tenant);
+          const options: SubmitOptions = { tenant };
           const key = frame['idempotencyKey'];
           if (key !== undefined) {
             if (typeof key !== 'string' || key === '') throw bad('frame.idempotencyKey', 'a non-empty string', key);
@@ -154,7 +150,7 @@ export function websocketRoute(app: FastifyInstance, ctx: ServiceContext): void 
           }
           let result: { traceId: string; deduplicated: boolean };
           try {
-            result = await flow.emit(frame['input'] ?? null, options);
+            result = await emitTask(ctx, flow, frame['input'] ?? null, options, ctx.spanOf(request));
           } catch (error) {
             watches.get(planned)?.();
             watches.delete(planned);

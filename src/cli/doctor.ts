@@ -1,0 +1,168 @@
+/**
+ * `roost doctor`: checks what a deployment needs and says what to fix. Each check prints one
+ * line, `ok`, `warn` or `FAIL`, with a fix under a failure:
+ *
+ * - config: the configuration loads (file, interpolation, environment) and every value is valid;
+ * - app: the application module loads and adds its flows (on a throw-away in-memory runtime);
+ * - store: the journal is reachable and writable (a key written and read back);
+ * - ports: the HTTP (and health) ports are free on the configured host;
+ * - tracing: whether the `OTEL_*` variables turn tracing on, and where spans go.
+ *
+ * Exit 0 when nothing failed, 1 otherwise.
+ */
+import { createServer } from 'node:net';
+import { hostname } from 'node:os';
+import { loadConfig, type ServiceConfig } from '../config/load.js';
+import { ensureError, isRoostError } from '../errors.js';
+import { createRuntime } from '../runtime/runtime.js';
+import { openStore } from '../store/open.js';
+import { tracingExporter } from '../telemetry/tracing.js';
+import { appPath, loadApp } from './app.js';
+
+/** One finding. */
+export interface Finding {
+  readonly check: string;
+  readonly status: 'ok' | 'warn' | 'FAIL';
+  readonly message: string;
+  readonly fix?: string;
+}
+
+/** Where doctor reads and writes. */
+export interface DoctorIo {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly cwd: string;
+  out(line: string): void;
+}
+
+const STORE_CHECK_MS = 10_000;
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function checkApp(config: ServiceConfig): Promise<Finding> {
+  if (config.app === null) return { check: 'app', status: 'FAIL', message: 'no application module is configured', fix: 'set `app = "path/to/app.ts"` in roost.toml, or ROOST_APP' };
+  const file = appPath(config.app, config.dir);
+  const runtime = createRuntime({ logger: false });
+  try {
+    await loadApp(file, runtime);
+    return { check: 'app', status: 'ok', message: `${config.app}: flows ${runtime.flowNames().join(', ')}` };
+  } catch (error) {
+    const e = ensureError(error);
+    return { check: 'app', status: 'FAIL', message: `${isRoostError(e) ? `${e.code}: ` : ''}${e.message}`, fix: 'the module must export a function (default, or `setup`) that adds flows to the runtime it receives' };
+  } finally {
+    await runtime.close();
+  }
+}
+
+async function checkStore(config: ServiceConfig): Promise<Finding> {
+  const url = config.store.url;
+  const shown = url.replace(/:[^:@/]*@/, ':***@');
+  const fix = url.startsWith('sqlite:')
+    ? "the file's directory must exist or be creatable, and be writable by this user"
+    : url.startsWith('postgres')
+      ? "check that the server runs and answers at that address, and that the URL's user, password and database are right"
+      : 'use memory:, sqlite:<path> or postgres://…';
+  let store;
+  try {
+    store = openStore(url, { postgres: { statementTimeoutMs: config.store.timeoutMs } }, 'store.url');
+  } catch (error) {
+    return { check: 'store', status: 'FAIL', message: `${shown}: ${ensureError(error).message}`, fix };
+  }
+  try {
+    const key = `roost:doctor:${hostname()}:${process.pid}`;
+    await withTimeout(
+      (async () => {
+        const current = await store.getValue(key);
+        const version = await store.putValue(key, Date.now(), current?.version ?? 0);
+        if (version === null) throw new Error('a write was not applied (another writer?)');
+        const back = await store.getValue(key);
+        if (back?.version !== version) throw new Error('a written key did not read back');
+      })(),
+      STORE_CHECK_MS,
+      'the journal',
+    );
+    if (!store.durable) return { check: 'store', status: 'warn', message: `${shown}: works, but keeps nothing across a restart`, fix: 'use sqlite:<path> or postgres://… to keep accepted work' };
+    return { check: 'store', status: 'ok', message: `${shown}: reachable and writable` };
+  } catch (error) {
+    return { check: 'store', status: 'FAIL', message: `${shown}: ${ensureError(error).message}`, fix };
+  } finally {
+    await store.close().catch(() => {});
+  }
+}
+
+function portFree(host: string, port: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve(null)));
+  });
+}
+
+async function checkPorts(config: ServiceConfig): Promise<Finding[]> {
+  const out: Finding[] = [];
+  const { host, port, healthPort } = config.http;
+  for (const [name, value, env] of [
+    ['http.port', port, 'ROOST_HTTP_PORT'],
+    ['http.health_port', healthPort, 'ROOST_HEALTH_PORT'],
+  ] as const) {
+    if (value === null) continue;
+    if (value === 0) {
+      out.push({ check: 'ports', status: 'ok', message: `${name} = 0: any free port` });
+      continue;
+    }
+    const problem = await portFree(host, value);
+    out.push(
+      problem === null
+        ? { check: 'ports', status: 'ok', message: `${host}:${value} (${name}) is free` }
+        : {
+            check: 'ports',
+            status: 'FAIL',
+            message: `${host}:${value} (${name}) cannot be bound: ${problem}`,
+            fix: problem === 'EADDRINUSE' ? `stop what listens there, or set ${name} (${env}) to another port` : `check ${'http.host'} and ${name}`,
+          },
+    );
+  }
+  return out;
+}
+
+function checkTracing(env: Readonly<Record<string, string | undefined>>): Finding {
+  const exporter = tracingExporter(env);
+  if (exporter === null) return { check: 'tracing', status: 'ok', message: 'off (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)' };
+  if (exporter === 'console') return { check: 'tracing', status: 'ok', message: 'on: spans are printed (OTEL_TRACES_EXPORTER=console)' };
+  const endpoint = env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] ?? env['OTEL_EXPORTER_OTLP_ENDPOINT'] ?? 'http://localhost:4318 (the default)';
+  return { check: 'tracing', status: 'ok', message: `on: spans go to ${endpoint} over OTLP/HTTP` };
+}
+
+/** Every finding, in order (see the module comment). */
+export async function diagnose(args: { readonly config?: string }, io: Pick<DoctorIo, 'env' | 'cwd'>): Promise<Finding[]> {
+  let config: ServiceConfig;
+  try {
+    config = loadConfig({ ...(args.config === undefined ? {} : { file: args.config }), env: io.env, cwd: io.cwd });
+  } catch (error) {
+    const e = ensureError(error);
+    return [{ check: 'config', status: 'FAIL', message: `${isRoostError(e) ? `${e.code}: ` : ''}${e.message}`, fix: 'correct the key named above (docs/reference/configuration.md lists every key)' }];
+  }
+  const findings: Finding[] = [{ check: 'config', status: 'ok', message: `${config.file ?? 'no roost.toml: defaults and the environment'}: valid` }];
+  findings.push(await checkApp(config));
+  findings.push(await checkStore(config));
+  findings.push(...(await checkPorts(config)));
+  findings.push(checkTracing(io.env));
+  return findings;
+}
+
+/** Prints the findings; resolves with the exit code. */
+export async function doctor(args: { readonly config?: string }, io: DoctorIo): Promise<number> {
+  const findings = await diagnose(args, io);
+  for (const f of findings) {
+    io.out(`${f.status.padEnd(4)}  ${f.check.padEnd(7)}  ${f.message}`);
+    if (f.fix !== undefined && f.status !== 'ok') io.out(`${' '.repeat(15)}fix: ${f.fix}`);
+  }
+  const failed = findings.filter((f) => f.status === 'FAIL').length;
+  io.out(failed === 0 ? 'everything roost serve needs is in place' : `${failed} problem${failed === 1 ? '' : 's'} to fix before roost serve can run`);
+  return failed === 0 ? 0 : 1;
+}

@@ -96,7 +96,7 @@ function triage(runtime: Runtime): void {
 }
 
 function research(runtime: Runtime): void {
-  const plan = node('plan', (env: Envelope<{ topic?: unknown }>) => ({ topic: typeof env.payload.topic === 'string' ? env.payload.topic : String(env.payload.topic ?? 'roost') }));
+  const plan = node('plan', (env: Envelope<{ topic?: unknown }>) => ({ topic: typeof env.payload.topic === 'string' ? env.payload.topic : 'roost' }));
   const web = node('web', async (env: Envelope<{ topic: string }>, ctx) => {
     await pause(40, ctx.signal);
     return { source: 'web', note: `3 articles on ${env.payload.topic}` };

@@ -164,8 +164,14 @@ export class NodeRunner implements RunOwner {
     const handler = this.handler!;
     if (this.middlewares.length === 0) return handler(env, ctx);
     const chain = this.middlewares;
-    const call = (i: number, e: Envelope): Promise<unknown> =>
-      i === chain.length ? Promise.resolve(handler(e, ctx)) : chain[i]!(e, ctx, (next) => call(i + 1, next));
+    // `next` always returns a promise, even when the handler (or a middleware) throws at once.
+    const call = (i: number, e: Envelope): Promise<unknown> => {
+      try {
+        return Promise.resolve(i === chain.length ? handler(e, ctx) : chain[i]!(e, ctx, (next) => call(i + 1, next)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
     return call(0, env);
   }
 

@@ -163,17 +163,21 @@ export class Tracing {
       },
       parent,
     );
-    return otelContext.with(trace.setSpan(parent, span), () => next(envelope)).then(
-      (value) => {
-        span.end();
-        return value;
-      },
-      (thrown: unknown) => {
-        fail(span, thrown);
-        span.end();
-        throw thrown;
-      },
-    );
+    const failed = (thrown: unknown): never => {
+      fail(span, thrown);
+      span.end();
+      throw thrown;
+    };
+    let running: Promise<unknown>;
+    try {
+      running = otelContext.with(trace.setSpan(parent, span), () => next(envelope));
+    } catch (thrown) {
+      return failed(thrown); // a handler that throws before it returns a promise
+    }
+    return running.then((value) => {
+      span.end();
+      return value;
+    }, failed);
   };
 
   /** Ends the spans of traces still running (they go on after a restart, under a new span) and flushes the exporter. */

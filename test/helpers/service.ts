@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { loadConfig, type ServiceConfig } from '../../src/config/load.js';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/index.js';
 import { createService, type Service } from '../../src/service/server.js';
+import type { Tracing } from '../../src/telemetry/tracing.js';
 
 /** Log lines written by the service, as parsed JSON objects. */
 export interface Captured {
@@ -24,7 +25,10 @@ export function settings(env: Record<string, string> = {}): ServiceConfig {
 }
 
 /** Starts a runtime (memory: store unless given) with `setup` adding its flows, and the service over it. */
-export async function startService(setup: (rt: Runtime) => void, options: { env?: Record<string, string>; runtime?: RuntimeOptions } = {}): Promise<Running> {
+export async function startService(
+  setup: (rt: Runtime) => void,
+  options: { env?: Record<string, string>; runtime?: RuntimeOptions; tracing?: Tracing } = {},
+): Promise<Running> {
   const config = settings(options.env);
   const runtime = createRuntime({ logger: false, store: 'memory:', correlate: true, ...options.runtime });
   setup(runtime);
@@ -37,7 +41,7 @@ export async function startService(setup: (rt: Runtime) => void, options: { env?
     },
   });
   const logger = pino({ level: 'debug' }, sink);
-  const service = await createService(runtime, { settings: config, logger, version: 'test' });
+  const service = await createService(runtime, { settings: config, logger, version: 'test', tracing: options.tracing ?? null });
   const { url } = await service.listen();
   service.health.started();
   return {

@@ -279,6 +279,26 @@ describe('validation and middleware', () => {
     expect(log).toEqual(['in a 1']);
   });
 
+  it("a handler that throws at once reaches middleware as a rejected promise from next", async () => {
+    const seen: string[] = [];
+    ({ rt } = await startRuntime({
+      middlewares: [
+        (env, _ctx, next) =>
+          next(env).catch((err: unknown) => {
+            seen.push((err as Error).message);
+            throw err;
+          }),
+      ],
+    }));
+    const a = node('a', () => {
+      throw new Error('sync boom');
+    });
+    const flow = rt.flow({ name: 'mw-sync', edges: [a.to()] });
+    await rt.start();
+    await expect(flow.fetch((await flow.emit(1)).traceId)).rejects.toThrow('sync boom');
+    expect(seen).toEqual(['sync boom']);
+  });
+
   it('ctx gives trace id, tenant, flow, node, deadline and a bound logger', async () => {
     ({ rt } = await startRuntime());
     const a = node('a', (env: Envelope, ctx) => ({

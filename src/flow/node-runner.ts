@@ -169,6 +169,7 @@ export class NodeRunner implements RunOwner {
       try {
         return Promise.resolve(i === chain.length ? handler(e, ctx) : chain[i]!(e, ctx, (next) => call(i + 1, next)));
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- rethrows what the handler threw, as it was
         return Promise.reject(err);
       }
     };

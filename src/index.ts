@@ -66,3 +66,13 @@ export type { ErrorCode, RoostErrorOptions } from './errors.js';
 export type { Envelope, EnvelopeKind, JsonValue } from './envelope/envelope.js';
 export type { CodecOptions } from './envelope/codec.js';
 export type { Logger, LogFn } from './telemetry/logger.js';
+
+// The service: `roost serve` as a library, for programs that build their own process.
+export { createService, Service, type ServiceOptions } from './service/server.js';
+export { loadConfig, configFile, describeConfig, type ServiceConfig, type LoadConfigOptions, type ConfigSource, type ConfigValue } from './config/load.js';
+export { CONFIG_KEYS, type ConfigKey, type ConfigType } from './config/schema.js';
+export { RuntimeMetrics } from './telemetry/metrics.js';
+export { Health, type HealthReport, type CheckResult, type CheckStatus } from './telemetry/health.js';
+export { Tracing, startTracing, tracingExporter, TRACEPARENT } from './telemetry/tracing.js';
+export { serviceLogger, REDACTED_PATHS, type ServiceLoggerOptions } from './telemetry/logger.js';
+export { logContext, type LogContext } from './telemetry/context.js';

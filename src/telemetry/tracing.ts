@@ -220,6 +220,7 @@ export function startTracing(
     exporter === 'console' ? [new SimpleSpanProcessor(new ConsoleSpanExporter())] : [new BatchSpanProcessor(new OTLPTraceExporter())];
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({
+      ...resourceAttributes(env['OTEL_RESOURCE_ATTRIBUTES']),
       'service.name': env['OTEL_SERVICE_NAME'] ?? service.name ?? 'roost',
       ...(service.version === undefined ? {} : { 'service.version': service.version }),
     }),
@@ -227,4 +228,26 @@ export function startTracing(
   });
   provider.register();
   return new Tracing(provider.getTracer('roost', service.version), provider);
+}
+
+/**
+ * `OTEL_RESOURCE_ATTRIBUTES` (`key=value,key=value`, values percent-encoded) as attributes; an
+ * entry without `=` or with an empty key is skipped, as the specification says.
+ */
+export function resourceAttributes(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',')) {
+    const at = pair.indexOf('=');
+    if (at <= 0) continue;
+    const key = pair.slice(0, at).trim();
+    if (key === '') continue;
+    let value = pair.slice(at + 1).trim();
+    try {
+      value = decodeURIComponent(value);
+    } catch {
+      // not valid percent-encoding: keep the text as it was written
+    }
+    out[key] = value;
+  }
+  return out;
 }

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import { trace } from '@opentelemetry/api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { node, type Envelope } from '../../src/index.js';
-import { startTracing, tracingExporter, type Tracing } from '../../src/telemetry/tracing.js';
+import { resourceAttributes, startTracing, tracingExporter, type Tracing } from '../../src/telemetry/tracing.js';
 import { eventually } from '../helpers/runtime.js';
 import { call, startService, type Running } from '../helpers/service.js';
 
@@ -23,21 +23,25 @@ interface OtlpSpan {
 }
 
 /** An OTLP/HTTP collector: every span posted to /v1/traces. */
-async function collector(): Promise<{ url: string; spans: OtlpSpan[]; server: Server }> {
+async function collector(): Promise<{ url: string; spans: OtlpSpan[]; resources: Record<string, unknown>[]; server: Server }> {
   const spans: OtlpSpan[] = [];
+  const resources: Record<string, unknown>[] = [];
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (d: Buffer) => (body += d.toString('utf8')));
     req.on('end', () => {
       if (req.url === '/v1/traces') {
-        const doc = JSON.parse(body) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] };
-        for (const rs of doc.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+        const doc = JSON.parse(body) as { resourceSpans: { resource?: { attributes: OtlpSpan['attributes'] }; scopeSpans: { spans: OtlpSpan[] }[] }[] };
+        for (const rs of doc.resourceSpans) {
+          resources.push(Object.fromEntries((rs.resource?.attributes ?? []).map((a) => [a.key, Object.values(a.value)[0]])));
+          for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+        }
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, spans, server };
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, spans, resources, server };
 }
 
 const attr = (span: OtlpSpan, key: string): unknown => {
@@ -70,11 +74,17 @@ describe('tracing', () => {
     expect(startTracing({})).toBeNull();
   });
 
+  it('reads OTEL_RESOURCE_ATTRIBUTES as the specification writes them', () => {
+    expect(resourceAttributes('deployment.environment=prod, team=a%2Cb,broken,=x')).toEqual({ 'deployment.environment': 'prod', team: 'a,b' });
+    expect(resourceAttributes(undefined)).toEqual({});
+  });
+
   it('exports a span per HTTP request, per trace and per node run, nested under the caller’s traceparent', async () => {
     const otlp = await collector();
     server = otlp.server;
     process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] = otlp.url;
     process.env['OTEL_BSP_SCHEDULE_DELAY'] = '50';
+    process.env['OTEL_RESOURCE_ATTRIBUTES'] = 'deployment.environment=test';
     const t = startTracing(process.env, { name: 'roost-test', version: 'test' });
     expect(t).not.toBeNull();
     tracing = t;
@@ -110,6 +120,7 @@ describe('tracing', () => {
     const http = spans.find((s) => s.name === 'POST /v1/flows/:flow/tasks')!;
     const traceSpan = spans.find((s) => s.name === 'roost.trace math')!;
     const nodes = spans.filter((s) => s.name.startsWith('roost.node'));
+    expect(otlp.resources[0]).toMatchObject({ 'service.name': 'roost-test', 'service.version': 'test', 'deployment.environment': 'test' });
     // One trace, the caller's.
     for (const s of [http, traceSpan, ...nodes]) expect(s.traceId).toBe(callerTrace);
     expect(http.parentSpanId).toBe(callerSpan);

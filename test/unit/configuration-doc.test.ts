@@ -6,6 +6,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_BACKOFF, DEFAULT_QUARANTINE, createRuntime, isRoostError, node, type Runtime } from '../../src/index.js';
+import { CONFIG_KEYS, loadConfig } from '../../src/index.js';
+import { describeType } from '../../src/config/schema.js';
 import { missing, readReference, section, tableNames } from '../helpers/markdown.js';
 
 const doc = readReference('configuration.md');
@@ -118,5 +120,45 @@ describe('docs/reference/configuration.md states the resolved defaults', () => {
 
   it('says that unknown keys are rejected with ROOST_ERR_INVALID_OPTION naming the key', () => {
     expect(section(doc, (h) => h.text === 'Validation rules')).toMatch(/Unknown keys are rejected\*\* with `ROOST_ERR_INVALID_OPTION` naming the key/);
+  });
+});
+
+describe('the roost.toml table', () => {
+  const body = section(doc, (h) => h.level === 2 && h.text === '`roost.toml` and the environment');
+  const rows = new Map(
+    body
+      .split('\n')
+      .filter((l) => /^\| `[a-z_.]+` \|/.test(l))
+      .map((l) => {
+        const cells = l.split(/(?<!\\)\|/).map((c) => c.trim());
+        return [cells[1]!.replaceAll('`', ''), cells] as const;
+      }),
+  );
+
+  it('lists exactly the keys of the schema, in its order', () => {
+    expect([...rows.keys()]).toEqual(CONFIG_KEYS.map((k) => k.path));
+  });
+
+  it('gives each its rule, default and variable', () => {
+    for (const key of CONFIG_KEYS) {
+      const cells = rows.get(key.path)!;
+      const shown = key.default === null ? '—' : `\`${typeof key.default === 'string' ? JSON.stringify(key.default) : String(key.default)}\``;
+      expect({ key: key.path, expected: cells[2], default: cells[3], env: cells[4] }).toEqual({
+        key: key.path,
+        expected: describeType(key.type),
+        default: shown,
+        env: key.env === undefined ? '—' : `\`${key.env}\``,
+      });
+    }
+  });
+
+  it('has defaults that load as documented, and every documented variable overrides its key', () => {
+    const config = loadConfig({ env: {}, cwd: '/nonexistent-roost-dir' });
+    for (const key of CONFIG_KEYS) expect({ key: key.path, value: config.values.get(key.path)!.value }).toEqual({ key: key.path, value: key.default });
+    const envs = CONFIG_KEYS.filter((k) => k.env !== undefined);
+    expect(envs.length).toBeGreaterThan(10);
+    const port = loadConfig({ env: { ROOST_HTTP_PORT: '9099' }, cwd: '/nonexistent-roost-dir' });
+    expect(port.http.port).toBe(9099);
+    expect(port.values.get('http.port')!.source).toEqual({ kind: 'env', name: 'ROOST_HTTP_PORT' });
   });
 });

@@ -26,7 +26,7 @@ import './fastify-types.js';
 import { opsRoutes } from './routes-ops.js';
 import { openApi, probeRoutes } from './routes-probes.js';
 import { taskRoutes } from './routes-tasks.js';
-import { websocketRoute } from './websocket.js';
+import { WS_CLOSE, websocketRoute } from './websocket.js';
 
 /** What {@link createService} takes. */
 export interface ServiceOptions {
@@ -159,6 +159,8 @@ export class Service {
     this.closing ??= (async () => {
       this.drain();
       for (const off of this.off.splice(0)) off();
+      // Streaming clients are told why (1001, going away) rather than cut off.
+      for (const client of this.app.websocketServer.clients) client.close(WS_CLOSE.goingAway, 'the server is shutting down');
       for (const step of [() => this.app.close(), () => this.healthApp?.close()]) {
         try {
           await step();

@@ -228,6 +228,14 @@ describe('WebSocket liveness and backpressure', () => {
     }
   });
 
+  it('tells connected clients the server is going away (1001) when it shuts down', async () => {
+    const own = await startServiceWith({});
+    const c = await client(`${own.url}/v1/ws`);
+    await c.next('connected');
+    await own.close();
+    expect((await c.closed).code).toBe(1001);
+  });
+
   it('drops a client that stops reading once its unsent frames pass the cap (1013)', { timeout: 30_000 }, async () => {
     const small = await startServiceWith({ maxBufferedBytes: 16_384 });
     try {

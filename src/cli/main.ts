@@ -178,6 +178,14 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
+// A reader that went away (`roost config check | head`) is not an error of ours: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+}
+
 const code = await main(process.argv.slice(2));
 // serve has closed what it opened; anything left (a library's timer) must not keep the process up.
 if (process.argv[2] === 'serve') process.exit(code);

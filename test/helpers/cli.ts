@@ -8,7 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 /** tsx's loader by absolute URL: `--import tsx` would be resolved from the child's working directory. */
-const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+export const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 export const SERVE_APP = fileURLToPath(new URL('../fixtures/serve-app.ts', import.meta.url));
 
 /** The environment of a child: ours without the variables that configure roost. */

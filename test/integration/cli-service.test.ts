@@ -8,7 +8,8 @@ import { createServer, type Server as NetServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { node, type Envelope, type Runtime } from '../../src/index.js';
-import { SERVE_APP, roost, roostAsync, workDir } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { MAIN, SERVE_APP, TSX, cleanEnv, roost, roostAsync, workDir } from '../helpers/cli.js';
 import { startService, type Running } from '../helpers/service.js';
 
 const running: Running[] = [];
@@ -106,6 +107,15 @@ describe('roost config check', () => {
     expect(r.stdout).toContain('store.url = "postgres://roost:***@db.internal:5432/roost"');
     expect(r.stdout).toContain('shutdown.grace_ms = 30000  # the default');
     expect(r.stdout).not.toContain('s3cret');
+  });
+
+  it('stops quietly when its reader goes away (a pipe into head)', async () => {
+    const child = spawn(process.execPath, ['--import', TSX, MAIN, 'config', 'check'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy(); // closed before the first line is written: every write meets EPIPE
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect({ status, stderr }).toEqual({ status: 0, stderr: '' });
   });
 
   it('exits 2 on an invalid configuration, naming the key', () => {

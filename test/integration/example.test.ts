@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 
 const example = fileURLToPath(new URL('../../examples/triage.ts', import.meta.url));
 
-describe('examples/triage.ts (what `npm start` runs)', () => {
+describe('examples/triage.ts (the library tour the README points to)', () => {
   it('runs to the end and shows routing, a retry, a timeout into the DLQ, a replay and a cancel', () => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', example], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status).toBe(0);

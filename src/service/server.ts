@@ -248,8 +248,8 @@ async function buildApp(ctx: ServiceContext, options: ServiceOptions, spans: Wea
   }
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    ctx.metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });
-    ctx.metrics.httpDuration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    ctx.metrics.httpRequests.inc([request.method, route, String(reply.statusCode)]);
+    ctx.metrics.httpDuration.observe([request.method, route], reply.elapsedTime / 1000);
     request.log.debug({ method: request.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, tenant: request.headers['x-roost-tenant'] }, 'request');
     done();
   });

@@ -4,9 +4,10 @@
  * No trace id or other unbounded value is ever a label. Every metric here is listed in
  * `docs/reference/metrics.md`; `test/unit/metrics-doc.test.ts` keeps the two in step.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RoostEvent } from '../flow/events.js';
 import type { Runtime } from '../runtime/runtime.js';
+import { CounterVec, HistogramVec } from './metric-vec.js';
 
 /** Buckets for node and request durations, seconds: 0.5 ms to 60 s. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -25,13 +26,13 @@ export class RuntimeMetrics {
   private readonly received = this.counter('roost_node_messages_received_total', 'Envelopes a node began to handle (first attempts; retries are roost_node_retries_total).', ['flow', 'node']);
   private readonly completed = this.counter('roost_node_messages_completed_total', 'Envelopes a node handled successfully.', ['flow', 'node']);
   private readonly failed = this.counter('roost_node_messages_failed_total', 'Envelopes a node failed for good (after its retries, or a terminal error).', ['flow', 'node']);
-  private readonly duration = new Histogram({
-    name: 'roost_node_duration_seconds',
-    help: 'Handler run time per attempt, by outcome (success, error, timeout).',
-    labelNames: ['flow', 'node', 'outcome'],
-    buckets: DURATION_BUCKETS,
-    registers: [this.registry],
-  });
+  private readonly duration = new HistogramVec(
+    'roost_node_duration_seconds',
+    'Handler run time per attempt, by outcome (success, error, timeout).',
+    ['flow', 'node', 'outcome'],
+    DURATION_BUCKETS,
+    this.registry,
+  );
   private readonly retries = this.counter('roost_node_retries_total', 'Retries scheduled after a failed attempt.', ['flow', 'node']);
   private readonly timeouts = this.counter('roost_node_timeouts_total', 'Attempts cut off by their timeout or the deadline.', ['flow', 'node']);
   private readonly lateResults = this.counter('roost_node_late_results_total', 'Results that arrived after their attempt was abandoned (discarded).', ['flow', 'node']);
@@ -40,22 +41,16 @@ export class RuntimeMetrics {
   private readonly cancellations = this.counter('roost_trace_cancellations_total', 'Traces cancelled.', ['flow']);
   private readonly deadLettersAdded = this.counter('roost_dead_letters_added_total', 'Envelopes put in the dead-letter queue.', ['flow', 'node']);
   private readonly quarantines = this.counter('roost_agent_quarantines_total', 'Times an agent was quarantined, by reason.', ['agent', 'reason']);
-  private readonly storeOps = new Histogram({
-    name: 'roost_store_operation_duration_seconds',
-    help: 'Journal store operations, by operation and outcome (ok, error).',
-    labelNames: ['operation', 'outcome'],
-    buckets: STORE_BUCKETS,
-    registers: [this.registry],
-  });
+  private readonly storeOps = new HistogramVec(
+    'roost_store_operation_duration_seconds',
+    'Journal store operations, by operation and outcome (ok, error).',
+    ['operation', 'outcome'],
+    STORE_BUCKETS,
+    this.registry,
+  );
   /** HTTP requests, by method, route template and status (filled by the service). */
   readonly httpRequests = this.counter('roost_http_requests_total', 'HTTP requests served, by method, route and status.', ['method', 'route', 'status']);
-  readonly httpDuration = new Histogram({
-    name: 'roost_http_request_duration_seconds',
-    help: 'HTTP request time, by method and route.',
-    labelNames: ['method', 'route'],
-    buckets: DURATION_BUCKETS,
-    registers: [this.registry],
-  });
+  readonly httpDuration = new HistogramVec('roost_http_request_duration_seconds', 'HTTP request time, by method and route.', ['method', 'route'], DURATION_BUCKETS, this.registry);
   /** Open streaming clients (set by the service). */
   readonly streamClients = new Gauge({ name: 'roost_stream_clients', help: 'Open Server-Sent Events and WebSocket clients.', labelNames: ['kind'], registers: [this.registry] });
 
@@ -114,7 +109,7 @@ export class RuntimeMetrics {
     });
     this.off.push(runtime.on((event) => this.record(event)));
     if (runtime.store !== null) {
-      this.off.push(runtime.store.observe((operation, ms, ok) => this.storeOps.observe({ operation, outcome: ok ? 'ok' : 'error' }, ms / 1000)));
+      this.off.push(runtime.store.observe((operation, ms, ok) => this.storeOps.observe([operation, ok ? 'ok' : 'error'], ms / 1000)));
     }
   }
 
@@ -137,59 +132,59 @@ export class RuntimeMetrics {
     for (const off of this.off.splice(0)) off();
   }
 
-  private counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
-    return new Counter({ name, help, labelNames, registers: [this.registry] });
+  private counter<L extends string>(name: string, help: string, labelNames: readonly L[]): CounterVec<L> {
+    return new CounterVec(name, help, labelNames, this.registry);
   }
 
   private record(event: RoostEvent): void {
     switch (event.type) {
       case 'trace_start':
-        this.tasksReceived.inc({ flow: event.flow });
+        this.tasksReceived.inc([event.flow]);
         return;
       case 'trace_success':
-        this.tasksFinished.inc({ flow: event.flow, status: 'succeeded' });
+        this.tasksFinished.inc([event.flow, 'succeeded']);
         return;
       case 'trace_failed':
-        this.tasksFinished.inc({ flow: event.flow, status: 'failed' });
+        this.tasksFinished.inc([event.flow, 'failed']);
         return;
       case 'trace_cancel_finish':
-        this.tasksFinished.inc({ flow: event.flow, status: 'cancelled' });
-        this.cancellations.inc({ flow: event.flow });
+        this.tasksFinished.inc([event.flow, 'cancelled']);
+        this.cancellations.inc([event.flow]);
         return;
       case 'node_start':
-        if (event.attempt === 1) this.received.inc({ flow: event.flow, node: event.node });
+        if (event.attempt === 1) this.received.inc([event.flow, event.node]);
         return;
       case 'node_success':
-        this.completed.inc({ flow: event.flow, node: event.node });
-        this.duration.observe({ flow: event.flow, node: event.node, outcome: 'success' }, (event.latencyMs ?? 0) / 1000);
+        this.completed.inc([event.flow, event.node]);
+        this.duration.observe([event.flow, event.node, 'success'], (event.latencyMs ?? 0) / 1000);
         return;
       case 'node_error':
-        this.duration.observe({ flow: event.flow, node: event.node, outcome: 'error' }, (event.latencyMs ?? 0) / 1000);
+        this.duration.observe([event.flow, event.node, 'error'], (event.latencyMs ?? 0) / 1000);
         return;
       case 'node_timeout':
-        this.timeouts.inc({ flow: event.flow, node: event.node });
-        this.duration.observe({ flow: event.flow, node: event.node, outcome: 'timeout' }, (event.latencyMs ?? 0) / 1000);
+        this.timeouts.inc([event.flow, event.node]);
+        this.duration.observe([event.flow, event.node, 'timeout'], (event.latencyMs ?? 0) / 1000);
         return;
       case 'node_failed':
-        this.failed.inc({ flow: event.flow, node: event.node });
+        this.failed.inc([event.flow, event.node]);
         return;
       case 'node_retry':
-        this.retries.inc({ flow: event.flow, node: event.node });
+        this.retries.inc([event.flow, event.node]);
         return;
       case 'node_late_result':
-        this.lateResults.inc({ flow: event.flow, node: event.node });
+        this.lateResults.inc([event.flow, event.node]);
         return;
       case 'deadline_skip':
-        this.deadlineSkips.inc({ flow: event.flow, node: event.node });
+        this.deadlineSkips.inc([event.flow, event.node]);
         return;
       case 'queue_overflow':
-        this.overflows.inc({ flow: event.flow, node: event.node });
+        this.overflows.inc([event.flow, event.node]);
         return;
       case 'dead_letter_added':
-        this.deadLettersAdded.inc({ flow: event.flow, node: event.node });
+        this.deadLettersAdded.inc([event.flow, event.node]);
         return;
       case 'agent_quarantined':
-        this.quarantines.inc({ agent: event.agent, reason: event.reason ?? 'manual' });
+        this.quarantines.inc([event.agent, event.reason ?? 'manual']);
         return;
       default:
         return;

@@ -440,6 +440,11 @@ export class Flow implements RunnerFlow, SubflowTarget {
     };
   }
 
+  /** Whether the trace is running in this process now (its end will be published here). */
+  isRunning(traceId: string): boolean {
+    return this.lookup(traceId)?.running === true;
+  }
+
   /** A running trace, or a finished one still within `results.ttlMs`. */
   private lookup(traceId: string): Trace | undefined {
     const trace = this.traces.get(traceId);

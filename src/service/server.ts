@@ -11,6 +11,7 @@ import fastifyWebsocket from '@fastify/websocket';
 import type { Span } from '@opentelemetry/api';
 import { LogController, fastify, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger as PinoLogger } from 'pino';
+import type { WebSocketServer } from 'ws';
 import { uuidv7 } from '../envelope/uuid.js';
 import { RoostError } from '../errors.js';
 import type { RoostEvent } from '../flow/events.js';
@@ -23,6 +24,7 @@ import type { ServiceContext, ServiceSettings } from './context.js';
 import { asRoostError, errorBody, retryAfterSeconds, statusOf } from './errors.js';
 import { EventRing } from './event-ring.js';
 import './fastify-types.js';
+import { RequestLogger } from './request-logger.js';
 import { opsRoutes } from './routes-ops.js';
 import { openApi, probeRoutes } from './routes-probes.js';
 import { taskRoutes } from './routes-tasks.js';
@@ -91,6 +93,7 @@ export class Service {
     readonly metrics: RuntimeMetrics,
     private readonly options: ServiceOptions,
     private readonly context: ServiceContext,
+    private readonly sockets: { readonly server: WebSocketServer | null },
   ) {}
 
   /** @internal made by {@link createService}. */
@@ -121,8 +124,9 @@ export class Service {
       admission: new Admission(runtime, settings.admission),
       draining: () => service?.drainingValue ?? false,
     };
-    const app = await buildApp(context, options, spans);
-    service = new Service(app, runtime, health, metrics, options, context);
+    const sockets: { server: WebSocketServer | null } = { server: null };
+    const app = await buildApp(context, options, spans, sockets);
+    service = new Service(app, runtime, health, metrics, options, context, sockets);
     service.off.push(runtime.on((event) => ring.record(event)));
     service.off.push(runtime.on((event) => audit(options.logger, event)));
     return service;
@@ -160,7 +164,7 @@ export class Service {
       this.drain();
       for (const off of this.off.splice(0)) off();
       // Streaming clients are told why (1001, going away) rather than cut off.
-      for (const client of this.app.websocketServer.clients) client.close(WS_CLOSE.goingAway, 'the server is shutting down');
+      for (const client of this.sockets.server?.clients ?? []) client.close(WS_CLOSE.goingAway, 'the server is shutting down');
       for (const step of [() => this.app.close(), () => this.healthApp?.close()]) {
         try {
           await step();
@@ -202,7 +206,7 @@ function installErrors(app: FastifyInstance): void {
   );
 }
 
-async function buildApp(ctx: ServiceContext, options: ServiceOptions, spans: WeakMap<FastifyRequest, Span>): Promise<FastifyInstance> {
+async function buildApp(ctx: ServiceContext, options: ServiceOptions, spans: WeakMap<FastifyRequest, Span>, sockets: { server: WebSocketServer | null }): Promise<FastifyInstance> {
   const { http } = ctx.settings;
   // Typed as Fastify's base logger so the instance is the plain FastifyInstance the routes take.
   const logger: FastifyBaseLogger = options.logger;
@@ -210,6 +214,7 @@ async function buildApp(ctx: ServiceContext, options: ServiceOptions, spans: Wea
     loggerInstance: logger,
     // One line per request of our own (onResponse, at debug), not Fastify's two at info.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: (parent, bindings, childOptions) => new RequestLogger(parent, bindings, childOptions),
     bodyLimit: http.bodyLimitBytes,
     requestTimeout: http.requestTimeoutMs,
     genReqId: (req) => {
@@ -253,10 +258,15 @@ async function buildApp(ctx: ServiceContext, options: ServiceOptions, spans: Wea
     request.log.debug({ method: request.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, tenant: request.headers['x-roost-tenant'] }, 'request');
     done();
   });
-  await app.register(fastifyWebsocket, { options: { maxPayload: http.bodyLimitBytes } });
   taskRoutes(app, ctx);
   opsRoutes(app, ctx);
-  websocketRoute(app, ctx);
+  // The WebSocket plugin wraps every route of its scope and adds hooks to it: a scope of its own
+  // keeps that off the other routes' path.
+  await app.register(async (scope) => {
+    await scope.register(fastifyWebsocket, { options: { maxPayload: http.bodyLimitBytes } });
+    sockets.server = scope.websocketServer;
+    websocketRoute(scope, ctx);
+  });
   probeRoutes(app, ctx);
   const version = options.version ?? '0';
   const components = Object.fromEntries(Object.entries(SCHEMAS).map(([id, s]) => [id, s]));

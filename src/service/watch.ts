@@ -55,11 +55,12 @@ export function watchTrace(ring: EventRing, runtime: Runtime, store: Store, flow
     }
   }
   // Ended already, with its end no longer in the ring (or before the client's last event).
-  const outcome = runtime.getFlow(flow)?.outcome(traceId);
-  if (outcome !== undefined) finish();
-  else if (runtime.getFlow(flow) === undefined) finish(); // not a flow of this process: nothing will come
-  else {
-    // Not held in memory: running here, or finished long enough ago to be only in the journal.
+  const here = runtime.getFlow(flow);
+  if (here === undefined) finish(); // not a flow of this process: nothing will come
+  else if (here.outcome(traceId) !== undefined) finish();
+  else if (!here.isRunning(traceId)) {
+    // Not in memory (a trace running here publishes its end into the ring): finished long
+    // enough ago to be only in the journal, or running in another process.
     void store.findTrace(traceId).then((t) => {
       if (t !== null && t.status !== 'running') finish();
     });

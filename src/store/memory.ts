@@ -28,6 +28,9 @@ export class MemoryStore implements Store {
   readonly durable = false;
   readonly shared = false;
   private readonly traces = new Map<string, StoredTrace>();
+  /** Trace keys by trace id, and by flow, tenant and idempotency key: lookups that do not scan every trace. */
+  private readonly byTraceId = new Map<string, Keys>();
+  private readonly byIdempotency = new Map<string, Keys>();
   private readonly pending = new Map<string, PendingEnvelope>();
   private readonly events: StoredEvent[] = [];
   private outputs: { flow: string; traceId: string; value: unknown }[] = [];
@@ -55,6 +58,10 @@ export class MemoryStore implements Store {
       const key = traceKey(t.flow, t.traceId);
       const before = this.traces.get(key);
       if (before !== undefined && before.status !== 'running') continue; // a finished trace stays finished
+      if (before === undefined) {
+        index(this.byTraceId, t.traceId, key);
+        if (t.idempotencyKey !== null) index(this.byIdempotency, idempotencyIndex(t.flow, t.tenant, t.idempotencyKey), key);
+      }
       this.traces.set(key, {
         flow: t.flow,
         traceId: t.traceId,
@@ -132,7 +139,10 @@ export class MemoryStore implements Store {
   findTrace(traceId: string): Promise<StoredTrace | null> {
     return this.run(() => {
       let best: StoredTrace | null = null;
-      for (const t of this.traces.values()) if (t.traceId === traceId && (best === null || t.createdAt > best.createdAt)) best = t;
+      for (const key of keysOf(this.byTraceId.get(traceId))) {
+        const t = this.traces.get(key)!;
+        if (best === null || t.createdAt > best.createdAt) best = t;
+      }
       return best === null ? null : copy(best);
     });
   }
@@ -140,8 +150,9 @@ export class MemoryStore implements Store {
   findIdempotent(flow: string, tenant: string, key: string, since: number): Promise<IdempotentTrace | null> {
     return this.run(() => {
       let best: StoredTrace | null = null;
-      for (const t of this.traces.values()) {
-        if (t.flow !== flow || t.tenant !== tenant || t.idempotencyKey !== key || t.createdAt < since) continue;
+      for (const k of keysOf(this.byIdempotency.get(idempotencyIndex(flow, tenant, key)))) {
+        const t = this.traces.get(k)!;
+        if (t.createdAt < since) continue;
         if (best === null || t.createdAt > best.createdAt) best = t;
       }
       return best === null ? null : { traceId: best.traceId, fingerprint: best.idempotencyFingerprint };
@@ -276,6 +287,8 @@ export class MemoryStore implements Store {
       for (const [key, t] of this.traces) {
         if (t.status === 'running' || t.updatedAt >= before) continue;
         this.traces.delete(key);
+        unindex(this.byTraceId, t.traceId, key);
+        if (t.idempotencyKey !== null) unindex(this.byIdempotency, idempotencyIndex(t.flow, t.tenant, t.idempotencyKey), key);
         n++;
         for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i]!.traceId === t.traceId) this.events.splice(i, 1);
         for (const [k, s] of this.steps) if (s.traceId === t.traceId) this.steps.delete(k);
@@ -306,4 +319,35 @@ function closedError(): RoostError {
 /** Orders strings newest id first (descending, by code unit, as SQL's text order for ids). */
 function descending(a: string, b: string): number {
   return a < b ? 1 : a > b ? -1 : 0;
+}
+
+/** One trace key (nearly always), or several (a trace id in two flows; a reused idempotency key). */
+type Keys = string | string[];
+
+function keysOf(keys: Keys | undefined): readonly string[] {
+  return keys === undefined ? [] : typeof keys === 'string' ? [keys] : keys;
+}
+
+function index(map: Map<string, Keys>, by: string, key: string): void {
+  const keys = map.get(by);
+  if (keys === undefined) map.set(by, key);
+  else if (typeof keys === 'string') {
+    if (keys !== key) map.set(by, [keys, key]);
+  } else if (!keys.includes(key)) keys.push(key);
+}
+
+function unindex(map: Map<string, Keys>, by: string, key: string): void {
+  const keys = map.get(by);
+  if (keys === undefined) return;
+  if (typeof keys === 'string') {
+    if (keys === key) map.delete(by);
+    return;
+  }
+  const rest = keys.filter((k) => k !== key);
+  if (rest.length === 0) map.delete(by);
+  else map.set(by, rest.length === 1 ? rest[0]! : rest);
+}
+
+function idempotencyIndex(flow: string, tenant: string, key: string): string {
+  return `${flow}\u0000${tenant}\u0000${key}`;
 }

@@ -342,6 +342,25 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.getTrace('f', running)).not.toBeNull();
     });
 
+    it('finds by id and by idempotency key across flows, and not once pruned', async () => {
+      const t = uuidv7();
+      await store.commit({
+        traces: [
+          trace('f', t, 100, { status: 'succeeded', updatedAt: 150, idempotencyKey: 'k' }),
+          trace('g', t, 200, { status: 'failed', updatedAt: 250, idempotencyKey: 'k', error: { code: 'ROOST_ERR_NODE_FAILED', message: 'no' } }),
+        ],
+      });
+      expect(await store.findTrace(t)).toMatchObject({ flow: 'g' }); // the newest of the two
+      expect(await store.findIdempotent('f', 'acme', 'k', 0)).toMatchObject({ traceId: t });
+      expect(await store.findIdempotent('g', 'acme', 'k', 0)).toMatchObject({ traceId: t });
+      expect(await store.prune(200)).toBe(1); // f's, finished at 150
+      expect(await store.findTrace(t)).toMatchObject({ flow: 'g' });
+      expect(await store.findIdempotent('f', 'acme', 'k', 0)).toBeNull();
+      expect(await store.prune(300)).toBe(1);
+      expect(await store.findTrace(t)).toBeNull();
+      expect(await store.findIdempotent('g', 'acme', 'k', 0)).toBeNull();
+    });
+
     it('what it stores is a copy: changing the caller\'s objects later changes nothing', async () => {
       const t = uuidv7();
       const result = { list: [1, 2] };

@@ -9,6 +9,8 @@
  *                  request ids, metrics, events for SSE, JSON logs at info) with store memory:
  *   roost-sqlite   the same with the SQLite journal (store sqlite:<tmp>, synchronous=FULL):
  *                  the 200 comes after the accepted task and its result are committed
+ *   roost-memory-uncorrelated  roost-memory with log.correlate = false: no AsyncLocalStorage,
+ *                  which on Node 20 taxes every promise of the process (what correlation costs)
  *
  * Rounds are interleaved (every server once per round) and the summary takes medians.
  * Target: roost-memory ≥ 50 % of bare-fastify's requests/s.
@@ -80,12 +82,12 @@ function startBare(): Promise<Running> {
 }
 
 let stores = 0;
-function startRoost(store: 'memory' | 'sqlite'): Promise<Running> {
-  const config = join(dir, `roost-${store}.toml`);
+function startRoost(store: 'memory' | 'sqlite', correlate = true): Promise<Running> {
+  const config = join(dir, `roost-${store}-${correlate}.toml`);
   const url = store === 'memory' ? 'memory:' : `sqlite:${join(dir, `journal-${++stores}.db`)}`;
   writeFileSync(
     config,
-    [`app = "${APP}"`, '[http]', 'port = 0', '[admission]', 'max_concurrent_tasks = 100000', '[store]', `url = "${url}"`, '[log]', 'level = "info"', ''].join('\n'),
+    [`app = "${APP}"`, '[http]', 'port = 0', '[admission]', 'max_concurrent_tasks = 100000', '[store]', `url = "${url}"`, '[log]', 'level = "info"', `correlate = ${correlate}`, ''].join('\n'),
   );
   return start(`roost-${store}`, [MAIN, 'serve', '--config', config], { ROOST_OWNER: 'bench' }, (line) => {
     try {
@@ -131,11 +133,12 @@ async function finishedTasks(url: string): Promise<number> {
   return m === null ? 0 : Number(m[1]);
 }
 
-type Name = 'bare-fastify' | 'roost-memory' | 'roost-sqlite';
+type Name = 'bare-fastify' | 'roost-memory' | 'roost-sqlite' | 'roost-memory-uncorrelated';
 const starters: Record<Name, () => Promise<Running>> = {
   'bare-fastify': startBare,
   'roost-memory': () => startRoost('memory'),
   'roost-sqlite': () => startRoost('sqlite'),
+  'roost-memory-uncorrelated': () => startRoost('memory', false),
 };
 
 async function main(): Promise<void> {
@@ -156,7 +159,7 @@ async function main(): Promise<void> {
           if (ran < s.requests) throw new Error(`${name}: ${s.requests} requests answered but ${ran} tasks finished`);
         }
         (samples.get(name) ?? samples.set(name, []).get(name)!).push(s);
-        console.log(`round ${round}  ${name.padEnd(13)} ${Math.round(s.rps).toLocaleString('en-US').padStart(7)} req/s   p50 ${s.p50} ms   p99 ${s.p99} ms`);
+        console.log(`round ${round}  ${name.padEnd(26)} ${Math.round(s.rps).toLocaleString('en-US').padStart(7)} req/s   p50 ${s.p50} ms   p99 ${s.p99} ms`);
       } finally {
         await stop(server);
       }
@@ -170,7 +173,7 @@ async function main(): Promise<void> {
   for (const name of names) {
     const rps = med(name, 'rps');
     const note = name === 'bare-fastify' ? '' : `   ÷ bare ${ratio(name).toFixed(2)}×${name === 'roost-memory' ? '  (target ≥ 0.50×)' : ''}`;
-    console.log(`${name.padEnd(14)} ${Math.round(rps).toLocaleString('en-US').padStart(7)} req/s   p99 ${med(name, 'p99')} ms${note}`);
+    console.log(`${name.padEnd(27)} ${Math.round(rps).toLocaleString('en-US').padStart(7)} req/s   p99 ${med(name, 'p99')} ms${note}`);
   }
 }
 

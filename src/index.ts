@@ -25,7 +25,7 @@ export type { FlowOptions, EmitOptions, EmitResult, FlowStats } from './flow/flo
 export type { Outcome } from './flow/host.js';
 export type { NodeKind, EdgeOptions, EdgeSpec, Adjacency, JoinOptions, SubflowTarget } from './flow/node.js';
 export type { Handler, HandlerContext, ContextEmitOptions, Middleware, StepInfo } from './flow/handler.js';
-export { MemoryStore } from './store/memory.js';
+export { MemoryStore, DEFAULT_MEMORY_FINISHED_TRACES, type MemoryStoreOptions } from './store/memory.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite.js';
 export { PostgresStore, type PostgresStoreOptions } from './store/postgres.js';
 export { openStore, DEFAULT_STORE_URL, type OpenStoreOptions } from './store/open.js';

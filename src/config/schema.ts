@@ -65,7 +65,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     default: 'sqlite:.roost/roost.db',
     env: 'ROOST_STORE_URL',
     secret: true,
-    doc: 'the journal (a relative `sqlite:` path is relative to the working directory)',
+    doc: 'the journal (a relative `sqlite:` path is relative to the working directory; `memory:` keeps nothing across restarts and at most 10,000 finished traces, `memory:?max_finished_traces=N`)',
   },
   { path: 'store.timeout_ms', type: { kind: 'int', min: 10, max: MAX_MS }, default: 5_000, env: 'ROOST_STORE_TIMEOUT_MS', doc: 'every store operation fails after this long (the runtime option `storeTimeoutMs`)' },
   { path: 'store.journal_events', type: { kind: 'enum', values: ['state', 'all', 'none'] }, default: 'state', doc: 'which events the journal keeps (the runtime option `journalEvents`)' },

@@ -2,8 +2,12 @@
  * The store contract in memory: for tests and for runs that need no durability. Values are
  * copied through JSON on the way in and out, as a database would, so a caller that mutates an
  * object after committing it cannot change what was stored.
+ *
+ * Memory stays bounded: it keeps at most `maxFinishedTraces` finished traces (10,000 by default;
+ * `memory:?max_finished_traces=N`), and drops the oldest finished one, with its events, steps and
+ * checkpoints, when one more finishes. Running traces are never dropped.
  */
-import { RoostError, ensureError } from '../errors.js';
+import { RoostError, describeValue, ensureError } from '../errors.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import type {
   IdempotentTrace,
@@ -23,6 +27,15 @@ function copy<T>(value: T): T {
   return value === undefined ? value : (JSON.parse(JSON.stringify(value)) as T);
 }
 
+/** Options of a {@link MemoryStore}. */
+export interface MemoryStoreOptions {
+  /** Finished traces kept at most; the oldest go first (default 10,000). */
+  readonly maxFinishedTraces?: number;
+}
+
+/** The default of {@link MemoryStoreOptions.maxFinishedTraces}. */
+export const DEFAULT_MEMORY_FINISHED_TRACES = 10_000;
+
 /** See the module comment. */
 export class MemoryStore implements Store {
   readonly durable = false;
@@ -32,7 +45,16 @@ export class MemoryStore implements Store {
   private readonly byTraceId = new Map<string, Keys>();
   private readonly byIdempotency = new Map<string, Keys>();
   private readonly pending = new Map<string, PendingEnvelope>();
-  private readonly events: StoredEvent[] = [];
+  /** Events by trace id. */
+  private readonly events = new Map<string, StoredEvent[]>();
+  /** Step and checkpoint keys by trace id, to drop them with their trace. */
+  private readonly stepKeys = new Map<string, string[]>();
+  private readonly checkpointKeys = new Map<string, Set<string>>();
+  /** Keys of finished traces, oldest first from `finishedHead` (some may be gone already). */
+  private finishedOrder: string[] = [];
+  private finishedHead = 0;
+  private finishedCount = 0;
+  private readonly maxFinished: number;
   private outputs: { flow: string; traceId: string; value: unknown }[] = [];
   private readonly steps = new Map<string, { traceId: string; value: unknown }>();
   private readonly checkpoints = new Map<string, { traceId: string; value: unknown }>();
@@ -41,6 +63,18 @@ export class MemoryStore implements Store {
   private readonly values = new Map<string, Versioned>();
   private seq = 0;
   private closed = false;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    const max = options.maxFinishedTraces ?? DEFAULT_MEMORY_FINISHED_TRACES;
+    if (!Number.isInteger(max) || max < 1) {
+      throw new RoostError('ROOST_ERR_INVALID_OPTION', `Expected \`maxFinishedTraces\` to be an integer from 1 up, got ${describeValue(max)}`, {
+        field: 'memory.maxFinishedTraces',
+        expected: 'an integer from 1 up',
+        received: describeValue(max),
+      });
+    }
+    this.maxFinished = max;
+  }
 
   /** Runs `fn` as a database call would: refused once closed, errors as rejections. */
   private run<T>(fn: () => T): Promise<T> {
@@ -61,6 +95,10 @@ export class MemoryStore implements Store {
       if (before === undefined) {
         index(this.byTraceId, t.traceId, key);
         if (t.idempotencyKey !== null) index(this.byIdempotency, idempotencyIndex(t.flow, t.tenant, t.idempotencyKey), key);
+      }
+      if (t.status !== 'running') {
+        this.finishedOrder.push(key);
+        this.finishedCount++;
       }
       this.traces.set(key, {
         flow: t.flow,
@@ -98,14 +136,60 @@ export class MemoryStore implements Store {
       for (const [id, p] of this.pending) if (p.flow === e.flow && p.envelope.traceId === e.traceId) this.pending.delete(id);
       this.outputs = this.outputs.filter((o) => o.flow !== e.flow || o.traceId !== e.traceId);
     }
-    for (const e of batch.events ?? []) this.events.push({ traceId: e.traceId, seq: ++this.seq, type: e.type, ts: e.ts, event: copy(e.event) });
-    for (const s of batch.steps ?? []) {
-      if (!this.steps.has(s.stepKey)) this.steps.set(s.stepKey, { traceId: s.traceId, value: copy(s.value) });
+    for (const e of batch.events ?? []) {
+      const stored = { traceId: e.traceId, seq: ++this.seq, type: e.type, ts: e.ts, event: copy(e.event) };
+      const list = this.events.get(e.traceId);
+      if (list === undefined) this.events.set(e.traceId, [stored]);
+      else list.push(stored);
     }
-    for (const c of batch.checkpoints ?? []) this.checkpoints.set(c.key, { traceId: c.traceId, value: copy(c.value) });
+    for (const s of batch.steps ?? []) {
+      if (this.steps.has(s.stepKey)) continue;
+      this.steps.set(s.stepKey, { traceId: s.traceId, value: copy(s.value) });
+      const keys = this.stepKeys.get(s.traceId);
+      if (keys === undefined) this.stepKeys.set(s.traceId, [s.stepKey]);
+      else keys.push(s.stepKey);
+    }
+    for (const c of batch.checkpoints ?? []) {
+      this.checkpoints.set(c.key, { traceId: c.traceId, value: copy(c.value) });
+      let keys = this.checkpointKeys.get(c.traceId);
+      if (keys === undefined) {
+        keys = new Set();
+        this.checkpointKeys.set(c.traceId, keys);
+      }
+      keys.add(c.key);
+    }
     for (const d of batch.deadLetters ?? []) this.deadLetters.set(d.id, copy(d));
     for (const id of batch.deadLettersRemoved ?? []) this.deadLetters.delete(id);
+    this.evictFinished();
     return Promise.resolve();
+  }
+
+  /** Drops the oldest finished traces past the cap (see the module comment). */
+  private evictFinished(): void {
+    while (this.finishedCount > this.maxFinished && this.finishedHead < this.finishedOrder.length) {
+      const key = this.finishedOrder[this.finishedHead]!;
+      this.finishedHead++;
+      const t = this.traces.get(key);
+      if (t !== undefined && t.status !== 'running') this.dropTrace(key, t);
+    }
+    if (this.finishedHead > 1024 && this.finishedHead * 2 > this.finishedOrder.length) {
+      this.finishedOrder = this.finishedOrder.slice(this.finishedHead);
+      this.finishedHead = 0;
+    }
+  }
+
+  /** Removes a finished trace with what belongs to it alone. */
+  private dropTrace(key: string, t: StoredTrace): void {
+    this.traces.delete(key);
+    this.finishedCount--;
+    unindex(this.byTraceId, t.traceId, key);
+    if (t.idempotencyKey !== null) unindex(this.byIdempotency, idempotencyIndex(t.flow, t.tenant, t.idempotencyKey), key);
+    if (this.byTraceId.has(t.traceId)) return; // the same trace id in another flow keeps its events
+    this.events.delete(t.traceId);
+    for (const k of this.stepKeys.get(t.traceId) ?? []) this.steps.delete(k);
+    this.stepKeys.delete(t.traceId);
+    for (const k of this.checkpointKeys.get(t.traceId) ?? []) this.checkpoints.delete(k);
+    this.checkpointKeys.delete(t.traceId);
   }
 
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
@@ -201,7 +285,7 @@ export class MemoryStore implements Store {
 
   history(traceId: string): Promise<readonly StoredEvent[]> {
     return this.run(() => {
-      return copy(this.events.filter((e) => e.traceId === traceId));
+      return copy(this.events.get(traceId) ?? []);
     });
   }
 
@@ -286,13 +370,8 @@ export class MemoryStore implements Store {
       let n = 0;
       for (const [key, t] of this.traces) {
         if (t.status === 'running' || t.updatedAt >= before) continue;
-        this.traces.delete(key);
-        unindex(this.byTraceId, t.traceId, key);
-        if (t.idempotencyKey !== null) unindex(this.byIdempotency, idempotencyIndex(t.flow, t.tenant, t.idempotencyKey), key);
+        this.dropTrace(key, t);
         n++;
-        for (let i = this.events.length - 1; i >= 0; i--) if (this.events[i]!.traceId === t.traceId) this.events.splice(i, 1);
-        for (const [k, s] of this.steps) if (s.traceId === t.traceId) this.steps.delete(k);
-        for (const [k, c] of this.checkpoints) if (c.traceId === t.traceId) this.checkpoints.delete(k);
       }
       return n;
     });

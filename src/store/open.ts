@@ -1,6 +1,6 @@
 /**
  * Picks a store by URL, the same everywhere (option, `--store`, `ROOST_STORE_URL`):
- * `memory:`, `sqlite:<path>` (the default, `sqlite:.roost/roost.db`), `postgres://…[?schema=name]`.
+ * `memory:` (`memory:?max_finished_traces=N`), `sqlite:<path>` (the default, `sqlite:.roost/roost.db`), `postgres://…[?schema=name]`.
  */
 import { resolve } from 'node:path';
 import { invalidOption } from '../errors.js';
@@ -22,6 +22,11 @@ export interface OpenStoreOptions {
 export function openStore(url: string, options: OpenStoreOptions = {}, field = 'store'): Store {
   if (typeof url !== 'string') throw invalidOption(field, 'a store URL (memory:, sqlite:<path>, postgres://…)', url);
   if (url === 'memory:') return new MemoryStore();
+  if (url.startsWith('memory:')) {
+    const m = /^memory:\?max_finished_traces=([1-9][0-9]{0,9})$/.exec(url);
+    if (m === null) throw invalidOption(field, 'memory:, or memory:?max_finished_traces=<integer from 1>', url);
+    return new MemoryStore({ maxFinishedTraces: Number(m[1]) });
+  }
   if (url.startsWith('sqlite:')) {
     const path = url.slice('sqlite:'.length);
     if (path === '') throw invalidOption(field, 'sqlite:<path>, with a path', url);

@@ -15,21 +15,13 @@
  *   BENCH_MESSAGES=20000 BENCH_ROUNDS=3 npm run bench    a quick run
  */
 import { cpus } from 'node:os';
-import { gcAvailable, inc, measure, median, type Payload, type Sample, type Target, type Variant } from './lib/measure.js';
+import { envInt, gcAvailable, inc, measure, median, type Payload, type Sample, type Target, type Variant } from './lib/measure.js';
 import { openRawQueue } from './lib/raw-queue.js';
 import { ROOST_CONFIG_NOTE, ROOST_QUEUE_CAPACITY, roostVariant } from './lib/roost.js';
 
 const STEPS = 3;
 const CONCURRENCIES = [1, 64] as const;
 const RAW_QUEUE_CAPACITY = 64;
-
-function envInt(name: string, fallback: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
-  return value;
-}
 
 const MESSAGES = envInt('BENCH_MESSAGES', 200_000, 1);
 const ROUNDS = envInt('BENCH_ROUNDS', 3, 1);

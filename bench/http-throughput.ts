@@ -24,15 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { median } from './lib/measure.js';
-
-function envInt(name: string, fallback: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
-  return value;
-}
+import { envInt, median } from './lib/measure.js';
 
 const SECONDS = envInt('BENCH_HTTP_SECONDS', 10, 1);
 const ROUNDS = envInt('BENCH_ROUNDS', 3, 1);

@@ -141,3 +141,12 @@ export function settleHeap(): void {
 }
 
 export const gcAvailable = gc !== null;
+
+/** An integer setting of a benchmark from the environment (`BENCH_…`), or `fallback`. */
+export function envInt(name: string, fallback: number, min: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
+  return value;
+}

@@ -61,11 +61,10 @@ function* cells<C>(root: Map<string, unknown>, depth: number): Generator<C> {
   }
 }
 
-/** A monotonic counter with labels. */
-export class CounterVec<L extends string> {
-  readonly type = 'counter';
+/** What the two kinds share: a name, help, label names, and cells under nested maps. */
+abstract class MetricVec<L extends string> {
   readonly aggregator = 'sum';
-  private root = new Map<string, unknown>();
+  protected root = new Map<string, unknown>();
 
   constructor(
     readonly name: string,
@@ -74,6 +73,19 @@ export class CounterVec<L extends string> {
     registry: Registry,
   ) {
     registry.registerMetric(this as never); // duck-typed: the registry reads name, help, type and get()
+  }
+
+  reset(): void {
+    this.root = new Map();
+  }
+}
+
+/** A monotonic counter with labels. */
+export class CounterVec<L extends string> extends MetricVec<L> {
+  readonly type = 'counter';
+
+  constructor(name: string, help: string, labelNames: readonly L[], registry: Registry) {
+    super(name, help, labelNames, registry);
     this.reset();
   }
 
@@ -92,26 +104,24 @@ export class CounterVec<L extends string> {
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator });
   }
 
-  reset(): void {
-    this.root = new Map();
+  override reset(): void {
+    super.reset();
     if (this.labelNames.length === 0) this.inc([], 0); // as prom-client: a series without labels is there from the start
   }
 }
 
 /** A histogram with labels and fixed buckets. */
-export class HistogramVec<L extends string> {
+export class HistogramVec<L extends string> extends MetricVec<L> {
   readonly type = 'histogram';
-  readonly aggregator = 'sum';
-  private root = new Map<string, unknown>();
 
   constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly labelNames: readonly L[],
+    name: string,
+    help: string,
+    labelNames: readonly L[],
     readonly buckets: readonly number[],
     registry: Registry,
   ) {
-    registry.registerMetric(this as never);
+    super(name, help, labelNames, registry);
   }
 
   /** Records `value` in the series of these label values. */
@@ -140,9 +150,5 @@ export class HistogramVec<L extends string> {
       values.push({ labels: { ...c.labels }, value: c.count, metricName: `${this.name}_count` });
     }
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator });
-  }
-
-  reset(): void {
-    this.root = new Map();
   }
 }

@@ -440,6 +440,20 @@ export class Flow implements RunnerFlow, SubflowTarget {
     };
   }
 
+  /**
+   * Drops a finished trace's held result without fetching it (a caller that delivered the result
+   * another way). A running trace, or one not held, is left as it is.
+   */
+  dropResult(traceId: string): void {
+    const trace = this.lookup(traceId);
+    if (trace === undefined || trace.running) return;
+    if (trace.held) {
+      trace.held = false;
+      this.held--;
+    }
+    this.forget(trace, clockNow());
+  }
+
   /** Whether the trace is running in this process now (its end will be published here). */
   isRunning(traceId: string): boolean {
     return this.lookup(traceId)?.running === true;

@@ -252,6 +252,9 @@ export function waitForEnd(ctx: ServiceContext, flow: string, traceId: string, m
         if (done) return;
         done = true;
         clearTimeout(timer);
+        // The answer carries the result: the runtime need not hold it for a fetch nobody makes
+        // here (later readers get it from the journal).
+        ctx.runtime.getFlow(flow)?.dropResult(traceId);
         resolve(end);
       },
     });

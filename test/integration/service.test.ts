@@ -62,6 +62,10 @@ describe('tasks', () => {
     const waited = await call(`${s.url}/v1/flows/double/tasks?wait=2000`, 'POST', { input: 5 });
     expect(waited.status).toBe(200);
     expect(json(waited)).toMatchObject({ status: 'succeeded', result: 10 });
+    // The answer carried the result: the runtime holds it no longer, and the journal still has it.
+    const waitedId = String(json(waited)['traceId']);
+    expect(s.runtime.getFlow('double')!.outcome(waitedId)).toBeUndefined();
+    expect(json(await call(`${s.url}/v1/traces/${waitedId}`, 'GET'))).toMatchObject({ status: 'succeeded', result: 10 });
   });
 
   it('an Idempotency-Key: same body returns the first trace (200), another body is 409', async () => {

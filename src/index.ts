@@ -76,3 +76,23 @@ export { Health, type HealthReport, type CheckResult, type CheckStatus } from '.
 export { Tracing, startTracing, tracingExporter, TRACEPARENT } from './telemetry/tracing.js';
 export { serviceLogger, REDACTED_PATHS, type ServiceLoggerOptions } from './telemetry/logger.js';
 export { logContext, type LogContext } from './telemetry/context.js';
+
+// Transports: envelopes between processes (in-process, MQTT 5, NATS).
+export {
+  topicSegment,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type Transport,
+  type TransportState,
+  type TransportStateEvent,
+  type TransportStats,
+  type Delivery,
+  type EnvelopeHandler,
+  type Responder,
+  type SubscribeOptions,
+  type RequestOptions,
+  type Subscription,
+} from './transport/transport.js';
+export type { TransportBaseOptions } from './transport/base.js';
+export { InProcessTransport, InProcessBroker, type InProcessTransportOptions } from './transport/in-process.js';
+export { MqttTransport, type MqttTransportOptions } from './transport/mqtt.js';
+export { NatsTransport, type NatsTransportOptions } from './transport/nats.js';

@@ -1,0 +1,113 @@
+/**
+ * What every transport shares: its state and the events of its changes, its counters, the codec
+ * with its size cap (a message that does not decode is counted, logged and dropped), and the
+ * handlers in progress that `close()` waits for.
+ */
+import { decodeEnvelope, encodeEnvelope, DEFAULT_MAX_ENVELOPE_BYTES } from '../envelope/codec.js';
+import type { Envelope } from '../envelope/envelope.js';
+import { ensureError, isRoostError } from '../errors.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Delivery, EnvelopeHandler, TransportState, TransportStateEvent, TransportStats } from './transport.js';
+
+/** Options every transport takes. */
+export interface TransportBaseOptions {
+  /** Largest envelope sent or accepted, in bytes (default 256 KiB, as the core codec). */
+  readonly maxEnvelopeBytes?: number;
+  /** Where dropped messages and failed handlers are logged (default: silent). */
+  readonly logger?: Logger | null;
+}
+
+/** See the module comment. */
+export abstract class TransportBase {
+  abstract readonly kind: string;
+  protected stateValue: TransportState = 'connecting';
+  protected closing: Promise<void> | null = null;
+  protected readonly maxBytes: number;
+  protected readonly logger: Logger | null;
+  private readonly listeners = new Set<(event: TransportStateEvent) => void>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private counts = { published: 0, received: 0, dropped: 0 };
+
+  constructor(options: TransportBaseOptions = {}) {
+    this.maxBytes = options.maxEnvelopeBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
+    this.logger = options.logger ?? null;
+  }
+
+  get state(): TransportState {
+    return this.stateValue;
+  }
+
+  onState(listener: (event: TransportStateEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  stats(): TransportStats {
+    return { ...this.counts };
+  }
+
+  /** Moves to `state` and tells the listeners (once per change). */
+  protected setState(state: TransportState, error: unknown = null): void {
+    if (this.stateValue === state || this.stateValue === 'closed') return;
+    this.stateValue = state;
+    const e = error === null ? null : ensureError(error);
+    const event: TransportStateEvent = {
+      type: 'transport_state',
+      transport: this.kind,
+      state,
+      ts: Date.now(),
+      error: e === null ? null : { code: isRoostError(e) ? e.code : ((e as NodeJS.ErrnoException).code ?? 'ERROR'), message: e.message },
+    };
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch (thrown) {
+        this.logger?.error({ err: thrown }, 'transport state listener threw');
+      }
+    }
+  }
+
+  protected encode(envelope: Envelope): Buffer {
+    const bytes = encodeEnvelope(envelope, { maxBytes: this.maxBytes });
+    this.counts.published++;
+    return bytes;
+  }
+
+  /** The envelope in `bytes`, or null when they are not one (counted and logged). */
+  protected decode(bytes: Uint8Array | string, topic: string): Envelope | null {
+    try {
+      const envelope = decodeEnvelope(bytes, { maxBytes: this.maxBytes });
+      this.counts.received++;
+      return envelope;
+    } catch (error) {
+      this.counts.dropped++;
+      const e = ensureError(error);
+      this.logger?.warn({ transport: this.kind, topic, code: isRoostError(e) ? e.code : 'ERROR', bytes: bytes.length }, `dropped a message that is not an envelope: ${e.message}`);
+      return null;
+    }
+  }
+
+  /** Runs `handler` on a received envelope, tracked so that `close()` waits for it. */
+  protected handle(handler: EnvelopeHandler, envelope: Envelope, delivery: Delivery): Promise<void> {
+    const run = (async () => {
+      try {
+        await handler(envelope, delivery);
+      } catch (error) {
+        this.logger?.error({ err: error, transport: this.kind, topic: delivery.topic, envelopeId: envelope.id }, 'a transport handler failed');
+      }
+    })();
+    this.inFlight.add(run);
+    void run.finally(() => this.inFlight.delete(run));
+    return run;
+  }
+
+  /** Waits for the handlers in progress. */
+  protected async settle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Marks the transport closed (after its own shutdown). */
+  protected closed(): void {
+    this.setState('closed');
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * MQTT 5 as a transport (`mqtt`, QoS 1): topics as they are, worker groups as shared
+ * subscriptions (`$share/<group>/<filter>`), request/reply through MQTT 5 response topics and
+ * correlation data (each client listens on a reply topic of its own).
+ *
+ * - TCP_NODELAY is set on every (re)connected socket: mqtt.js leaves Nagle on, and a round trip
+ *   then costs tens of milliseconds instead of a fraction of one. (The broker needs
+ *   `set_tcp_nodelay true` too.)
+ * - Receive-side backpressure: at most `receiveMaximum` envelopes (default 64) are handled at
+ *   once; past that the client stops reading, its acknowledgements wait, and the broker holds the
+ *   rest (MQTT 5 receive maximum, told to the broker at connect). The client never buffers
+ *   without bound.
+ * - Reconnects use Roost's capped, jittered backoff; every change is a state event.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import type { Envelope } from '../envelope/envelope.js';
+import { RoostError, ensureError } from '../errors.js';
+import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
+import { TransportBase, type TransportBaseOptions } from './base.js';
+import {
+  checkGroup,
+  requestTimeout,
+  requestTimeoutMs,
+  topicMatches,
+  topicSegments,
+  transportClosed,
+  type EnvelopeHandler,
+  type RequestOptions,
+  type Responder,
+  type SubscribeOptions,
+  type Subscription,
+  type Transport,
+} from './transport.js';
+
+/** Options of an {@link MqttTransport}. */
+export interface MqttTransportOptions extends TransportBaseOptions {
+  /** `mqtt://host:port` (`mqtts://` for TLS); credentials may be in it. */
+  readonly url: string;
+  /** The client id (default: `roost-` and a random suffix). */
+  readonly clientId?: string;
+  /** Envelopes handled at once, and the receive maximum told to the broker (default 64). */
+  readonly receiveMaximum?: number;
+  /** How long the first connection may take (default 5,000 ms). */
+  readonly connectTimeoutMs?: number;
+}
+
+interface LocalSubscription {
+  /** Its MQTT 5 subscription identifier: the broker names it in each message it delivers for it. */
+  readonly id: number;
+  readonly pattern: readonly string[];
+  readonly filter: string;
+  readonly onMessage: (packet: IPublishPacket) => void | Promise<void>;
+}
+
+function shownUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/g, '//$1:***@');
+}
+
+/** See the module comment. */
+export class MqttTransport extends TransportBase implements Transport {
+  readonly kind = 'mqtt';
+  private client: MqttClient | null = null;
+  private readonly clientId: string;
+  private readonly replyTopic: string;
+  private readonly receiveMaximum: number;
+  private readonly subs = new Set<LocalSubscription>();
+  private readonly pending = new Map<string, { resolve: (p: IPublishPacket) => void }>();
+  private handling = 0;
+  private readonly waiting: (() => void)[] = [];
+  private reconnects = 0;
+  private nextSubscriptionId = 1;
+
+  constructor(private readonly options: MqttTransportOptions) {
+    super(options);
+    this.clientId = options.clientId ?? `roost-${randomUUID().slice(0, 12)}`;
+    this.replyTopic = `_roost/reply/${this.clientId}`;
+    this.receiveMaximum = options.receiveMaximum ?? 64;
+  }
+
+  async connect(): Promise<void> {
+    if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
+    if (this.client !== null) return;
+    const client = mqtt.connect(this.options.url, {
+      protocolVersion: 5,
+      clientId: this.clientId,
+      clean: true,
+      connectTimeout: this.options.connectTimeoutMs ?? 5_000,
+      reconnectPeriod: backoffDelay(DEFAULT_BACKOFF, 1),
+      properties: { receiveMaximum: this.receiveMaximum },
+    });
+    client.handleMessage = (packet, done) => this.onPacket(packet, done);
+    client.on('connect', () => {
+      (client.stream as Partial<Socket>).setNoDelay?.(true);
+      this.reconnects = 0;
+      client.options.reconnectPeriod = backoffDelay(DEFAULT_BACKOFF, 1);
+      this.setState('connected');
+    });
+    client.on('close', () => {
+      if (this.closing !== null) return;
+      client.options.reconnectPeriod = backoffDelay(DEFAULT_BACKOFF, ++this.reconnects);
+      this.setState('reconnecting', new Error('the connection to the broker closed'));
+    });
+    client.on('error', (error) => this.logger?.warn({ err: error, transport: this.kind }, 'mqtt client error'));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onConnect = (): void => {
+          client.off('error', onError);
+          resolve();
+        };
+        const onError = (error: Error): void => {
+          client.off('connect', onConnect);
+          reject(error);
+        };
+        client.once('connect', onConnect);
+        client.once('error', onError);
+      });
+    } catch (error) {
+      client.end(true);
+      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: cannot connect to ${shownUrl(this.options.url)}: ${ensureError(error).message}`, {
+        details: { transport: this.kind, url: shownUrl(this.options.url) },
+        cause: error,
+      });
+    }
+    this.client = client;
+    await this.add(this.replyTopic.split('/'), this.replyTopic, (packet) => {
+      const id = packet.properties?.correlationData?.toString('utf8');
+      const waiter = id === undefined ? undefined : this.pending.get(id);
+      if (waiter !== undefined) waiter.resolve(packet);
+    });
+  }
+
+  async publish(topic: string, envelope: Envelope): Promise<void> {
+    topicSegments(topic, false);
+    const client = this.conn();
+    await client.publishAsync(topic, this.encode(envelope), { qos: 1 });
+  }
+
+  async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {
+    const segments = topicSegments(pattern, true, 'pattern');
+    return this.add(segments, this.filter(pattern, options), (packet) => {
+      const envelope = this.decode(packet.payload, packet.topic);
+      return envelope === null ? undefined : this.handle(handler, envelope, { topic: packet.topic });
+    });
+  }
+
+  async respond(topic: string, responder: Responder, options: SubscribeOptions = {}): Promise<Subscription> {
+    const segments = topicSegments(topic, true, 'pattern');
+    return this.add(segments, this.filter(topic, options), (packet) => {
+      const envelope = this.decode(packet.payload, packet.topic);
+      const responseTopic = packet.properties?.responseTopic;
+      const correlationData = packet.properties?.correlationData;
+      if (envelope === null || responseTopic === undefined) return undefined;
+      return this.handle(
+        async (env, delivery) => {
+          const reply = await responder(env, delivery);
+          await this.conn().publishAsync(responseTopic, this.encode(reply), { qos: 1, properties: correlationData === undefined ? {} : { correlationData } });
+        },
+        envelope,
+        { topic: packet.topic },
+      );
+    });
+  }
+
+  async request(topic: string, envelope: Envelope, options?: RequestOptions): Promise<Envelope> {
+    topicSegments(topic, false);
+    const timeoutMs = requestTimeoutMs(options);
+    const client = this.conn();
+    const id = randomUUID();
+    let timer: NodeJS.Timeout | undefined;
+    const answered = new Promise<IPublishPacket>((resolve, reject) => {
+      this.pending.set(id, { resolve });
+      timer = setTimeout(() => reject(requestTimeout(topic, timeoutMs)), timeoutMs);
+    });
+    try {
+      await client.publishAsync(topic, this.encode(envelope), { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: Buffer.from(id, 'utf8') } });
+      const packet = await answered;
+      const answer = this.decode(packet.payload, packet.topic);
+      if (answer === null) throw requestTimeout(topic, timeoutMs);
+      return answer;
+    } finally {
+      clearTimeout(timer);
+      this.pending.delete(id);
+    }
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const client = this.client;
+      if (client !== null) {
+        await this.settle();
+        await client.endAsync();
+      }
+      for (const wake of this.waiting.splice(0)) wake();
+      this.closed();
+    })();
+    return this.closing;
+  }
+
+  /** Every received publish: dispatched, and paced by the number handled at once. */
+  private onPacket(packet: IPublishPacket, done: (error?: Error) => void): void {
+    let topic: string[];
+    try {
+      topic = topicSegments(packet.topic, false, 'packet.topic');
+    } catch {
+      this.decode(Buffer.alloc(0), packet.topic); // a topic no Roost topic can be: counted and dropped
+      return done();
+    }
+    // Overlapping subscriptions get a copy each: the identifiers say which copy is whose.
+    const raw = packet.properties?.subscriptionIdentifier;
+    const ids = raw === undefined ? null : new Set(Array.isArray(raw) ? raw : [raw]);
+    const runs: Promise<void>[] = [];
+    for (const sub of this.subs) {
+      if (ids !== null ? !ids.has(sub.id) : !topicMatches(sub.pattern, topic)) continue;
+      const run = sub.onMessage(packet);
+      if (run !== undefined) runs.push(run);
+    }
+    if (runs.length === 0) return done();
+    this.handling++;
+    void Promise.allSettled(runs).then(() => {
+      this.handling--;
+      this.waiting.shift()?.();
+    });
+    // Under the cap, read on at once; at the cap, read the next packet when a slot frees.
+    if (this.handling < this.receiveMaximum) done();
+    else this.waiting.push(() => done());
+  }
+
+  private filter(pattern: string, options: SubscribeOptions): string {
+    return options.group === undefined ? pattern : `$share/${checkGroup(options.group)}/${pattern}`;
+  }
+
+  private conn(): MqttClient {
+    if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
+    if (this.client === null) throw new RoostError('ROOST_ERR_INVALID_STATE', 'mqtt: call connect() first', { details: { transport: this.kind } });
+    return this.client;
+  }
+
+  private async add(pattern: readonly string[], filter: string, onMessage: LocalSubscription['onMessage']): Promise<Subscription> {
+    const client = this.conn();
+    const sub: LocalSubscription = { id: this.nextSubscriptionId++, pattern, filter, onMessage };
+    this.subs.add(sub);
+    const granted = await client.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: sub.id } });
+    if (granted.some((g) => g.qos >= 128)) {
+      this.subs.delete(sub);
+      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: the broker refused the subscription to ${filter}`, { details: { transport: this.kind, filter } });
+    }
+    return {
+      unsubscribe: async () => {
+        this.subs.delete(sub);
+        await client.unsubscribeAsync(filter);
+      },
+    };
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Core NATS as a transport (`@nats-io/transport-node`): subjects for topics (`/` → `.`, `+` → `*`,
+ * `#` → `>`), queue groups for worker groups, the server's request/reply with its no-responders
+ * status. A publish resolves after a flush (the server has it); flushes of one turn of the event
+ * loop are shared. Reconnects use Roost's capped, jittered backoff, and every change of the
+ * connection is a state event. (JetStream, for delivery that outlives a restart, comes beside it.)
+ */
+import { connect, RequestError, TimeoutError, type Msg, type NatsConnection, type Subscription as NatsSubscription } from '@nats-io/transport-node';
+import type { Envelope } from '../envelope/envelope.js';
+import { RoostError, ensureError } from '../errors.js';
+import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
+import { TransportBase, type TransportBaseOptions } from './base.js';
+import {
+  checkGroup,
+  noResponders,
+  requestTimeout,
+  requestTimeoutMs,
+  topicSegments,
+  transportClosed,
+  type EnvelopeHandler,
+  type RequestOptions,
+  type Responder,
+  type SubscribeOptions,
+  type Subscription,
+  type Transport,
+} from './transport.js';
+
+/** Options of a {@link NatsTransport}. */
+export interface NatsTransportOptions extends TransportBaseOptions {
+  /** `nats://host:port` (several, comma-separated, for a cluster); credentials may be in it. */
+  readonly url: string;
+  /** The connection's name, as the server shows it. */
+  readonly name?: string;
+  /** How long the first connection may take (default 5,000 ms). */
+  readonly connectTimeoutMs?: number;
+}
+
+/** A subject for a checked topic or pattern. */
+export function natsSubject(segments: readonly string[]): string {
+  return segments.map((s) => (s === '+' ? '*' : s === '#' ? '>' : s)).join('.');
+}
+
+/** The URL as logs and errors may show it: without its password. */
+function shownUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/g, '//$1:***@');
+}
+
+/** See the module comment. */
+export class NatsTransport extends TransportBase implements Transport {
+  readonly kind = 'nats';
+  private nc: NatsConnection | null = null;
+  private readonly subs = new Set<NatsSubscription>();
+  private flushing: Promise<void> | null = null;
+  private reconnects = 0;
+
+  constructor(private readonly options: NatsTransportOptions) {
+    super(options);
+  }
+
+  async connect(): Promise<void> {
+    if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
+    if (this.nc !== null) return;
+    const servers: string[] = [];
+    let user: string | undefined;
+    let pass: string | undefined;
+    for (const raw of this.options.url.split(',')) {
+      const u = new URL(raw.trim());
+      if (u.username !== '') user = decodeURIComponent(u.username);
+      if (u.password !== '') pass = decodeURIComponent(u.password);
+      servers.push(`${u.hostname}:${u.port === '' ? '4222' : u.port}`);
+    }
+    try {
+      this.nc = await connect({
+        servers,
+        ...(user === undefined ? {} : { user }),
+        ...(pass === undefined ? {} : { pass }),
+        name: this.options.name ?? 'roost',
+        timeout: this.options.connectTimeoutMs ?? 5_000,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectDelayHandler: () => backoffDelay(DEFAULT_BACKOFF, ++this.reconnects),
+      });
+    } catch (error) {
+      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `nats: cannot connect to ${shownUrl(this.options.url)}: ${ensureError(error).message}`, {
+        details: { transport: this.kind, url: shownUrl(this.options.url) },
+        cause: error,
+      });
+    }
+    this.setState('connected');
+    void this.watch(this.nc);
+  }
+
+  private async watch(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect' || s.type === 'reconnecting') this.setState('reconnecting', s.type === 'disconnect' ? new Error(`disconnected from ${s.server}`) : null);
+      else if (s.type === 'reconnect') {
+        this.reconnects = 0;
+        this.setState('connected');
+      }
+    }
+  }
+
+  async publish(topic: string, envelope: Envelope): Promise<void> {
+    const subject = natsSubject(topicSegments(topic, false));
+    const nc = this.conn();
+    nc.publish(subject, this.encode(envelope));
+    await this.flush(nc);
+  }
+
+  /** One flush for every publish of this turn. */
+  private flush(nc: NatsConnection): Promise<void> {
+    this.flushing ??= Promise.resolve().then(async () => {
+      this.flushing = null;
+      await nc.flush();
+    });
+    return this.flushing;
+  }
+
+  async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {
+    return this.add(pattern, options, (msg) => {
+      const envelope = this.decode(msg.data, msg.subject);
+      if (envelope !== null) void this.handle(handler, envelope, { topic: msg.subject.replaceAll('.', '/') });
+    });
+  }
+
+  async respond(topic: string, responder: Responder, options: SubscribeOptions = {}): Promise<Subscription> {
+    return this.add(topic, options, (msg) => {
+      const envelope = this.decode(msg.data, msg.subject);
+      if (envelope === null) return;
+      void this.handle(
+        async (env, delivery) => {
+          const reply = await responder(env, delivery);
+          msg.respond(this.encode(reply));
+        },
+        envelope,
+        { topic: msg.subject.replaceAll('.', '/') },
+      );
+    });
+  }
+
+  async request(topic: string, envelope: Envelope, options?: RequestOptions): Promise<Envelope> {
+    const subject = natsSubject(topicSegments(topic, false));
+    const timeoutMs = requestTimeoutMs(options);
+    const nc = this.conn();
+    let msg: Msg;
+    try {
+      msg = await nc.request(subject, this.encode(envelope), { timeout: timeoutMs });
+    } catch (error) {
+      if (error instanceof RequestError && error.isNoResponders()) throw noResponders(topic);
+      if (error instanceof TimeoutError || (error instanceof RequestError && error.cause instanceof TimeoutError)) throw requestTimeout(topic, timeoutMs);
+      throw this.unavailable(error);
+    }
+    const answer = this.decode(msg.data, subject);
+    if (answer === null) throw requestTimeout(topic, timeoutMs);
+    return answer;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const nc = this.nc;
+      if (nc !== null) {
+        // Stop taking messages, let the handlers finish (their replies go out), then drain.
+        await Promise.allSettled([...this.subs].map((s) => s.drain()));
+        await this.settle();
+        try {
+          await nc.drain();
+        } catch {
+          await nc.close(); // already closed by the server, or draining failed: close for good
+        }
+      }
+      this.closed();
+    })();
+    return this.closing;
+  }
+
+  private conn(): NatsConnection {
+    if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
+    if (this.nc === null) throw new RoostError('ROOST_ERR_INVALID_STATE', 'nats: call connect() first', { details: { transport: this.kind } });
+    return this.nc;
+  }
+
+  private unavailable(error: unknown): RoostError {
+    return new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `nats: ${ensureError(error).message}`, { details: { transport: this.kind, url: shownUrl(this.options.url) }, cause: error });
+  }
+
+  private async add(pattern: string, options: SubscribeOptions, callback: (msg: Msg) => void): Promise<Subscription> {
+    const subject = natsSubject(topicSegments(pattern, true, 'pattern'));
+    const group = options.group === undefined ? undefined : checkGroup(options.group);
+    const nc = this.conn();
+    const sub = nc.subscribe(subject, {
+      ...(group === undefined ? {} : { queue: group }),
+      callback: (err, msg) => {
+        if (err === null) callback(msg);
+      },
+    });
+    this.subs.add(sub);
+    await nc.flush(); // the server has the subscription before this resolves
+    return {
+      unsubscribe: async () => {
+        this.subs.delete(sub);
+        await sub.drain();
+      },
+    };
+  }
+}

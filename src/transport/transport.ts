@@ -1,0 +1,167 @@
+/**
+ * The transport contract: how envelopes move between processes. In-process, MQTT 5 and NATS
+ * implement it; `test/transport/contract.ts` is one suite that runs against all three.
+ *
+ * Topics are written one way for every transport: segments separated by `/`, with `+` for one
+ * segment and a final `#` for any number of them in subscription patterns (MQTT's notation; NATS
+ * gets `.`, `*` and `>`). A segment holds letters, digits and `_ - : %` — no `.`, which is NATS's
+ * separator: `topicSegment(name)` escapes a name (which may hold dots) into a segment.
+ *
+ * Envelopes travel as the core's JSON codec, with the same size cap and validation on receive:
+ * a message from the wire that does not decode is counted (`stats().dropped`), logged and dropped;
+ * the subscriber never sees it and keeps working.
+ */
+import type { Envelope } from '../envelope/envelope.js';
+import { RoostError, describeValue } from '../errors.js';
+
+/** A transport's connection, as its state events tell it. */
+export type TransportState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+/** A change of a transport's connection state. */
+export interface TransportStateEvent {
+  readonly type: 'transport_state';
+  readonly transport: string;
+  readonly state: TransportState;
+  readonly ts: number;
+  /** Why it left `connected`, when it says. */
+  readonly error: { readonly code: string; readonly message: string } | null;
+}
+
+/** Where a received envelope came from. */
+export interface Delivery {
+  /** The concrete topic it was published to. */
+  readonly topic: string;
+}
+
+/** Handles one received envelope. A rejection is logged; the message counts as handled. */
+export type EnvelopeHandler = (envelope: Envelope, delivery: Delivery) => void | Promise<void>;
+
+/** Answers one request with an envelope (or rejects: the requester gets the error). */
+export type Responder = (envelope: Envelope, delivery: Delivery) => Envelope | Promise<Envelope>;
+
+/** How to subscribe. */
+export interface SubscribeOptions {
+  /**
+   * A worker group: each envelope goes to one member of the group instead of to every subscriber
+   * (MQTT 5 shared subscriptions, NATS queue groups). A name: letters, digits, `_ - :`.
+   */
+  readonly group?: string;
+}
+
+/** How to make a request. */
+export interface RequestOptions {
+  /** Fail with `ROOST_ERR_REQUEST_TIMEOUT` when no answer came within this long (default 5,000 ms). */
+  readonly timeoutMs?: number;
+}
+
+/** A live subscription. */
+export interface Subscription {
+  /** Stops it; envelopes being handled finish. */
+  unsubscribe(): Promise<void>;
+}
+
+/** What a transport counted. */
+export interface TransportStats {
+  readonly published: number;
+  readonly received: number;
+  /** Messages from the wire that did not decode as envelopes (bad JSON, oversize, invalid). */
+  readonly dropped: number;
+}
+
+/** See the module comment. */
+export interface Transport {
+  /** `inprocess`, `mqtt` or `nats`. */
+  readonly kind: string;
+  readonly state: TransportState;
+  /** Connects (resolves once connected; rejects with a coded error if it cannot). */
+  connect(): Promise<void>;
+  /** Publishes an envelope; resolves once the broker has it (MQTT PUBACK, NATS flush). */
+  publish(topic: string, envelope: Envelope): Promise<void>;
+  /** Subscribes to a pattern; resolves once the broker confirmed the subscription. */
+  subscribe(pattern: string, handler: EnvelopeHandler, options?: SubscribeOptions): Promise<Subscription>;
+  /** Sends a request to `topic` and resolves with the answer of one responder. */
+  request(topic: string, envelope: Envelope, options?: RequestOptions): Promise<Envelope>;
+  /** Answers requests sent to `topic` (one answer per request, by one member of `group`). */
+  respond(topic: string, responder: Responder, options?: SubscribeOptions): Promise<Subscription>;
+  /** Subscribes to state changes; returns the unsubscribe function. */
+  onState(listener: (event: TransportStateEvent) => void): () => void;
+  stats(): TransportStats;
+  /** Lets handlers in progress finish, then disconnects. The same promise on repeat. */
+  close(): Promise<void>;
+}
+
+/** The default of {@link RequestOptions.timeoutMs}. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
+
+const SEGMENT = /^[A-Za-z0-9_\-:%]{1,128}$/;
+const GROUP = /^[A-Za-z0-9_\-:]{1,64}$/;
+
+function invalid(field: string, expected: string, value: unknown): RoostError {
+  return new RoostError('ROOST_ERR_INVALID_OPTION', `Expected \`${field}\` to be ${expected}, got ${describeValue(value)}`, {
+    field,
+    expected,
+    received: describeValue(value),
+  });
+}
+
+/** The segments of a topic (`wildcards`: a pattern may use `+` and a final `#`), or a coded error. */
+export function topicSegments(topic: unknown, wildcards: boolean, field = 'topic'): string[] {
+  const expected = wildcards
+    ? 'a topic pattern: segments of letters, digits and _ - : % separated by /, with + for one segment and a final # for the rest'
+    : 'a topic: segments of letters, digits and _ - : % separated by /';
+  if (typeof topic !== 'string' || topic.length === 0 || topic.length > 1024) throw invalid(field, expected, topic);
+  const segments = topic.split('/');
+  segments.forEach((s, i) => {
+    if (SEGMENT.test(s)) return;
+    if (wildcards && (s === '+' || (s === '#' && i === segments.length - 1))) return;
+    throw invalid(field, expected, topic);
+  });
+  return segments;
+}
+
+/** Checks a worker group name. */
+export function checkGroup(group: unknown, field = 'options.group'): string {
+  if (typeof group !== 'string' || !GROUP.test(group)) throw invalid(field, 'a group name of 1 to 64 letters, digits and _ - :', group);
+  return group;
+}
+
+/** A name (which may hold `.` and other characters a segment may not) as one topic segment. */
+export function topicSegment(name: string): string {
+  return name.replace(/[^A-Za-z0-9_\-:]/g, (c) => {
+    const code = c.codePointAt(0)!;
+    return code < 0x80 ? `%${code.toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c);
+  });
+}
+
+/** Whether `topic` matches `pattern` (both already checked). */
+export function topicMatches(pattern: readonly string[], topic: readonly string[]): boolean {
+  for (let i = 0; i < pattern.length; i++) {
+    const p = pattern[i]!;
+    if (p === '#') return true;
+    if (i >= topic.length) return false;
+    if (p !== '+' && p !== topic[i]) return false;
+  }
+  return pattern.length === topic.length;
+}
+
+/** The error of a request that got no answer in time. */
+export function requestTimeout(topic: string, timeoutMs: number): RoostError {
+  return new RoostError('ROOST_ERR_REQUEST_TIMEOUT', `request to ${topic}: no answer within ${timeoutMs} ms`, { details: { topic, timeoutMs } });
+}
+
+/** The error of a request nobody listens for. */
+export function noResponders(topic: string): RoostError {
+  return new RoostError('ROOST_ERR_NO_RESPONDERS', `request to ${topic}: no responder is subscribed`, { details: { topic } });
+}
+
+/** The error of a call on a closed transport. */
+export function transportClosed(kind: string): RoostError {
+  return new RoostError('ROOST_ERR_TRANSPORT_CLOSED', `the ${kind} transport is closed`, { details: { transport: kind } });
+}
+
+/** Checks a request timeout option. */
+export function requestTimeoutMs(options: RequestOptions | undefined): number {
+  const ms = options?.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  if (!Number.isInteger(ms) || ms < 1 || ms > 2_147_483_647) throw invalid('options.timeoutMs', 'an integer from 1 to 2147483647', ms);
+  return ms;
+}

@@ -1,0 +1,58 @@
+import { randomUUID } from 'node:crypto';
+import mqtt from 'mqtt';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { MqttTransport } from '../../src/transport/mqtt.js';
+import { MQTT_URL, requireBroker } from '../helpers/brokers.js';
+import { deferred, until } from '../helpers/runtime.js';
+import { envelope, transportContract } from './contract.js';
+
+beforeAll(() => requireBroker('mqtt', MQTT_URL));
+
+transportContract('MQTT 5', () => ({
+  knowsNoResponders: false,
+  async make() {
+    const t = new MqttTransport({ url: MQTT_URL });
+    await t.connect();
+    return t;
+  },
+  async raw(topic, bytes) {
+    const client = await mqtt.connectAsync(MQTT_URL, { protocolVersion: 5 });
+    await client.publishAsync(topic, bytes, { qos: 1 });
+    await client.endAsync();
+  },
+}));
+
+describe('MQTT receive-side backpressure', () => {
+  it('handles at most receiveMaximum envelopes at once and holds the rest at the broker; none is lost', async () => {
+    const prefix = `roost-test-${randomUUID().slice(0, 8)}`;
+    const sub = new MqttTransport({ url: MQTT_URL, receiveMaximum: 4 });
+    const pub = new MqttTransport({ url: MQTT_URL });
+    await Promise.all([sub.connect(), pub.connect()]);
+    try {
+      let running = 0;
+      let most = 0;
+      const seen: number[] = [];
+      let open = deferred();
+      await sub.subscribe(`${prefix}/slow`, async (env) => {
+        running++;
+        most = Math.max(most, running);
+        seen.push(env.payload as number);
+        await open.promise;
+        running--;
+      });
+      await Promise.all(Array.from({ length: 20 }, (_, i) => pub.publish(`${prefix}/slow`, envelope(i))));
+      await until(() => running === 4, 5_000, 'four handlers running');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seen).toHaveLength(4); // the other sixteen wait at the broker, not in this process
+      const release = open;
+      open = deferred();
+      open.resolve();
+      release.resolve();
+      await until(() => seen.length === 20 && running === 0, 10_000, 'all twenty handled');
+      expect(most).toBeLessThanOrEqual(4);
+      expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    } finally {
+      await Promise.allSettled([sub.close(), pub.close()]);
+    }
+  });
+});

@@ -23,6 +23,7 @@ import {
   checkGroup,
   requestTimeout,
   requestTimeoutMs,
+  shownUrl,
   topicMatches,
   topicSegments,
   transportClosed,
@@ -54,9 +55,6 @@ interface LocalSubscription {
   readonly onMessage: (packet: IPublishPacket) => void | Promise<void>;
 }
 
-function shownUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]+):[^@/]*@/g, '//$1:***@');
-}
 
 /** See the module comment. */
 export class MqttTransport extends TransportBase implements Transport {

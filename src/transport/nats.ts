@@ -15,6 +15,7 @@ import {
   noResponders,
   requestTimeout,
   requestTimeoutMs,
+  shownUrl,
   topicSegments,
   transportClosed,
   type EnvelopeHandler,
@@ -40,10 +41,6 @@ export function natsSubject(segments: readonly string[]): string {
   return segments.map((s) => (s === '+' ? '*' : s === '#' ? '>' : s)).join('.');
 }
 
-/** The URL as logs and errors may show it: without its password. */
-function shownUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]+):[^@/]*@/g, '//$1:***@');
-}
 
 /** See the module comment. */
 export class NatsTransport extends TransportBase implements Transport {

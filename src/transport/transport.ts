@@ -165,3 +165,8 @@ export function requestTimeoutMs(options: RequestOptions | undefined): number {
   if (!Number.isInteger(ms) || ms < 1 || ms > 2_147_483_647) throw invalid('options.timeoutMs', 'an integer from 1 to 2147483647', ms);
   return ms;
 }
+
+/** A broker URL as logs and errors may show it: without its password. */
+export function shownUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/g, '//$1:***@');
+}

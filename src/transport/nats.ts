@@ -49,6 +49,8 @@ export class NatsTransport extends TransportBase implements Transport {
   private readonly subs = new Set<NatsSubscription>();
   private flushing: Promise<void> | null = null;
   private reconnects = 0;
+  /** The wait before the next reconnect attempt: backoff by attempts made, fixed until the next one. */
+  private reconnectDelay = backoffDelay(DEFAULT_BACKOFF, 1);
 
   constructor(private readonly options: NatsTransportOptions) {
     super(options);
@@ -75,7 +77,9 @@ export class NatsTransport extends TransportBase implements Transport {
         timeout: this.options.connectTimeoutMs ?? 5_000,
         reconnect: true,
         maxReconnectAttempts: -1,
-        reconnectDelayHandler: () => backoffDelay(DEFAULT_BACKOFF, ++this.reconnects),
+        // nats.js asks on every pass over its server pool and tries a server once this long has
+        // passed since its last attempt: the answer must stay the same until an attempt is made.
+        reconnectDelayHandler: () => this.reconnectDelay,
       });
     } catch (error) {
       throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `nats: cannot connect to ${shownUrl(this.options.url)}: ${ensureError(error).message}`, {
@@ -89,9 +93,11 @@ export class NatsTransport extends TransportBase implements Transport {
 
   private async watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
-      if (s.type === 'disconnect' || s.type === 'reconnecting') this.setState('reconnecting', s.type === 'disconnect' ? new Error(`disconnected from ${s.server}`) : null);
+      if (s.type === 'disconnect') this.setState('reconnecting', new Error(`disconnected from ${s.server}`));
+      else if (s.type === 'reconnecting') this.reconnectDelay = backoffDelay(DEFAULT_BACKOFF, ++this.reconnects); // an attempt was made
       else if (s.type === 'reconnect') {
         this.reconnects = 0;
+        this.reconnectDelay = backoffDelay(DEFAULT_BACKOFF, 1);
         this.setState('connected');
       }
     }

@@ -1,0 +1,83 @@
+/**
+ * A private broker for failure tests (../shared/SERVICES.md): a Mosquitto or nats-server of the
+ * test's own, on a free port, in a temporary directory, stopped by its PID — never the shared one.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function answers(port: number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createConnection({ host: '127.0.0.1', port }, () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`the private broker on port ${port} did not start within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface PrivateBroker {
+  readonly url: string;
+  readonly port: number;
+  /** Starts it (again, on the same port). */
+  start(): Promise<void>;
+  /** Stops it by its PID and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Stops it and removes its directory. */
+  dispose(): Promise<void>;
+}
+
+export async function privateBroker(kind: 'mosquitto' | 'nats'): Promise<PrivateBroker> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), `roost-${kind}-`));
+  let child: ChildProcess | null = null;
+  const command = (): [string, string[]] => {
+    if (kind === 'nats') return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir]];
+    const conf = join(dir, 'mosquitto.conf');
+    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n`);
+    return ['/usr/sbin/mosquitto', ['-c', conf]];
+  };
+  const broker: PrivateBroker = {
+    url: `${kind === 'nats' ? 'nats' : 'mqtt'}://127.0.0.1:${port}`,
+    port,
+    async start() {
+      const [bin, args] = command();
+      child = spawn(bin, args, { stdio: 'ignore' });
+      await answers(port, 10_000);
+    },
+    async stop() {
+      const c = child;
+      child = null;
+      if (c === null || c.exitCode !== null) return;
+      const exited = new Promise((r) => c.once('exit', r));
+      c.kill('SIGKILL');
+      await exited;
+    },
+    async dispose() {
+      await broker.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await broker.start();
+  return broker;
+}

@@ -5,12 +5,71 @@
  */
 import { decodeEnvelope, encodeEnvelope, DEFAULT_MAX_ENVELOPE_BYTES } from '../envelope/codec.js';
 import type { Envelope } from '../envelope/envelope.js';
-import { ensureError, isRoostError } from '../errors.js';
+import { readFileSync } from 'node:fs';
+import { RoostError, ensureError, isRoostError } from '../errors.js';
 import type { Logger } from '../telemetry/logger.js';
-import type { Delivery, EnvelopeHandler, TransportState, TransportStateEvent, TransportStats } from './transport.js';
+import { shownUrl, type Delivery, type EnvelopeHandler, type TransportState, type TransportStateEvent, type TransportStats } from './transport.js';
+
+/** TLS for a broker connection: files in PEM. */
+export interface TransportTlsOptions {
+  /** The CA that signed the broker's certificate (default: the system's CAs). */
+  readonly caFile?: string;
+  /** This client's certificate and key, for brokers that require one (mTLS). */
+  readonly certFile?: string;
+  readonly keyFile?: string;
+}
+
+/** The TLS files, read; an unreadable one is `ROOST_ERR_INVALID_OPTION` naming it. */
+export function readTls(tls: TransportTlsOptions): { ca?: string; cert?: string; key?: string } {
+  const out: { ca?: string; cert?: string; key?: string } = {};
+  for (const [option, into] of [['caFile', 'ca'], ['certFile', 'cert'], ['keyFile', 'key']] as const) {
+    const file = tls[option];
+    if (file === undefined) continue;
+    try {
+      out[into] = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new RoostError('ROOST_ERR_INVALID_OPTION', `tls.${option}: cannot read ${file} (${ensureError(error).message})`, {
+        field: `tls.${option}`,
+        expected: 'a readable PEM file',
+        received: file,
+      });
+    }
+  }
+  if ((out.cert === undefined) !== (out.key === undefined)) {
+    throw new RoostError('ROOST_ERR_INVALID_OPTION', 'tls: a client certificate needs its key, and a key its certificate', {
+      field: out.cert === undefined ? 'tls.certFile' : 'tls.keyFile',
+      expected: 'certFile and keyFile together',
+    });
+  }
+  return out;
+}
+
+/** Whether a connection error came from TLS (a certificate, a handshake alert). */
+export function isTlsError(error: unknown): boolean {
+  const e = ensureError(error) as NodeJS.ErrnoException;
+  return /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO|ERR_OSSL/i.test(e.code ?? '') || /certificate|ssl|tls|handshake|alert/i.test(e.message);
+}
+
+/** `ROOST_ERR_TRANSPORT_UNAVAILABLE` for a first connection that failed, saying when TLS is why. */
+export function connectError(kind: string, url: string, error: unknown, tls: boolean): RoostError {
+  const e = ensureError(error);
+  const cause = e.message !== '' ? e.message : ((e as NodeJS.ErrnoException).code ?? e.name);
+  const tlsFault = tls && isTlsError(e);
+  const hint = tlsFault
+    ? ' (TLS: check tls.caFile, and tls.certFile and tls.keyFile if the broker requires a client certificate)'
+    : tls && /timeout/i.test(cause)
+      ? ' (TLS is on: a broker that refuses the client certificate can show as a timeout; check tls.certFile and tls.keyFile)'
+      : '';
+  return new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `${kind}: cannot connect to ${shownUrl(url)}: ${cause}${hint}`, {
+    details: { transport: kind, url: shownUrl(url), tls: tlsFault },
+    cause: error,
+  });
+}
 
 /** Options every transport takes. */
 export interface TransportBaseOptions {
+  /** TLS (with a CA of its own, and a client certificate for mTLS). */
+  readonly tls?: TransportTlsOptions;
   /** Largest envelope sent or accepted, in bytes (default 256 KiB, as the core codec). */
   readonly maxEnvelopeBytes?: number;
   /** Where dropped messages and failed handlers are logged (default: silent). */

@@ -16,14 +16,13 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Envelope } from '../envelope/envelope.js';
-import { RoostError, ensureError } from '../errors.js';
+import { RoostError } from '../errors.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
-import { TransportBase, type TransportBaseOptions } from './base.js';
+import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
 import {
   checkGroup,
   requestTimeout,
   requestTimeoutMs,
-  shownUrl,
   topicMatches,
   topicSegments,
   transportClosed,
@@ -80,7 +79,9 @@ export class MqttTransport extends TransportBase implements Transport {
   async connect(): Promise<void> {
     if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
     if (this.client !== null) return;
+    const tls = this.options.tls === undefined ? {} : { ...readTls(this.options.tls), rejectUnauthorized: true };
     const client = mqtt.connect(this.options.url, {
+      ...tls,
       protocolVersion: 5,
       clientId: this.clientId,
       clean: true,
@@ -96,30 +97,36 @@ export class MqttTransport extends TransportBase implements Transport {
       this.setState('connected');
     });
     client.on('close', () => {
-      if (this.closing !== null) return;
+      if (this.closing !== null || this.client === null) return; // closing, or a first connect that failed
       client.options.reconnectPeriod = backoffDelay(DEFAULT_BACKOFF, ++this.reconnects);
       this.setState('reconnecting', new Error('the connection to the broker closed'));
     });
     client.on('error', (error) => this.logger?.warn({ err: error, transport: this.kind }, 'mqtt client error'));
     try {
+      // The first connection succeeds, or fails on its first error or close (mqtt.js would retry
+      // for ever; a first connect that cannot work should say why at once).
       await new Promise<void>((resolve, reject) => {
-        const onConnect = (): void => {
-          client.off('error', onError);
-          resolve();
-        };
-        const onError = (error: Error): void => {
+        let last: Error | null = null;
+        const done = (error: Error | null): void => {
           client.off('connect', onConnect);
-          reject(error);
+          client.off('error', onError);
+          client.off('close', onClose);
+          if (error === null) resolve();
+          else reject(error);
         };
-        client.once('connect', onConnect);
-        client.once('error', onError);
+        const onConnect = (): void => done(null);
+        const onError = (error: Error): void => {
+          last = error;
+          if (!/ECONNRESET|EPIPE/.test((error as NodeJS.ErrnoException).code ?? '')) done(error);
+        };
+        const onClose = (): void => done(last ?? new Error('the broker closed the connection'));
+        client.on('connect', onConnect);
+        client.on('error', onError);
+        client.on('close', onClose);
       });
     } catch (error) {
       client.end(true);
-      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: cannot connect to ${shownUrl(this.options.url)}: ${ensureError(error).message}`, {
-        details: { transport: this.kind, url: shownUrl(this.options.url) },
-        cause: error,
-      });
+      throw connectError(this.kind, this.options.url, error, this.options.tls !== undefined);
     }
     this.client = client;
     await this.add(this.replyTopic.split('/'), this.replyTopic, (packet) => {

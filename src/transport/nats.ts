@@ -9,7 +9,7 @@ import { connect, RequestError, TimeoutError, type Msg, type NatsConnection, typ
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError } from '../errors.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
-import { TransportBase, type TransportBaseOptions } from './base.js';
+import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
 import {
   checkGroup,
   noResponders,
@@ -68,8 +68,10 @@ export class NatsTransport extends TransportBase implements Transport {
       if (u.password !== '') pass = decodeURIComponent(u.password);
       servers.push(`${u.hostname}:${u.port === '' ? '4222' : u.port}`);
     }
+    const tls = this.options.tls === undefined ? {} : { tls: readTls(this.options.tls) };
     try {
       this.nc = await connect({
+        ...tls,
         servers,
         ...(user === undefined ? {} : { user }),
         ...(pass === undefined ? {} : { pass }),
@@ -82,10 +84,7 @@ export class NatsTransport extends TransportBase implements Transport {
         reconnectDelayHandler: () => this.reconnectDelay,
       });
     } catch (error) {
-      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `nats: cannot connect to ${shownUrl(this.options.url)}: ${ensureError(error).message}`, {
-        details: { transport: this.kind, url: shownUrl(this.options.url) },
-        cause: error,
-      });
+      throw connectError(this.kind, this.options.url, error, this.options.tls !== undefined);
     }
     this.setState('connected');
     void this.watch(this.nc);

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Certs } from './certs.js';
 
 /** A free TCP port on 127.0.0.1. */
 export function freePort(): Promise<number> {
@@ -47,18 +48,28 @@ export interface PrivateBroker {
   dispose(): Promise<void>;
 }
 
-export async function privateBroker(kind: 'mosquitto' | 'nats'): Promise<PrivateBroker> {
+/** With `tls`, the broker speaks only TLS with that server certificate and requires a client certificate signed by `tls.ca`. */
+export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs): Promise<PrivateBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `roost-${kind}-`));
   let child: ChildProcess | null = null;
   const command = (): [string, string[]] => {
-    if (kind === 'nats') return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir]];
+    if (kind === 'nats') {
+      if (tls === undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir]];
+      const conf = join(dir, 'nats.conf');
+      writeFileSync(
+        conf,
+        `host: 127.0.0.1\nport: ${port}\ntls {\n  cert_file: "${tls.serverCert}"\n  key_file: "${tls.serverKey}"\n  ca_file: "${tls.ca}"\n  verify: true\n}\n`,
+      );
+      return ['/usr/sbin/nats-server', ['-c', conf]];
+    }
     const conf = join(dir, 'mosquitto.conf');
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n`);
+    const tlsLines = tls === undefined ? '' : `cafile ${tls.ca}\ncertfile ${tls.serverCert}\nkeyfile ${tls.serverKey}\nrequire_certificate true\n`;
+    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n${tlsLines}`);
     return ['/usr/sbin/mosquitto', ['-c', conf]];
   };
   const broker: PrivateBroker = {
-    url: `${kind === 'nats' ? 'nats' : 'mqtt'}://127.0.0.1:${port}`,
+    url: `${kind === 'nats' ? 'nats' : tls === undefined ? 'mqtt' : 'mqtts'}://127.0.0.1:${port}`,
     port,
     async start() {
       const [bin, args] = command();

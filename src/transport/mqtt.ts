@@ -72,6 +72,7 @@ export class MqttTransport extends TransportBase implements Transport {
   constructor(private readonly options: MqttTransportOptions) {
     super(options);
     this.clientId = options.clientId ?? `roost-${randomUUID().slice(0, 12)}`;
+    topicSegments(this.clientId, false, 'clientId'); // it is a segment of this client's reply topic
     this.replyTopic = `_roost/reply/${this.clientId}`;
     this.receiveMaximum = options.receiveMaximum ?? 64;
   }

@@ -22,6 +22,12 @@ transportContract('MQTT 5', () => ({
   },
 }));
 
+describe('MQTT options', () => {
+  it('refuses a client id that cannot be a topic segment (it names the reply topic)', () => {
+    expect(() => new MqttTransport({ url: MQTT_URL, clientId: 'a.b' })).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: 'clientId' }));
+  });
+});
+
 describe('MQTT receive-side backpressure', () => {
   it('handles at most receiveMaximum envelopes at once and holds the rest at the broker; none is lost', async () => {
     const prefix = `roost-test-${randomUUID().slice(0, 8)}`;

@@ -22,6 +22,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX } from './store.js';
 
 function copy<T>(value: T): T {
   return value === undefined ? value : (JSON.parse(JSON.stringify(value)) as T);
@@ -56,7 +57,7 @@ export class MemoryStore implements Store {
   private finishedCount = 0;
   private readonly maxFinished: number;
   private outputs: { flow: string; traceId: string; value: unknown }[] = [];
-  private readonly steps = new Map<string, { traceId: string; value: unknown }>();
+  private readonly steps = new Map<string, { traceId: string; value: unknown; ts: number }>();
   private readonly checkpoints = new Map<string, { traceId: string; value: unknown }>();
   private readonly deadLetters = new Map<string, StoredDeadLetter>();
   private readonly leases = new Map<string, Lease>();
@@ -144,7 +145,7 @@ export class MemoryStore implements Store {
     }
     for (const s of batch.steps ?? []) {
       if (this.steps.has(s.stepKey)) continue;
-      this.steps.set(s.stepKey, { traceId: s.traceId, value: copy(s.value) });
+      this.steps.set(s.stepKey, { traceId: s.traceId, value: copy(s.value), ts: s.ts });
       const keys = this.stepKeys.get(s.traceId);
       if (keys === undefined) this.stepKeys.set(s.traceId, [s.stepKey]);
       else keys.push(s.stepKey);
@@ -373,6 +374,7 @@ export class MemoryStore implements Store {
         this.dropTrace(key, t);
         n++;
       }
+      for (const [k, step] of this.steps) if (k >= RECEIVE_MARK_PREFIX && k < RECEIVE_MARK_END && step.ts < before) this.steps.delete(k);
       return n;
     });
   }

@@ -29,6 +29,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX } from './store.js';
 
 const MIGRATIONS = new URL('./migrations/postgres/', import.meta.url);
 const MIN_SERVER_VERSION = 130000;
@@ -555,6 +556,8 @@ export class PostgresStore implements Store {
           await client.query('DELETE FROM steps WHERE trace_id = ANY($1::text[])', [ids]);
           await client.query('DELETE FROM checkpoints WHERE trace_id = ANY($1::text[])', [ids]);
         }
+        // Receive marks by their key range and age; see RECEIVE_MARK_PREFIX.
+        await client.query('DELETE FROM steps WHERE step_key >= $1 AND step_key < $2 AND ts < $3', [RECEIVE_MARK_PREFIX, RECEIVE_MARK_END, before]);
         await client.query('COMMIT');
         return ids.length;
       } catch (error) {

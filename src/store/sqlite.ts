@@ -32,6 +32,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX } from './store.js';
 
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
@@ -177,6 +178,8 @@ export class SqliteStore implements Store {
       pruneTraces: db.prepare("DELETE FROM traces WHERE status <> 'running' AND updated_at < ? RETURNING trace_id"),
       pruneEvents: db.prepare('DELETE FROM events WHERE trace_id = ?'),
       pruneSteps: db.prepare('DELETE FROM steps WHERE trace_id = ?'),
+      // Receive marks by their key range (the primary key) and age; see RECEIVE_MARK_PREFIX.
+      pruneMarks: db.prepare('DELETE FROM steps WHERE step_key >= ? AND step_key < ? AND ts < ?'),
     };
     const s = this.statements;
     // Positional parameters (binding an object of named ones cost 15 % of a trace write), many
@@ -438,6 +441,7 @@ export class SqliteStore implements Store {
           this.statements.pruneSteps.run(trace_id);
           this.statements.pruneCheckpoints.run(trace_id);
         }
+        this.statements.pruneMarks.run(RECEIVE_MARK_PREFIX, RECEIVE_MARK_END, before);
         return gone.length;
       })(),
     );

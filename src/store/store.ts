@@ -275,3 +275,13 @@ export interface Store {
   prune(before: number): Promise<number>;
   close(): Promise<void>;
 }
+
+/**
+ * Step keys under this prefix are marks of envelopes a transport received (its dedup): they
+ * belong to no trace of this journal, so `prune(before)` removes those older than `before` by
+ * their own time.
+ */
+export const RECEIVE_MARK_PREFIX = 'roost:seen:';
+
+/** The first key after every receive mark (`:` + 1 is `;`): the end of their key range. */
+export const RECEIVE_MARK_END = 'roost:seen;';

@@ -99,7 +99,8 @@ export class InProcessTransport extends TransportBase implements Transport {
 
   async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {
     await Promise.resolve();
-    return this.add(pattern, options, { deliver: (bytes, topic) => this.receive(bytes, topic, handler) });
+    const h = options.dedup?.wrap(handler) ?? handler;
+    return this.add(pattern, options, { deliver: (bytes, topic) => this.receive(bytes, topic, h) });
   }
 
   async respond(topic: string, responder: Responder, options: SubscribeOptions = {}): Promise<Subscription> {

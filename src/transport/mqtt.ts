@@ -145,9 +145,10 @@ export class MqttTransport extends TransportBase implements Transport {
 
   async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {
     const segments = topicSegments(pattern, true, 'pattern');
+    const h = options.dedup?.wrap(handler) ?? handler;
     return this.add(segments, this.filter(pattern, options), (packet) => {
       const envelope = this.decode(packet.payload, packet.topic);
-      return envelope === null ? undefined : this.handle(handler, envelope, { topic: packet.topic });
+      return envelope === null ? undefined : this.handle(h, envelope, { topic: packet.topic });
     });
   }
 

@@ -119,9 +119,10 @@ export class NatsTransport extends TransportBase implements Transport {
   }
 
   async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {
+    const h = options.dedup?.wrap(handler) ?? handler;
     return this.add(pattern, options, (msg) => {
       const envelope = this.decode(msg.data, msg.subject);
-      if (envelope !== null) void this.handle(handler, envelope, { topic: msg.subject.replaceAll('.', '/') });
+      if (envelope !== null) void this.handle(h, envelope, { topic: msg.subject.replaceAll('.', '/') });
     });
   }
 

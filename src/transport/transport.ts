@@ -46,6 +46,8 @@ export interface SubscribeOptions {
    * (MQTT 5 shared subscriptions, NATS queue groups). A name: letters, digits, `_ - :`.
    */
   readonly group?: string;
+  /** Handle each envelope once, by id, even when the broker delivers it again (see dedup.ts). */
+  readonly dedup?: { wrap(handler: EnvelopeHandler): EnvelopeHandler };
 }
 
 /** How to make a request. */

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { uuidv7, type Envelope } from '../../src/index.js';
 import { traceHistory } from '../../src/store/history.js';
-import type { Store, TraceWrite } from '../../src/store/store.js';
+import { RECEIVE_MARK_PREFIX, type Store, type TraceWrite } from '../../src/store/store.js';
 
 function envelope(traceId: string, to: string, payload: unknown, attempt = 1): Envelope {
   return {
@@ -340,6 +340,21 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.getStep('old-step')).toBeUndefined();
       expect(await store.getTrace('f', recent)).not.toBeNull();
       expect(await store.getTrace('f', running)).not.toBeNull();
+    });
+
+    it('prunes receive marks older than the time, by their own time, whatever their trace', async () => {
+      const [t1, t2] = [uuidv7(), uuidv7()];
+      await store.commit({
+        steps: [
+          { stepKey: `${RECEIVE_MARK_PREFIX}old`, traceId: t1, value: true, ts: 100 },
+          { stepKey: `${RECEIVE_MARK_PREFIX}new`, traceId: t2, value: true, ts: 900 },
+          { stepKey: 'a-step', traceId: t1, value: 1, ts: 100 },
+        ],
+      });
+      await store.prune(500);
+      expect(await store.getStep(`${RECEIVE_MARK_PREFIX}old`)).toBeUndefined();
+      expect(await store.getStep(`${RECEIVE_MARK_PREFIX}new`)).toEqual({ value: true });
+      expect(await store.getStep('a-step')).toEqual({ value: 1 }); // a step goes with its trace only
     });
 
     it('finds by id and by idempotency key across flows, and not once pruned', async () => {

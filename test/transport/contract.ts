@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ENVELOPE_VERSION, isRoostError, uuidv7, type Envelope } from '../../src/index.js';
+import { Dedup } from '../../src/transport/dedup.js';
 import type { Transport, TransportStateEvent } from '../../src/transport/transport.js';
 import { until } from '../helpers/runtime.js';
 
@@ -130,6 +131,17 @@ export function transportContract(name: string, fixture: () => TransportFixture)
       await pub.publish(`${prefix}/in`, good);
       await until(() => got.length === 1 && sub.stats().dropped === 3, 5_000, 'three drops and the good one');
       expect(got[0]).toEqual(good);
+    });
+
+    it('with dedup, an envelope delivered again is handled once', async () => {
+      const [pub, sub] = [await make(), await make()];
+      const dedup = new Dedup();
+      const got: string[] = [];
+      await sub.subscribe(`${prefix}/d`, (env) => void got.push(env.id), { dedup });
+      const [a, b] = [envelope('a'), envelope('b')];
+      for (const env of [a, a, b, a, b]) await pub.publish(`${prefix}/d`, env);
+      await until(() => dedup.duplicates === 3, 5_000, 'three duplicates seen');
+      expect(got).toEqual([a.id, b.id]);
     });
 
     it('refuses bad topics, groups and envelopes with coded errors naming the field', async () => {

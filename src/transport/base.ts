@@ -72,6 +72,11 @@ export interface TransportBaseOptions {
   readonly tls?: TransportTlsOptions;
   /** Largest envelope sent or accepted, in bytes (default 256 KiB, as the core codec). */
   readonly maxEnvelopeBytes?: number;
+  /**
+   * Publishes waiting for the broker at most (default 10,000): while it is away they wait in the
+   * client; one more is refused with `ROOST_ERR_TRANSPORT_UNAVAILABLE` instead of growing memory.
+   */
+  readonly maxPendingPublishes?: number;
   /** Where dropped messages and failed handlers are logged (default: silent). */
   readonly logger?: Logger | null;
 }
@@ -82,6 +87,8 @@ export abstract class TransportBase {
   protected stateValue: TransportState = 'connecting';
   protected closing: Promise<void> | null = null;
   protected readonly maxBytes: number;
+  private readonly maxPending: number;
+  private pendingPublishes = 0;
   protected readonly logger: Logger | null;
   private readonly listeners = new Set<(event: TransportStateEvent) => void>();
   private readonly inFlight = new Set<Promise<void>>();
@@ -89,6 +96,15 @@ export abstract class TransportBase {
 
   constructor(options: TransportBaseOptions = {}) {
     this.maxBytes = options.maxEnvelopeBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
+    const maxPending = options.maxPendingPublishes ?? 10_000;
+    if (!Number.isInteger(maxPending) || maxPending < 1) {
+      throw new RoostError('ROOST_ERR_INVALID_OPTION', `Expected \`maxPendingPublishes\` to be an integer from 1 up, got ${String(maxPending)}`, {
+        field: 'maxPendingPublishes',
+        expected: 'an integer from 1 up',
+        received: String(maxPending),
+      });
+    }
+    this.maxPending = maxPending;
     this.logger = options.logger ?? null;
   }
 
@@ -123,6 +139,21 @@ export abstract class TransportBase {
       } catch (thrown) {
         this.logger?.error({ err: thrown }, 'transport state listener threw');
       }
+    }
+  }
+
+  /** Runs a publish that waits for the broker, within the bound on publishes waiting. */
+  protected async bounded(publish: () => Promise<unknown>): Promise<void> {
+    if (this.pendingPublishes >= this.maxPending) {
+      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `${this.kind}: ${this.pendingPublishes} publishes are waiting for the broker already (maxPendingPublishes)`, {
+        details: { transport: this.kind, pending: this.pendingPublishes, max: this.maxPending, state: this.stateValue },
+      });
+    }
+    this.pendingPublishes++;
+    try {
+      await publish();
+    } finally {
+      this.pendingPublishes--;
     }
   }
 

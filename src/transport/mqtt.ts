@@ -140,7 +140,8 @@ export class MqttTransport extends TransportBase implements Transport {
   async publish(topic: string, envelope: Envelope): Promise<void> {
     topicSegments(topic, false);
     const client = this.conn();
-    await client.publishAsync(topic, this.encode(envelope), { qos: 1 });
+    const bytes = this.encode(envelope);
+    await this.bounded(() => client.publishAsync(topic, bytes, { qos: 1 }));
   }
 
   async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {

@@ -105,8 +105,17 @@ export class NatsTransport extends TransportBase implements Transport {
   async publish(topic: string, envelope: Envelope): Promise<void> {
     const subject = natsSubject(topicSegments(topic, false));
     const nc = this.conn();
-    nc.publish(subject, this.encode(envelope));
-    await this.flush(nc);
+    const bytes = this.encode(envelope);
+    await this.bounded(async () => {
+      nc.publish(subject, bytes);
+      try {
+        await this.flush(nc);
+      } catch (error) {
+        // Disconnected: nats.js fails the flush at once. The message may still go out from its
+        // reconnect buffer, so a caller that retries can send it twice (dedup on receive).
+        throw this.unavailable(error);
+      }
+    });
   }
 
   /** One flush for every publish of this turn. */

@@ -22,8 +22,8 @@ afterEach(async () => {
 });
 
 const KINDS = [
-  { name: 'MQTT', broker: 'mosquitto' as const, make: (url: string): Transport => new MqttTransport({ url }) },
-  { name: 'NATS', broker: 'nats' as const, make: (url: string): Transport => new NatsTransport({ url }) },
+  { name: 'MQTT', broker: 'mosquitto' as const, make: (url: string, maxPendingPublishes?: number): Transport => new MqttTransport({ url, ...(maxPendingPublishes === undefined ? {} : { maxPendingPublishes }) }) },
+  { name: 'NATS', broker: 'nats' as const, make: (url: string, maxPendingPublishes?: number): Transport => new NatsTransport({ url, ...(maxPendingPublishes === undefined ? {} : { maxPendingPublishes }) }) },
 ];
 
 describe.each(KINDS)('$name across a broker restart', ({ broker: kind, make }) => {
@@ -56,5 +56,30 @@ describe.each(KINDS)('$name across a broker restart', ({ broker: kind, make }) =
     }
     expect(states.slice(0, 1)).toEqual(['reconnecting']);
     expect(states.at(-1)).toBe('connected');
+  });
+
+  it('while the broker is away, publishes wait up to the bound (MQTT) or fail at once (NATS); never an unbounded buffer', { timeout: 30_000 }, async () => {
+    broker = await privateBroker(kind);
+    const pub = make(broker.url, 3);
+    open.push(pub);
+    await pub.connect();
+    const states: TransportStateEvent['state'][] = [];
+    pub.onState((e) => states.push(e.state));
+    await broker.stop();
+    await until(() => states.includes('reconnecting'), 10_000, 'the reconnecting state');
+    const topic = `roost-test-${randomUUID().slice(0, 8)}/p`;
+    if (kind === 'nats') {
+      // nats.js does not hold a flush while disconnected: the publish fails at once, coded.
+      await expect(pub.publish(topic, envelope(0))).rejects.toMatchObject({ code: 'ROOST_ERR_TRANSPORT_UNAVAILABLE', details: { transport: 'nats' } });
+      await broker.start();
+      await until(() => pub.state === 'connected', 5_000, 'connected again');
+      await pub.publish(topic, envelope(5));
+      return;
+    }
+    const waiting = [1, 2, 3].map((i) => pub.publish(topic, envelope(i)));
+    await expect(pub.publish(topic, envelope(4))).rejects.toMatchObject({ code: 'ROOST_ERR_TRANSPORT_UNAVAILABLE', details: { pending: 3, max: 3 } });
+    await broker.start();
+    await Promise.all(waiting); // the three go out once the broker is back
+    await pub.publish(topic, envelope(5)); // and there is room again
   });
 });

@@ -7,7 +7,8 @@
  * `memory:?max_finished_traces=N`), and drops the oldest finished one, with its events, steps and
  * checkpoints, when one more finishes. Running traces are never dropped.
  */
-import { RoostError, describeValue, ensureError } from '../errors.js';
+import { RoostError, ensureError } from '../errors.js';
+import { checkObject, optInt } from '../validate-options.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import type {
   IdempotentTrace,
@@ -66,14 +67,7 @@ export class MemoryStore implements Store {
   private closed = false;
 
   constructor(options: MemoryStoreOptions = {}) {
-    const max = options.maxFinishedTraces ?? DEFAULT_MEMORY_FINISHED_TRACES;
-    if (!Number.isInteger(max) || max < 1) {
-      throw new RoostError('ROOST_ERR_INVALID_OPTION', `Expected \`maxFinishedTraces\` to be an integer from 1 up, got ${describeValue(max)}`, {
-        field: 'memory.maxFinishedTraces',
-        expected: 'an integer from 1 up',
-        received: describeValue(max),
-      });
-    }
+    const max = optInt('memory', checkObject('memory', options, ['maxFinishedTraces']), 'maxFinishedTraces', 1, Number.MAX_SAFE_INTEGER, DEFAULT_MEMORY_FINISHED_TRACES);
     this.maxFinished = max;
   }
 

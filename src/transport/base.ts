@@ -7,6 +7,7 @@ import { decodeEnvelope, encodeEnvelope, DEFAULT_MAX_ENVELOPE_BYTES } from '../e
 import type { Envelope } from '../envelope/envelope.js';
 import { readFileSync } from 'node:fs';
 import { RoostError, ensureError, isRoostError } from '../errors.js';
+import { optInt } from '../validate-options.js';
 import type { Logger } from '../telemetry/logger.js';
 import { shownUrl, type Delivery, type EnvelopeHandler, type TransportState, type TransportStateEvent, type TransportStats } from './transport.js';
 
@@ -95,16 +96,9 @@ export abstract class TransportBase {
   private counts = { published: 0, received: 0, dropped: 0 };
 
   constructor(options: TransportBaseOptions = {}) {
-    this.maxBytes = options.maxEnvelopeBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
-    const maxPending = options.maxPendingPublishes ?? 10_000;
-    if (!Number.isInteger(maxPending) || maxPending < 1) {
-      throw new RoostError('ROOST_ERR_INVALID_OPTION', `Expected \`maxPendingPublishes\` to be an integer from 1 up, got ${String(maxPending)}`, {
-        field: 'maxPendingPublishes',
-        expected: 'an integer from 1 up',
-        received: String(maxPending),
-      });
-    }
-    this.maxPending = maxPending;
+    const o = options as Record<string, unknown>;
+    this.maxBytes = optInt('', o, 'maxEnvelopeBytes', 1, 64 * 1024 * 1024, DEFAULT_MAX_ENVELOPE_BYTES);
+    this.maxPending = optInt('', o, 'maxPendingPublishes', 1, Number.MAX_SAFE_INTEGER, 10_000);
     this.logger = options.logger ?? null;
   }
 

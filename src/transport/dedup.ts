@@ -10,7 +10,7 @@
  *   await transport.subscribe('orders/+', handler, { dedup });
  */
 import type { Envelope } from '../envelope/envelope.js';
-import { RoostError, describeValue } from '../errors.js';
+import { checkObject, optInt } from '../validate-options.js';
 import { RECEIVE_MARK_PREFIX, type Store } from '../store/store.js';
 import type { Delivery, EnvelopeHandler } from './transport.js';
 
@@ -31,14 +31,8 @@ export class Dedup {
   private duplicateCount = 0;
 
   constructor(options: DedupOptions = {}) {
-    const max = options.max ?? 10_000;
-    if (!Number.isInteger(max) || max < 1) {
-      throw new RoostError('ROOST_ERR_INVALID_OPTION', `Expected \`dedup.max\` to be an integer from 1 up, got ${describeValue(max)}`, {
-        field: 'dedup.max',
-        expected: 'an integer from 1 up',
-        received: describeValue(max),
-      });
-    }
+    const o = checkObject('dedup', options, ['store', 'max']);
+    const max = optInt('dedup', o, 'max', 1, Number.MAX_SAFE_INTEGER, 10_000);
     this.max = max;
     this.store = options.store?.durable === true ? options.store : null;
   }

@@ -17,6 +17,7 @@ import type { Socket } from 'node:net';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError } from '../errors.js';
+import { optInt } from '../validate-options.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
 import {
@@ -74,7 +75,8 @@ export class MqttTransport extends TransportBase implements Transport {
     this.clientId = options.clientId ?? `roost-${randomUUID().slice(0, 12)}`;
     topicSegments(this.clientId, false, 'clientId'); // it is a segment of this client's reply topic
     this.replyTopic = `_roost/reply/${this.clientId}`;
-    this.receiveMaximum = options.receiveMaximum ?? 64;
+    // MQTT 5 allows 1 to 65,535; 0 would stop the client reading for good.
+    this.receiveMaximum = optInt('', options as unknown as Record<string, unknown>, 'receiveMaximum', 1, 65_535, 64);
   }
 
   async connect(): Promise<void> {

@@ -12,7 +12,8 @@
  * the subscriber never sees it and keeps working.
  */
 import type { Envelope } from '../envelope/envelope.js';
-import { RoostError, describeValue } from '../errors.js';
+import { RoostError, invalidOption } from '../errors.js';
+import { checkObject, optInt } from '../validate-options.js';
 
 /** A transport's connection, as its state events tell it. */
 export type TransportState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -98,32 +99,24 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 const SEGMENT = /^[A-Za-z0-9_\-:%]{1,128}$/;
 const GROUP = /^[A-Za-z0-9_\-:]{1,64}$/;
 
-function invalid(field: string, expected: string, value: unknown): RoostError {
-  return new RoostError('ROOST_ERR_INVALID_OPTION', `Expected \`${field}\` to be ${expected}, got ${describeValue(value)}`, {
-    field,
-    expected,
-    received: describeValue(value),
-  });
-}
-
 /** The segments of a topic (`wildcards`: a pattern may use `+` and a final `#`), or a coded error. */
 export function topicSegments(topic: unknown, wildcards: boolean, field = 'topic'): string[] {
   const expected = wildcards
     ? 'a topic pattern: segments of letters, digits and _ - : % separated by /, with + for one segment and a final # for the rest'
     : 'a topic: segments of letters, digits and _ - : % separated by /';
-  if (typeof topic !== 'string' || topic.length === 0 || topic.length > 1024) throw invalid(field, expected, topic);
+  if (typeof topic !== 'string' || topic.length === 0 || topic.length > 1024) throw invalidOption(field, expected, topic);
   const segments = topic.split('/');
   segments.forEach((s, i) => {
     if (SEGMENT.test(s)) return;
     if (wildcards && (s === '+' || (s === '#' && i === segments.length - 1))) return;
-    throw invalid(field, expected, topic);
+    throw invalidOption(field, expected, topic);
   });
   return segments;
 }
 
 /** Checks a worker group name. */
 export function checkGroup(group: unknown, field = 'options.group'): string {
-  if (typeof group !== 'string' || !GROUP.test(group)) throw invalid(field, 'a group name of 1 to 64 letters, digits and _ - :', group);
+  if (typeof group !== 'string' || !GROUP.test(group)) throw invalidOption(field, 'a group name of 1 to 64 letters, digits and _ - :', group);
   return group;
 }
 
@@ -163,9 +156,7 @@ export function transportClosed(kind: string): RoostError {
 
 /** Checks a request timeout option. */
 export function requestTimeoutMs(options: RequestOptions | undefined): number {
-  const ms = options?.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-  if (!Number.isInteger(ms) || ms < 1 || ms > 2_147_483_647) throw invalid('options.timeoutMs', 'an integer from 1 to 2147483647', ms);
-  return ms;
+  return optInt('options', checkObject('options', options, ['timeoutMs']), 'timeoutMs', 1, 2_147_483_647, DEFAULT_REQUEST_TIMEOUT_MS);
 }
 
 /** A broker URL as logs and errors may show it: without its password. */

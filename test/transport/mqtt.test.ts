@@ -26,6 +26,12 @@ describe('MQTT options', () => {
   it('refuses a client id that cannot be a topic segment (it names the reply topic)', () => {
     expect(() => new MqttTransport({ url: MQTT_URL, clientId: 'a.b' })).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: 'clientId' }));
   });
+
+  it('refuses bounds that would stall or be no bound (receive maximum 0, no pending publishes)', () => {
+    for (const [option, value] of [['receiveMaximum', 0], ['receiveMaximum', 70_000], ['maxPendingPublishes', 0], ['maxEnvelopeBytes', -1]] as const) {
+      expect(() => new MqttTransport({ url: MQTT_URL, [option]: value })).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: option }));
+    }
+  });
 });
 
 describe('MQTT receive-side backpressure', () => {

@@ -52,10 +52,8 @@ export class MemoryStore implements Store {
   /** Step and checkpoint keys by trace id, to drop them with their trace. */
   private readonly stepKeys = new Map<string, string[]>();
   private readonly checkpointKeys = new Map<string, Set<string>>();
-  /** Keys of finished traces, oldest first from `finishedHead` (some may be gone already). */
-  private finishedOrder: string[] = [];
-  private finishedHead = 0;
-  private finishedCount = 0;
+  /** Keys of the finished traces held, oldest first (a Set keeps insertion order). */
+  private readonly finished = new Set<string>();
   private readonly maxFinished: number;
   private outputs: { flow: string; traceId: string; value: unknown }[] = [];
   private readonly steps = new Map<string, { traceId: string; value: unknown; ts: number }>();
@@ -92,8 +90,7 @@ export class MemoryStore implements Store {
         if (t.idempotencyKey !== null) index(this.byIdempotency, idempotencyIndex(t.flow, t.tenant, t.idempotencyKey), key);
       }
       if (t.status !== 'running') {
-        this.finishedOrder.push(key);
-        this.finishedCount++;
+        this.finished.add(key);
       }
       this.traces.set(key, {
         flow: t.flow,
@@ -161,22 +158,16 @@ export class MemoryStore implements Store {
 
   /** Drops the oldest finished traces past the cap (see the module comment). */
   private evictFinished(): void {
-    while (this.finishedCount > this.maxFinished && this.finishedHead < this.finishedOrder.length) {
-      const key = this.finishedOrder[this.finishedHead]!;
-      this.finishedHead++;
-      const t = this.traces.get(key);
-      if (t !== undefined && t.status !== 'running') this.dropTrace(key, t);
-    }
-    if (this.finishedHead > 1024 && this.finishedHead * 2 > this.finishedOrder.length) {
-      this.finishedOrder = this.finishedOrder.slice(this.finishedHead);
-      this.finishedHead = 0;
+    for (const key of this.finished) {
+      if (this.finished.size <= this.maxFinished) break;
+      this.dropTrace(key, this.traces.get(key)!);
     }
   }
 
   /** Removes a finished trace with what belongs to it alone. */
   private dropTrace(key: string, t: StoredTrace): void {
     this.traces.delete(key);
-    this.finishedCount--;
+    this.finished.delete(key);
     unindex(this.byTraceId, t.traceId, key);
     if (t.idempotencyKey !== null) unindex(this.byIdempotency, idempotencyIndex(t.flow, t.tenant, t.idempotencyKey), key);
     if (this.byTraceId.has(t.traceId)) return; // the same trace id in another flow keeps its events

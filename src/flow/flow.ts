@@ -383,11 +383,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (trace.running) {
       return new Promise((resolve, reject) => trace.addFetcher(resolve, reject));
     }
-    if (trace.held) {
-      trace.held = false;
-      this.held--;
-    }
-    this.forget(trace, clockNow());
+    this.unhold(trace, clockNow());
     const outcome = (): Promise<unknown> => (trace.status === 'succeeded' ? Promise.resolve(trace.result()) : Promise.reject(trace.error!));
     // With a journal, a result is seen only once it is committed.
     return trace.durable === null ? outcome() : trace.durable.then(outcome);
@@ -447,11 +443,16 @@ export class Flow implements RunnerFlow, SubflowTarget {
   dropResult(traceId: string): void {
     const trace = this.lookup(traceId);
     if (trace === undefined || trace.running) return;
+    this.unhold(trace, clockNow());
+  }
+
+  /** A finished trace's result is no longer held: it is forgotten (later lookups find it expired). */
+  private unhold(trace: Trace, now: number): void {
     if (trace.held) {
       trace.held = false;
       this.held--;
     }
-    this.forget(trace, clockNow());
+    this.forget(trace, now);
   }
 
   /** Whether the trace is running in this process now (its end will be published here). */
@@ -477,9 +478,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       const trace = finished[this.finishedHead]!;
       if (trace.held) {
         if (this.held <= max && trace.finishedAt + ttlMs > now) break;
-        trace.held = false;
-        this.held--;
-        this.forget(trace, now);
+        this.unhold(trace, now);
       }
       finished[this.finishedHead] = undefined as unknown as Trace;
       this.finishedHead++;

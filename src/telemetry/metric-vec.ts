@@ -94,9 +94,12 @@ export class CounterVec<L extends string> extends MetricVec<L> {
     cellOf<Cell>(this.root, this.labelNames, values, (labels) => ({ labels, value: 0 })).value += by;
   }
 
-  /** The series' value (0 when it has none yet). */
+  /** The series' value (0 when it has none yet; reading does not make one). */
   value(values: readonly string[]): number {
-    return cellOf<Cell>(this.root, this.labelNames, values, (labels) => ({ labels, value: 0 })).value;
+    let level: unknown = this.root;
+    const path = this.labelNames.length === 0 ? [''] : values;
+    for (const v of path) level = level instanceof Map ? level.get(v) : undefined;
+    return (level as Cell | undefined)?.value ?? 0;
   }
 
   get(): Promise<Exported> {

@@ -47,6 +47,9 @@ describe('CounterVec and HistogramVec', () => {
     expect(await m.ours.metrics()).toBe(await m.theirs.metrics());
     expect(await m.ours.getMetricsAsJSON()).toEqual(await m.theirs.getMetricsAsJSON());
     expect(m.counter.value(['a', 'x'])).toBe(5.5);
+    expect(m.counter.value(['no', 'such'])).toBe(0);
+    expect(await m.ours.metrics()).not.toContain('flow="no"'); // reading made no series
+    expect(m.bare.value([])).toBe(1);
   });
 
   it('reset with the registry', async () => {

@@ -7,7 +7,7 @@ import type { Middleware } from '../flow/handler.js';
 import { DEFAULT_STREAM_BUFFER } from '../flow/trace-stream.js';
 import type { Store } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
-import { checkObject, optEnum, optInt, optNumber } from '../validate-options.js';
+import { checkObject, optBool, optEnum, optInt, optNumber } from '../validate-options.js';
 import { DEFAULT_QUARANTINE, type QuarantineOptions, type ResolvedQuarantineOptions } from './agent.js';
 import { DEFAULT_DEAD_LETTER_MAX } from './dead-letters.js';
 
@@ -202,7 +202,7 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
     streamBuffer: optInt('', o, 'streamBuffer', 1, 1_000_000, DEFAULT_STREAM_BUFFER),
     drainTimeoutMs: optInt('', o, 'drainTimeoutMs', 0, MAX_MS, 30_000),
     logger: logger as Logger | false | undefined,
-    correlate: optBool('correlate', o['correlate'], false),
+    correlate: optBool('', o, 'correlate', false),
     middlewares: Object.freeze([...(middlewares as Middleware[])]),
     random: random as () => number,
     store: store as string | Store | null,
@@ -222,8 +222,3 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
   });
 }
 
-function optBool(field: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw invalidOption(field, 'true or false', value);
-  return value;
-}

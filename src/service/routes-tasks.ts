@@ -199,29 +199,26 @@ export function taskRoutes(app: FastifyInstance, ctx: ServiceContext): void {
       });
       ctx.metrics.streamClients.inc({ kind: 'sse' });
       let open = true;
-      const close = (): void => {
+      // Set once the watch exists; the watch can call back (replaying the ring) before that.
+      let stop: (() => void) | null = null;
+      const close = (destroy = false): void => {
         if (!open) return;
         open = false;
         clearInterval(heartbeat);
-        stop();
+        stop?.();
         ctx.metrics.streamClients.dec({ kind: 'sse' });
-        res.end();
+        if (destroy) res.destroy();
+        else res.end();
       };
       const write = (frame: string): void => {
         if (!open) return;
         res.write(frame);
         // A reader this far behind would make the server hold its events without bound: drop it.
-        if (res.writableLength > ctx.settings.websocket.maxBufferedBytes) {
-          open = false;
-          clearInterval(heartbeat);
-          stop();
-          ctx.metrics.streamClients.dec({ kind: 'sse' });
-          res.destroy();
-        }
+        if (res.writableLength > ctx.settings.websocket.maxBufferedBytes) close(true);
       };
       const heartbeat = setInterval(() => write(': keep-alive\n\n'), 15_000);
       heartbeat.unref();
-      const stop = watchTrace(ctx.ring, runtime, store, trace.flow, trace.traceId, after, {
+      const stopWatch = watchTrace(ctx.ring, runtime, store, trace.flow, trace.traceId, after, {
         event: (e: NumberedEvent) => write(sseFrame(String(e.seq), e.event.type, e.event)),
         gap: (from, to) => write(sseFrame(null, 'gap', { from, to, history: `/v1/traces/${trace.traceId}/history` })),
         end: (end: TraceEnd) => {
@@ -229,7 +226,9 @@ export function taskRoutes(app: FastifyInstance, ctx: ServiceContext): void {
           close();
         },
       });
-      request.raw.on('close', close);
+      if (open) stop = stopWatch;
+      else stopWatch(); // closed while the ring was replayed
+      request.raw.on('close', () => close());
     },
   );
 }

@@ -5,6 +5,7 @@
  */
 import type { Runtime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
+import { asRoostError } from './errors.js';
 import { endsTrace, type EventRing, type NumberedEvent } from './event-ring.js';
 
 /** How a trace ended, as a client is told. */
@@ -37,7 +38,11 @@ export function watchTrace(ring: EventRing, runtime: Runtime, store: Store, flow
   const finish = (): void => {
     if (stopped) return;
     stop();
-    void endOf(runtime, store, flow, traceId).then((end) => sink.end(end));
+    // The journal may be down (its breaker open): the client still gets an end, never a hang.
+    endOf(runtime, store, flow, traceId).then(
+      (end) => sink.end(end),
+      (error: unknown) => sink.end(unknownEnd(traceId, error)),
+    );
   };
   // Subscribe and read the ring in one synchronous step: no event falls between the two.
   unsubscribe = ring.subscribe(traceId, (e) => {
@@ -61,9 +66,16 @@ export function watchTrace(ring: EventRing, runtime: Runtime, store: Store, flow
   else if (!here.isRunning(traceId)) {
     // Not in memory (a trace running here publishes its end into the ring): finished long
     // enough ago to be only in the journal, or running in another process.
-    void store.findTrace(traceId).then((t) => {
-      if (t !== null && t.status !== 'running') finish();
-    });
+    store.findTrace(traceId).then(
+      (t) => {
+        if (t !== null && t.status !== 'running') finish();
+      },
+      (error: unknown) => {
+        if (stopped) return;
+        stop();
+        sink.end(unknownEnd(traceId, error));
+      },
+    );
   }
   return stop;
 }
@@ -84,4 +96,10 @@ async function endOf(runtime: Runtime, store: Store, flow: string, traceId: stri
     await new Promise((r) => setTimeout(r, 20));
   }
   return { traceId, status: 'unknown', error: null };
+}
+
+/** The end a client gets when the journal could not say how the trace ended. */
+function unknownEnd(traceId: string, error: unknown): TraceEnd {
+  const e = asRoostError(error);
+  return { traceId, status: 'unknown', error: { code: e.code, message: e.message } };
 }

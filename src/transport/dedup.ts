@@ -55,9 +55,14 @@ export class Dedup {
     }
     const inProgress = this.running.get(id);
     if (inProgress !== undefined) {
-      // The same envelope again while its first delivery is being handled: wait for that one.
-      this.duplicateCount++;
-      return inProgress.catch(() => undefined);
+      // The same envelope again while its first delivery is being handled: wait for that one;
+      // if it failed (no mark), this delivery gets its own try.
+      return inProgress.then(
+        () => {
+          this.duplicateCount++;
+        },
+        () => this.once(handler, envelope, delivery),
+      );
     }
     const run = (async () => {
       if (this.store !== null && (await this.store.getStep(RECEIVE_MARK_PREFIX + id)) !== undefined) {

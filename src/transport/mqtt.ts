@@ -131,6 +131,10 @@ export class MqttTransport extends TransportBase implements Transport {
       client.end(true);
       throw connectError(this.kind, this.options.url, error, this.options.tls !== undefined);
     }
+    if (this.closing !== null) {
+      client.end(true); // close() came while this connected
+      throw transportClosed(this.kind);
+    }
     this.client = client;
     await this.add(this.replyTopic.split('/'), this.replyTopic, (packet) => {
       const id = packet.properties?.correlationData?.toString('utf8');
@@ -184,8 +188,9 @@ export class MqttTransport extends TransportBase implements Transport {
       timer = setTimeout(() => reject(requestTimeout(topic, timeoutMs)), timeoutMs);
     });
     try {
-      await client.publishAsync(topic, this.encode(envelope), { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: Buffer.from(id, 'utf8') } });
-      const packet = await answered;
+      const sent = client.publishAsync(topic, this.encode(envelope), { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: Buffer.from(id, 'utf8') } });
+      sent.catch(() => {}); // with the broker away it waits; the timeout below decides
+      const packet = await Promise.race([sent.then(() => answered), answered]);
       const answer = this.decode(packet.payload, packet.topic);
       if (answer === null) throw requestTimeout(topic, timeoutMs);
       return answer;
@@ -199,8 +204,10 @@ export class MqttTransport extends TransportBase implements Transport {
     this.closing ??= (async () => {
       const client = this.client;
       if (client !== null) {
+        this.subs.clear(); // take no more messages (onPacket acks and drops them from now on)
         await this.settle();
-        await client.endAsync();
+        // Away from the broker, unacknowledged publishes would keep a clean end waiting for ever.
+        await client.endAsync(this.stateValue !== 'connected');
       }
       for (const wake of this.waiting.splice(0)) wake();
       this.closed();
@@ -251,10 +258,14 @@ export class MqttTransport extends TransportBase implements Transport {
     const client = this.conn();
     const sub: LocalSubscription = { id: this.nextSubscriptionId++, pattern, filter, onMessage };
     this.subs.add(sub);
-    const granted = await client.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: sub.id } });
-    if (granted.some((g) => g.qos >= 128)) {
-      this.subs.delete(sub);
-      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: the broker refused the subscription to ${filter}`, { details: { transport: this.kind, filter } });
+    try {
+      await client.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: sub.id } });
+    } catch (error) {
+      this.subs.delete(sub); // a refused SUBACK rejects in mqtt.js
+      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: the subscription to ${filter} failed: ${(error as Error).message}`, {
+        details: { transport: this.kind, filter },
+        cause: error,
+      });
     }
     return {
       unsubscribe: async () => {

@@ -86,6 +86,10 @@ export class NatsTransport extends TransportBase implements Transport {
     } catch (error) {
       throw connectError(this.kind, this.options.url, error, this.options.tls !== undefined);
     }
+    if (this.closing !== null) {
+      await this.nc.close(); // close() came while this connected
+      throw transportClosed(this.kind);
+    }
     this.setState('connected');
     void this.watch(this.nc);
   }
@@ -100,6 +104,8 @@ export class NatsTransport extends TransportBase implements Transport {
         this.setState('connected');
       }
     }
+    // The iterator ends when the connection closed; when nats.js closed it (not close()), say so.
+    if (this.closing === null) this.setState('closed', (await nc.closed()) ?? null);
   }
 
   async publish(topic: string, envelope: Envelope): Promise<void> {
@@ -107,8 +113,8 @@ export class NatsTransport extends TransportBase implements Transport {
     const nc = this.conn();
     const bytes = this.encode(envelope);
     await this.bounded(async () => {
-      nc.publish(subject, bytes);
       try {
+        nc.publish(subject, bytes); // throws at once when closed, draining, or over the server's max_payload
         await this.flush(nc);
       } catch (error) {
         // Disconnected: nats.js fails the flush at once. The message may still go out from its
@@ -206,7 +212,13 @@ export class NatsTransport extends TransportBase implements Transport {
       },
     });
     this.subs.add(sub);
-    await nc.flush(); // the server has the subscription before this resolves
+    try {
+      await nc.flush(); // the server has the subscription before this resolves
+    } catch (error) {
+      this.subs.delete(sub);
+      sub.unsubscribe();
+      throw this.unavailable(error);
+    }
     return {
       unsubscribe: async () => {
         this.subs.delete(sub);

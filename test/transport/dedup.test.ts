@@ -36,6 +36,22 @@ describe('Dedup', () => {
     expect(runs).toBe(1);
   });
 
+  it('a second delivery that waited for a first one that failed gets its own try', async () => {
+    const dedup = new Dedup();
+    let calls = 0;
+    const h = dedup.wrap(async () => {
+      calls++;
+      await new Promise((r) => setTimeout(r, 30));
+      if (calls === 1) throw new Error('transient');
+    });
+    const a = envelope('a');
+    const [first, second] = await Promise.allSettled([h(a, { topic: 't' }), h(a, { topic: 't' })]);
+    expect(first.status).toBe('rejected');
+    expect(second.status).toBe('fulfilled');
+    expect(calls).toBe(2);
+    expect(dedup.duplicates).toBe(0);
+  });
+
   it('a failed handler leaves no mark: the next delivery runs it again', async () => {
     const dedup = new Dedup();
     let calls = 0;

@@ -82,4 +82,20 @@ describe.each(KINDS)('$name across a broker restart', ({ broker: kind, make }) =
     await Promise.all(waiting); // the three go out once the broker is back
     await pub.publish(topic, envelope(5)); // and there is room again
   });
+
+  it('with the broker away, a request times out without crashing, and close() still returns', { timeout: 30_000 }, async () => {
+    broker = await privateBroker(kind);
+    const t = make(broker.url);
+    await t.connect();
+    const states: TransportStateEvent['state'][] = [];
+    t.onState((e) => states.push(e.state));
+    await broker.stop();
+    await until(() => states.includes('reconnecting'), 10_000, 'the reconnecting state');
+    const topic = `roost-test-${randomUUID().slice(0, 8)}/q`;
+    const error = await t.request(topic, envelope(1), { timeoutMs: 200 }).catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toMatch(/^ROOST_ERR_(REQUEST_TIMEOUT|TRANSPORT_UNAVAILABLE)$/);
+    await new Promise((r) => setTimeout(r, 300)); // a late rejection would surface here
+    await t.close(); // resolves although publishes wait for a broker that is gone
+    expect(t.state).toBe('closed');
+  });
 });

@@ -844,6 +844,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
     if (!trace.running) return;
     trace.status = status;
     trace.error = error;
+    // Finished from here on, before any event goes out: a listener that looks the trace up (a
+    // stream's end) must find it finished, not expired (a finishedAt of 0 reads as expired).
+    trace.finishedAt = now;
     if (trace.timerIndex >= 0) this.host.timers.remove(trace);
     if (status !== 'succeeded') {
       const reason = error!;
@@ -865,7 +868,6 @@ export class Flow implements RunnerFlow, SubflowTarget {
     else if (status === 'failed') this.counts.failed++;
     else this.counts.cancelled++;
     const result = status === 'succeeded' ? trace.result() : null;
-    trace.finishedAt = now;
     const journal = this.suspending ? null : this.journal;
     if (journal !== null) {
       journal.trace({

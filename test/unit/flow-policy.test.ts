@@ -279,6 +279,21 @@ describe('validation and middleware', () => {
     expect(log).toEqual(['in a 1']);
   });
 
+  it('a trace is finished (not expired) when its end events go out, so a listener can read its outcome', async () => {
+    ({ rt } = await startRuntime());
+    const seen: (string | undefined)[] = [];
+    const slow = node('slow', (_env: Envelope, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error))));
+    const flow = rt.flow({ name: 'ends', edges: [slow.to()] });
+    rt.on((e) => {
+      if (e.type === 'trace_cancel_finish' || e.type === 'trace_failed' || e.type === 'trace_success') seen.push(flow.outcome(e.traceId)?.status);
+    });
+    await rt.start();
+    const { traceId } = await flow.emit(1);
+    await new Promise((r) => setTimeout(r, 10));
+    await flow.cancel(traceId);
+    expect(seen).toEqual(['cancelled']);
+  });
+
   it("a handler that throws at once reaches middleware as a rejected promise from next", async () => {
     const seen: string[] = [];
     ({ rt } = await startRuntime({

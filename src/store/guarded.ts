@@ -9,6 +9,7 @@
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import { CircuitBreaker, type BreakerState } from '../resilience/breaker.js';
 import type {
+  OutboxEntry,
   IdempotentTrace,
   Lease,
   PendingEnvelope,
@@ -132,6 +133,14 @@ export class GuardedStore implements Store {
   pendingOutputs(flow: string): Promise<readonly { readonly traceId: string; readonly value: unknown }[]> {
     return this.call('pendingOutputs', () => this.inner.pendingOutputs(flow));
   }
+  outboxEntries(source: string, afterSeq: number, limit: number): Promise<readonly OutboxEntry[]> {
+    return this.call('outboxEntries', () => this.inner.outboxEntries(source, afterSeq, limit));
+  }
+
+  outboxSize(source: string): Promise<number> {
+    return this.call('outboxSize', () => this.inner.outboxSize(source));
+  }
+
   getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined> {
     return this.call('getStep', () => this.inner.getStep(stepKey));
   }

@@ -11,6 +11,7 @@ import { RoostError, ensureError } from '../errors.js';
 import { checkObject, optInt } from '../validate-options.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import type {
+  OutboxEntry,
   IdempotentTrace,
   Lease,
   PendingEnvelope,
@@ -62,6 +63,8 @@ export class MemoryStore implements Store {
   private readonly leases = new Map<string, Lease>();
   private readonly values = new Map<string, Versioned>();
   private seq = 0;
+  private readonly outbox = new Map<number, OutboxEntry>();
+  private outboxSeq = 0;
   private closed = false;
 
   constructor(options: MemoryStoreOptions = {}) {
@@ -152,6 +155,11 @@ export class MemoryStore implements Store {
     }
     for (const d of batch.deadLetters ?? []) this.deadLetters.set(d.id, copy(d));
     for (const id of batch.deadLettersRemoved ?? []) this.deadLetters.delete(id);
+    for (const o of batch.outbox ?? []) {
+      const seq = ++this.outboxSeq;
+      this.outbox.set(seq, { seq, source: o.source, topic: o.topic, envelope: copy(o.envelope), createdAt: o.createdAt });
+    }
+    for (const seq of batch.outboxSent ?? []) this.outbox.delete(seq);
     this.evictFinished();
     return Promise.resolve();
   }
@@ -253,6 +261,26 @@ export class MemoryStore implements Store {
           .map((o) => ({ traceId: o.traceId, value: o.value })),
       ),
     );
+  }
+
+  outboxEntries(source: string, afterSeq: number, limit: number): Promise<readonly OutboxEntry[]> {
+    return this.run(() => {
+      // A Map iterates in insertion order, which is seq order.
+      const list: OutboxEntry[] = [];
+      for (const entry of this.outbox.values()) {
+        if (list.length >= limit) break;
+        if (entry.source === source && entry.seq > afterSeq) list.push(entry);
+      }
+      return copy(list);
+    });
+  }
+
+  outboxSize(source: string): Promise<number> {
+    return this.run(() => {
+      let n = 0;
+      for (const entry of this.outbox.values()) if (entry.source === source) n++;
+      return n;
+    });
   }
 
   getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined> {

@@ -16,6 +16,7 @@ import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.
 import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import type {
+  OutboxEntry,
   IdempotentTrace,
   Lease,
   PendingEnvelope,
@@ -339,6 +340,17 @@ export class PostgresStore implements Store {
       );
     }
     if ((b.deadLettersRemoved ?? []).length > 0) await c.query('DELETE FROM dead_letters WHERE id = ANY($1::text[])', [b.deadLettersRemoved]);
+    const outbox = b.outbox ?? [];
+    if (outbox.length > 0) {
+      // Seqs follow the order of the batch (the identity is drawn row by row, in ORDINALITY order).
+      await c.query(
+        `INSERT INTO outbox (source, topic, envelope, created_at)
+         SELECT source, topic, envelope, created_at FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bigint[])
+           WITH ORDINALITY AS o (source, topic, envelope, created_at, n) ORDER BY n`,
+        [outbox.map((o) => o.source), outbox.map((o) => o.topic), outbox.map((o) => json(o.envelope)), outbox.map((o) => o.createdAt)],
+      );
+    }
+    if ((b.outboxSent ?? []).length > 0) await c.query('DELETE FROM outbox WHERE seq = ANY($1::bigint[])', [b.outboxSent]);
   }
 
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
@@ -429,6 +441,23 @@ export class PostgresStore implements Store {
         [flow],
       );
       return rows.map((r) => ({ traceId: r.trace_id, value: r.value }));
+    });
+  }
+
+  outboxEntries(source: string, afterSeq: number, limit: number): Promise<readonly OutboxEntry[]> {
+    return this.run(async () => {
+      const { rows } = await this.pool.query<{ seq: number; source: string; topic: string; envelope: Envelope; created_at: number }>(
+        'SELECT seq, source, topic, envelope, created_at FROM outbox WHERE source = $1 AND seq > $2 ORDER BY seq LIMIT $3',
+        [source, afterSeq, limit],
+      );
+      return rows.map((r) => ({ seq: r.seq, source: r.source, topic: r.topic, envelope: r.envelope, createdAt: r.created_at }));
+    });
+  }
+
+  outboxSize(source: string): Promise<number> {
+    return this.run(async () => {
+      const { rows } = await this.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM outbox WHERE source = $1', [source]);
+      return rows[0]!.n;
     });
   }
 

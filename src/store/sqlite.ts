@@ -19,6 +19,7 @@ import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import { ManyRows } from './sqlite-many.js';
 import type {
+  OutboxEntry,
   IdempotentTrace,
   Lease,
   PendingEnvelope,
@@ -153,6 +154,10 @@ export class SqliteStore implements Store {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       deadLetterDelete: db.prepare('DELETE FROM dead_letters WHERE id = ?'),
+      outboxAdd: db.prepare('INSERT INTO outbox (source, topic, envelope, created_at) VALUES (?, ?, ?, ?)'),
+      outboxSent: db.prepare('DELETE FROM outbox WHERE seq = ?'),
+      outboxEntries: db.prepare('SELECT seq, source, topic, envelope, created_at FROM outbox WHERE source = ? AND seq > ? ORDER BY seq LIMIT ?'),
+      outboxSize: db.prepare('SELECT count(*) AS n FROM outbox WHERE source = ?'),
       getTrace: db.prepare('SELECT * FROM traces WHERE flow = ? AND trace_id = ?'),
       findTrace: db.prepare('SELECT * FROM traces WHERE trace_id = ? ORDER BY created_at DESC LIMIT 1'),
       idempotent: db.prepare(
@@ -250,6 +255,8 @@ export class SqliteStore implements Store {
         s.deadLetter.run(d.id, d.flow, d.node, d.traceId, d.tenant, json(d.envelope), json(d.error), d.attempts, d.createdAt);
       }
       for (const id of batch.deadLettersRemoved ?? []) s.deadLetterDelete.run(id);
+      for (const o of batch.outbox ?? []) s.outboxAdd.run(o.source, o.topic, json(o.envelope), o.createdAt);
+      for (const seq of batch.outboxSent ?? []) s.outboxSent.run(seq);
     });
   }
 
@@ -382,6 +389,22 @@ export class SqliteStore implements Store {
       const row = this.statements.getDeadLetter.get(id) as DeadLetterRow | undefined;
       return row === undefined ? null : toDeadLetter(row);
     });
+  }
+
+  outboxEntries(source: string, afterSeq: number, limit: number): Promise<readonly OutboxEntry[]> {
+    return this.run(() =>
+      (this.statements.outboxEntries.all(source, afterSeq, limit) as { seq: number; source: string; topic: string; envelope: string; created_at: number }[]).map((r) => ({
+        seq: r.seq,
+        source: r.source,
+        topic: r.topic,
+        envelope: JSON.parse(r.envelope) as Envelope,
+        createdAt: r.created_at,
+      })),
+    );
+  }
+
+  outboxSize(source: string): Promise<number> {
+    return this.run(() => (this.statements.outboxSize.get(source) as { n: number }).n);
   }
 
   acquireLease(name: string, holder: string, ttlMs: number, now: number): Promise<Lease | null> {

@@ -144,6 +144,29 @@ export interface StoredDeadLetter {
   readonly createdAt: number;
 }
 
+/**
+ * An envelope a transport accepted while its broker was away (or while earlier ones still
+ * waited): kept until it is sent, in `seq` order per `source`.
+ */
+export interface OutboxEntry {
+  /** Store-assigned, increasing: the order of acceptance. */
+  readonly seq: number;
+  /** Whose outbox it is (one transport of one process): only that source sends it. */
+  readonly source: string;
+  readonly topic: string;
+  readonly envelope: Envelope;
+  /** Epoch ms it was kept. */
+  readonly createdAt: number;
+}
+
+/** An envelope to keep in an outbox. */
+export interface OutboxWrite {
+  readonly source: string;
+  readonly topic: string;
+  readonly envelope: Envelope;
+  readonly createdAt: number;
+}
+
 /** One group commit: every part is optional; all of it lands or none does. */
 export interface StoreBatch {
   readonly traces?: readonly TraceWrite[];
@@ -163,6 +186,10 @@ export interface StoreBatch {
   readonly deadLetters?: readonly StoredDeadLetter[];
   /** Ids of dead letters to delete (replayed or removed). */
   readonly deadLettersRemoved?: readonly string[];
+  /** Envelopes to keep in an outbox, in this order. */
+  readonly outbox?: readonly OutboxWrite[];
+  /** Seqs of outbox entries that were sent. */
+  readonly outboxSent?: readonly number[];
 }
 
 /**
@@ -269,6 +296,10 @@ export interface Store {
    * returns the new version, or null when the version did not match (compare-and-set).
    */
   putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null>;
+  /** The outbox entries of `source` after `afterSeq` (0: from the first), oldest first, at most `limit`. */
+  outboxEntries(source: string, afterSeq: number, limit: number): Promise<readonly OutboxEntry[]>;
+  /** How many outbox entries `source` has. */
+  outboxSize(source: string): Promise<number>;
   /** Bytes the data takes (free pages not counted), or null when the store cannot tell cheaply. */
   usedBytes(): Promise<number | null>;
   /** Deletes finished traces updated before `before` with their events, steps and checkpoints; returns how many. */

@@ -376,6 +376,30 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.findIdempotent('g', 'acme', 'k', 0)).toBeNull();
     });
 
+    it('keeps outbox entries per source in acceptance order, pages them, forgets sent ones, and prune leaves them', async () => {
+      const t = uuidv7();
+      const envs = [0, 1, 2, 3, 4].map((n) => envelope(t, 'a', { n }));
+      await store.commit({ outbox: envs.slice(0, 3).map((e, i) => ({ source: 'p1', topic: `orders/${i}`, envelope: e, createdAt: 10 + i })) });
+      await store.commit({ outbox: [{ source: 'p2', topic: 'other', envelope: envs[3]!, createdAt: 20 }] });
+      await store.commit({ outbox: [{ source: 'p1', topic: 'orders/0', envelope: envs[4]!, createdAt: 30 }] });
+      const all = await store.outboxEntries('p1', 0, 100);
+      expect(all.map((o) => o.envelope)).toEqual([envs[0], envs[1], envs[2], envs[4]]);
+      expect(all.map((o) => o.topic)).toEqual(['orders/0', 'orders/1', 'orders/2', 'orders/0']);
+      expect(all[0]).toMatchObject({ source: 'p1', createdAt: 10 });
+      expect(new Set(all.map((o) => o.seq)).size).toBe(4);
+      expect([...all.map((o) => o.seq)].sort((a, b) => a - b)).toEqual(all.map((o) => o.seq));
+      expect(await store.outboxSize('p1')).toBe(4);
+      expect(await store.outboxSize('p2')).toBe(1);
+      expect(await store.outboxSize('nobody')).toBe(0);
+      const page = await store.outboxEntries('p1', all[0]!.seq, 2);
+      expect(page.map((o) => o.envelope)).toEqual([envs[1], envs[2]]);
+      await store.prune(Number.MAX_SAFE_INTEGER);
+      await store.commit({ outboxSent: [all[0]!.seq, all[1]!.seq] });
+      expect((await store.outboxEntries('p1', 0, 100)).map((o) => o.envelope)).toEqual([envs[2], envs[4]]);
+      expect(await store.outboxSize('p1')).toBe(2);
+      expect((await store.outboxEntries('p2', 0, 100)).map((o) => o.envelope)).toEqual([envs[3]]);
+    });
+
     it('what it stores is a copy: changing the caller\'s objects later changes nothing', async () => {
       const t = uuidv7();
       const result = { list: [1, 2] };
@@ -398,8 +422,10 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
           traces: [trace('f', t, 1)],
           accepted: [{ flow: 'f', node: 'a', envelope: e, hops: 0 }],
           steps: [{ stepKey: 'st', traceId: t, value: 'once', ts: 1 }],
+          outbox: [{ source: 'p1', topic: 'orders', envelope: e, createdAt: 1 }],
         });
         store = await reopen(store);
+        expect((await store.outboxEntries('p1', 0, 10)).map((o) => o.envelope)).toEqual([e]);
         expect((await store.getTrace('f', t))!.status).toBe('running');
         expect((await store.pendingEnvelopes('f')).map((p) => p.envelope)).toEqual([e]);
         expect(await store.getStep('st')).toEqual({ value: 'once' });

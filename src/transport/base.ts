@@ -9,7 +9,8 @@ import { readFileSync } from 'node:fs';
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import { optInt } from '../validate-options.js';
 import type { Logger } from '../telemetry/logger.js';
-import { shownUrl, type Delivery, type EnvelopeHandler, type TransportState, type TransportStateEvent, type TransportStats } from './transport.js';
+import { Outbox, isUnavailable, type TransportOutboxOptions } from './outbox.js';
+import { shownUrl, topicSegments, type Delivery, type EnvelopeHandler, type TransportState, type TransportStateEvent, type TransportStats } from './transport.js';
 
 /** TLS for a broker connection: files in PEM. */
 export interface TransportTlsOptions {
@@ -67,6 +68,8 @@ export function connectError(kind: string, url: string, error: unknown, tls: boo
   });
 }
 
+const AWAY = Symbol('away');
+
 /** Options every transport takes. */
 export interface TransportBaseOptions {
   /** TLS (with a CA of its own, and a client certificate for mTLS). */
@@ -80,6 +83,12 @@ export interface TransportBaseOptions {
   readonly maxPendingPublishes?: number;
   /** Where dropped messages and failed handlers are logged (default: silent). */
   readonly logger?: Logger | null;
+  /**
+   * Keep envelopes published while the broker is away in the journal and send them, in order,
+   * when it is back (outbox.ts). Without it, such a publish waits in the client (MQTT, bounded by
+   * `maxPendingPublishes`) or fails with `ROOST_ERR_TRANSPORT_UNAVAILABLE` (NATS).
+   */
+  readonly outbox?: TransportOutboxOptions;
 }
 
 /** See the module comment. */
@@ -94,12 +103,77 @@ export abstract class TransportBase {
   private readonly listeners = new Set<(event: TransportStateEvent) => void>();
   private readonly inFlight = new Set<Promise<void>>();
   private counts = { published: 0, received: 0, dropped: 0 };
+  private readonly outbox: Outbox | null;
+  private awayNow: { promise: Promise<typeof AWAY>; resolve: () => void } | null = null;
 
   constructor(options: TransportBaseOptions = {}) {
     const o = options as Record<string, unknown>;
     this.maxBytes = optInt('', o, 'maxEnvelopeBytes', 1, 64 * 1024 * 1024, DEFAULT_MAX_ENVELOPE_BYTES);
     this.maxPending = optInt('', o, 'maxPendingPublishes', 1, Number.MAX_SAFE_INTEGER, 10_000);
     this.logger = options.logger ?? null;
+    this.outbox =
+      options.outbox === undefined
+        ? null
+        : new Outbox(
+            () => this.kind, // a field of the subclass, not set yet here
+
+            options.outbox,
+            (topic, envelope) => this.sendCounted(topic, encodeEnvelope(envelope, { maxBytes: this.maxBytes })),
+            () => this.stateValue === 'connected' && this.closing === null,
+            this.logger,
+          );
+  }
+
+  /** Sends encoded envelope bytes to a checked topic; resolves once the broker has them. */
+  protected abstract send(topic: string, bytes: Buffer): Promise<void>;
+
+  /** Throws the transport's coded error when it cannot publish at all (closed; never connected). */
+  protected abstract ensureOpen(): void;
+
+  /**
+   * Publishes an envelope: sent now, or, with an outbox, kept when the broker is away or kept
+   * envelopes still wait (see outbox.ts). Resolves once the broker (or the journal) has it.
+   */
+  async publish(topic: string, envelope: Envelope): Promise<void> {
+    topicSegments(topic, false);
+    this.ensureOpen();
+    const bytes = encodeEnvelope(envelope, { maxBytes: this.maxBytes }); // too big: refused now, never kept
+    const outbox = this.outbox;
+    if (outbox === null) return this.sendCounted(topic, bytes);
+    await outbox.ready();
+    if (outbox.mustKeep()) return outbox.keep(topic, envelope);
+    const sent = this.sendCounted(topic, bytes);
+    try {
+      // The connection may go while the broker's acknowledgement is awaited: the client then
+      // holds the message until it is back (and sends it then). Its publisher need not wait for
+      // that: the envelope is kept too, and the receiver's dedup drops the second copy.
+      if ((await Promise.race([sent, this.away()])) === AWAY) {
+        sent.catch(() => {});
+        await outbox.keep(topic, envelope);
+      }
+    } catch (error) {
+      if (!isUnavailable(error) || this.closing !== null) throw error;
+      await outbox.keep(topic, envelope); // the broker went away (or too many publishes wait)
+    }
+  }
+
+  /** Resolves to {@link AWAY} when the connection of this moment is lost (one promise per connection). */
+  private away(): Promise<typeof AWAY> {
+    if (this.awayNow === null) {
+      let resolve!: (value: typeof AWAY) => void;
+      this.awayNow = { promise: new Promise((r) => (resolve = r)), resolve: () => resolve(AWAY) };
+    }
+    return this.awayNow.promise;
+  }
+
+  private async sendCounted(topic: string, bytes: Buffer): Promise<void> {
+    await this.bounded(() => this.send(topic, bytes));
+    this.counts.published++;
+  }
+
+  /** Stops the outbox (what it keeps stays in the journal); for `close()`. */
+  protected async stopOutbox(): Promise<void> {
+    await this.outbox?.stop();
   }
 
   get state(): TransportState {
@@ -112,7 +186,12 @@ export abstract class TransportBase {
   }
 
   stats(): TransportStats {
-    return { ...this.counts };
+    return {
+      ...this.counts,
+      kept: this.outbox?.keptCount ?? 0,
+      outbox: this.outbox?.waiting ?? 0,
+      outboxFailed: this.outbox?.failedCount ?? 0,
+    };
   }
 
   /** Moves to `state` and tells the listeners (once per change). */
@@ -134,6 +213,11 @@ export abstract class TransportBase {
         this.logger?.error({ err: thrown }, 'transport state listener threw');
       }
     }
+    if (state === 'connected') this.outbox?.wake();
+    else if (this.awayNow !== null) {
+      this.awayNow.resolve();
+      this.awayNow = null;
+    }
   }
 
   /** Runs a publish that waits for the broker, within the bound on publishes waiting. */
@@ -151,6 +235,7 @@ export abstract class TransportBase {
     }
   }
 
+  /** Encodes an envelope sent at once (a request, a reply), and counts it. */
   protected encode(envelope: Envelope): Buffer {
     const bytes = encodeEnvelope(envelope, { maxBytes: this.maxBytes });
     this.counts.published++;

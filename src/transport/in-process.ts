@@ -89,12 +89,14 @@ export class InProcessTransport extends TransportBase implements Transport {
     return Promise.resolve();
   }
 
-  async publish(topic: string, envelope: Envelope): Promise<void> {
-    const segments = topicSegments(topic, false);
+  protected async send(topic: string, bytes: Buffer): Promise<void> {
     this.ready();
-    const bytes = this.encode(envelope);
     await Promise.resolve(); // asynchronous, as on a wire
-    for (const entry of this.broker.route(segments, false)) void entry.deliver(bytes, topic);
+    for (const entry of this.broker.route(topic.split('/'), false)) void entry.deliver(bytes, topic);
+  }
+
+  protected ensureOpen(): void {
+    this.ready();
   }
 
   async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {
@@ -144,6 +146,7 @@ export class InProcessTransport extends TransportBase implements Transport {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.stopOutbox();
       for (const remove of this.removers) remove();
       this.removers.clear();
       await this.settle();

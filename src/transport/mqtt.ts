@@ -16,8 +16,8 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Envelope } from '../envelope/envelope.js';
-import { RoostError } from '../errors.js';
-import { optInt } from '../validate-options.js';
+import { RoostError, invalidOption } from '../errors.js';
+import { checkObject, optInt } from '../validate-options.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
 import {
@@ -45,6 +45,15 @@ export interface MqttTransportOptions extends TransportBaseOptions {
   readonly receiveMaximum?: number;
   /** How long the first connection may take (default 5,000 ms). */
   readonly connectTimeoutMs?: number;
+  /**
+   * A persistent session (MQTT 5 `clean start` off, with a session expiry): the broker keeps this
+   * client's subscriptions and queues its QoS 1 messages while it is away — across a restart of
+   * the broker too, when the broker persists sessions and is stopped cleanly (Mosquitto:
+   * `persistence true`; it saves periodically and on exit). Needs a `clientId` of its own.
+   * Without it, what is published between a broker restart and this client's resubscribe is
+   * lost to it.
+   */
+  readonly session?: { readonly expirySeconds: number };
 }
 
 interface LocalSubscription {
@@ -69,6 +78,8 @@ export class MqttTransport extends TransportBase implements Transport {
   private readonly waiting: (() => void)[] = [];
   private reconnects = 0;
   private nextSubscriptionId = 1;
+  /** Seconds the broker keeps this client's session after it left (0: a clean session). */
+  private readonly sessionExpiry: number = 0;
 
   constructor(private readonly options: MqttTransportOptions) {
     super(options);
@@ -77,6 +88,12 @@ export class MqttTransport extends TransportBase implements Transport {
     this.replyTopic = `_roost/reply/${this.clientId}`;
     // MQTT 5 allows 1 to 65,535; 0 would stop the client reading for good.
     this.receiveMaximum = optInt('', options as unknown as Record<string, unknown>, 'receiveMaximum', 1, 65_535, 64);
+    if (options.session !== undefined) {
+      const session = checkObject('session', options.session, ['expirySeconds']);
+      this.sessionExpiry = optInt('session', session, 'expirySeconds', 1, 4_294_967_295, 0);
+      if (this.sessionExpiry === 0) throw invalidOption('session.expirySeconds', 'an integer of seconds, 1 to 4294967295', options.session.expirySeconds);
+      if (options.clientId === undefined) throw invalidOption('clientId', 'a client id of its own, the same after a restart (a persistent session is named by it)', undefined);
+    }
   }
 
   async connect(): Promise<void> {
@@ -87,10 +104,10 @@ export class MqttTransport extends TransportBase implements Transport {
       ...tls,
       protocolVersion: 5,
       clientId: this.clientId,
-      clean: true,
+      clean: this.sessionExpiry === 0,
       connectTimeout: this.options.connectTimeoutMs ?? 5_000,
       reconnectPeriod: backoffDelay(DEFAULT_BACKOFF, 1),
-      properties: { receiveMaximum: this.receiveMaximum },
+      properties: { receiveMaximum: this.receiveMaximum, ...(this.sessionExpiry === 0 ? {} : { sessionExpiryInterval: this.sessionExpiry }) },
     });
     client.handleMessage = (packet, done) => this.onPacket(packet, done);
     client.on('connect', () => {
@@ -143,11 +160,12 @@ export class MqttTransport extends TransportBase implements Transport {
     });
   }
 
-  async publish(topic: string, envelope: Envelope): Promise<void> {
-    topicSegments(topic, false);
-    const client = this.conn();
-    const bytes = this.encode(envelope);
-    await this.bounded(() => client.publishAsync(topic, bytes, { qos: 1 }));
+  protected async send(topic: string, bytes: Buffer): Promise<void> {
+    await this.conn().publishAsync(topic, bytes, { qos: 1 });
+  }
+
+  protected ensureOpen(): void {
+    this.conn();
   }
 
   async subscribe(pattern: string, handler: EnvelopeHandler, options: SubscribeOptions = {}): Promise<Subscription> {
@@ -202,6 +220,7 @@ export class MqttTransport extends TransportBase implements Transport {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.stopOutbox();
       const client = this.client;
       if (client !== null) {
         this.subs.clear(); // take no more messages (onPacket acks and drops them from now on)

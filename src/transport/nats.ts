@@ -5,7 +5,7 @@
  * loop are shared. Reconnects use Roost's capped, jittered backoff, and every change of the
  * connection is a state event. (JetStream, for delivery that outlives a restart, comes beside it.)
  */
-import { connect, RequestError, TimeoutError, type Msg, type NatsConnection, type Subscription as NatsSubscription } from '@nats-io/transport-node';
+import { connect, InvalidArgumentError, RequestError, TimeoutError, type Msg, type NatsConnection, type Subscription as NatsSubscription } from '@nats-io/transport-node';
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError } from '../errors.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
@@ -108,20 +108,25 @@ export class NatsTransport extends TransportBase implements Transport {
     if (this.closing === null) this.setState('closed', (await nc.closed()) ?? null);
   }
 
-  async publish(topic: string, envelope: Envelope): Promise<void> {
-    const subject = natsSubject(topicSegments(topic, false));
+  protected async send(topic: string, bytes: Buffer): Promise<void> {
+    const subject = natsSubject(topic.split('/'));
     const nc = this.conn();
-    const bytes = this.encode(envelope);
-    await this.bounded(async () => {
-      try {
-        nc.publish(subject, bytes); // throws at once when closed, draining, or over the server's max_payload
-        await this.flush(nc);
-      } catch (error) {
-        // Disconnected: nats.js fails the flush at once. The message may still go out from its
-        // reconnect buffer, so a caller that retries can send it twice (dedup on receive).
-        throw this.unavailable(error);
-      }
-    });
+    try {
+      nc.publish(subject, bytes); // throws at once when closed, draining, or over the server's max_payload
+    } catch (error) {
+      throw this.refused(error);
+    }
+    try {
+      await this.flush(nc);
+    } catch (error) {
+      // Disconnected: nats.js fails the flush at once. The message may still go out from its
+      // reconnect buffer, so a caller that retries can send it twice (dedup on receive).
+      throw this.unavailable(error);
+    }
+  }
+
+  protected ensureOpen(): void {
+    this.conn();
   }
 
   /** One flush for every publish of this turn. */
@@ -175,6 +180,7 @@ export class NatsTransport extends TransportBase implements Transport {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.stopOutbox();
       const nc = this.nc;
       if (nc !== null) {
         // Stop taking messages, let the handlers finish (their replies go out), then drain.
@@ -195,6 +201,17 @@ export class NatsTransport extends TransportBase implements Transport {
     if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
     if (this.nc === null) throw new RoostError('ROOST_ERR_INVALID_STATE', 'nats: call connect() first', { details: { transport: this.kind } });
     return this.nc;
+  }
+
+  /** A publish nats.js refused at once: over the server's max_payload (for good), or closed. */
+  private refused(error: unknown): RoostError {
+    if (error instanceof InvalidArgumentError) {
+      return new RoostError('ROOST_ERR_PAYLOAD_TOO_LARGE', `nats: ${error.message} (the server's max_payload is ${this.nc?.info?.max_payload ?? 'unknown'} bytes)`, {
+        details: { transport: this.kind },
+        cause: error,
+      });
+    }
+    return this.unavailable(error);
   }
 
   private unavailable(error: unknown): RoostError {

@@ -65,10 +65,17 @@ export interface Subscription {
 
 /** What a transport counted. */
 export interface TransportStats {
+  /** Envelopes the broker took (publishes, requests, replies; kept ones once sent). */
   readonly published: number;
   readonly received: number;
   /** Messages from the wire that did not decode as envelopes (bad JSON, oversize, invalid). */
   readonly dropped: number;
+  /** Envelopes kept in the outbox because the broker was away (outbox.ts), in all. */
+  readonly kept: number;
+  /** Envelopes in the outbox now, waiting for the broker. */
+  readonly outbox: number;
+  /** Kept envelopes the broker refused for good when they were sent (logged, then forgotten). */
+  readonly outboxFailed: number;
 }
 
 /** See the module comment. */

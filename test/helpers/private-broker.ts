@@ -3,7 +3,7 @@
  * test's own, on a free port, in a temporary directory, stopped by its PID — never the shared one.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,16 +42,24 @@ export interface PrivateBroker {
   readonly port: number;
   /** Starts it (again, on the same port). */
   start(): Promise<void>;
-  /** Stops it by its PID and waits for it to exit. */
-  stop(): Promise<void>;
+  /**
+   * Stops it by its PID and waits for it to exit: killed (SIGKILL) by default; `graceful` sends
+   * SIGTERM, and a broker with persistence saves its state first.
+   */
+  stop(options?: { graceful?: boolean }): Promise<void>;
   /** Stops it and removes its directory. */
   dispose(): Promise<void>;
 }
 
-/** With `tls`, the broker speaks only TLS with that server certificate and requires a client certificate signed by `tls.ca`. */
-export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs): Promise<PrivateBroker> {
+/**
+ * With `tls`, the broker speaks only TLS with that server certificate and requires a client
+ * certificate signed by `tls.ca`. With `persistence`, Mosquitto keeps sessions and queued
+ * messages in its directory (saved on a graceful stop); nats-server always has JetStream there.
+ */
+export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs, options: { persistence?: boolean } = {}): Promise<PrivateBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `roost-${kind}-`));
+  chmodSync(dir, 0o777); // Mosquitto started as root runs as its own user: it must write its database here
   let child: ChildProcess | null = null;
   const command = (): [string, string[]] => {
     if (kind === 'nats') {
@@ -65,7 +73,7 @@ export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs): Pr
     }
     const conf = join(dir, 'mosquitto.conf');
     const tlsLines = tls === undefined ? '' : `cafile ${tls.ca}\ncertfile ${tls.serverCert}\nkeyfile ${tls.serverKey}\nrequire_certificate true\n`;
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n${tlsLines}`);
+    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n${options.persistence === true ? `persistence true\npersistence_location ${dir}/\n` : 'persistence false\n'}${tlsLines}`);
     return ['/usr/sbin/mosquitto', ['-c', conf]];
   };
   const broker: PrivateBroker = {
@@ -76,12 +84,12 @@ export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs): Pr
       child = spawn(bin, args, { stdio: 'ignore' });
       await answers(port, 10_000);
     },
-    async stop() {
+    async stop(how = {}) {
       const c = child;
       child = null;
       if (c === null || c.exitCode !== null) return;
       const exited = new Promise((r) => c.once('exit', r));
-      c.kill('SIGKILL');
+      c.kill(how.graceful === true ? 'SIGTERM' : 'SIGKILL');
       await exited;
     },
     async dispose() {

@@ -56,14 +56,27 @@ export interface MqttTransportOptions extends TransportBaseOptions {
   readonly session?: { readonly expirySeconds: number };
 }
 
-interface LocalSubscription {
+/**
+ * One subscription at the broker, shared by every local subscription to its filter: the broker
+ * keeps one subscription per filter and client, so a second SUBSCRIBE would replace the first and
+ * an UNSUBSCRIBE would end both.
+ */
+interface BrokerSubscription {
   /** Its MQTT 5 subscription identifier: the broker names it in each message it delivers for it. */
   readonly id: number;
   readonly pattern: readonly string[];
   readonly filter: string;
-  readonly onMessage: (packet: IPublishPacket) => void | Promise<void>;
+  /** A shared subscription: each message goes to one local subscription, in turn. */
+  readonly group: boolean;
+  readonly locals: LocalSubscription[];
+  turn: number;
+  /** Settles when the broker confirmed it. */
+  ready: Promise<void>;
 }
 
+interface LocalSubscription {
+  readonly onMessage: (packet: IPublishPacket) => void | Promise<void>;
+}
 
 /** See the module comment. */
 export class MqttTransport extends TransportBase implements Transport {
@@ -72,7 +85,7 @@ export class MqttTransport extends TransportBase implements Transport {
   private readonly clientId: string;
   private readonly replyTopic: string;
   private readonly receiveMaximum: number;
-  private readonly subs = new Set<LocalSubscription>();
+  private readonly filters = new Map<string, BrokerSubscription>();
   private readonly pending = new Map<string, { resolve: (p: IPublishPacket) => void }>();
   private handling = 0;
   private readonly waiting: (() => void)[] = [];
@@ -223,7 +236,7 @@ export class MqttTransport extends TransportBase implements Transport {
       await this.stopOutbox();
       const client = this.client;
       if (client !== null) {
-        this.subs.clear(); // take no more messages (onPacket acks and drops them from now on)
+        this.filters.clear(); // take no more messages (onPacket acks and drops them from now on)
         await this.settle();
         // Away from the broker, unacknowledged publishes would keep a clean end waiting for ever.
         await client.endAsync(this.stateValue !== 'connected');
@@ -247,10 +260,19 @@ export class MqttTransport extends TransportBase implements Transport {
     const raw = packet.properties?.subscriptionIdentifier;
     const ids = raw === undefined ? null : new Set(Array.isArray(raw) ? raw : [raw]);
     const runs: Promise<void>[] = [];
-    for (const sub of this.subs) {
+    for (const sub of this.filters.values()) {
       if (ids !== null ? !ids.has(sub.id) : !topicMatches(sub.pattern, topic)) continue;
-      const run = sub.onMessage(packet);
-      if (run !== undefined) runs.push(run);
+      const n = sub.locals.length;
+      if (n === 0) continue;
+      if (sub.group) {
+        const run = sub.locals[sub.turn++ % n]!.onMessage(packet);
+        if (run !== undefined) runs.push(run);
+      } else {
+        for (const local of sub.locals) {
+          const run = local.onMessage(packet);
+          if (run !== undefined) runs.push(run);
+        }
+      }
     }
     if (runs.length === 0) return done();
     this.handling++;
@@ -275,21 +297,42 @@ export class MqttTransport extends TransportBase implements Transport {
 
   private async add(pattern: readonly string[], filter: string, onMessage: LocalSubscription['onMessage']): Promise<Subscription> {
     const client = this.conn();
-    const sub: LocalSubscription = { id: this.nextSubscriptionId++, pattern, filter, onMessage };
-    this.subs.add(sub);
+    let sub = this.filters.get(filter);
+    if (sub === undefined) {
+      const created: BrokerSubscription = { id: this.nextSubscriptionId++, pattern, filter, group: filter.startsWith('$share/'), locals: [], turn: 0, ready: Promise.resolve() };
+      created.ready = client.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: created.id } }).then(
+        () => undefined,
+        (error: unknown) => {
+          if (this.filters.get(filter) === created) this.filters.delete(filter); // a refused SUBACK rejects in mqtt.js
+          throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: the subscription to ${filter} failed: ${(error as Error).message}`, {
+            details: { transport: this.kind, filter },
+            cause: error,
+          });
+        },
+      );
+      this.filters.set(filter, created);
+      sub = created;
+    }
+    const local: LocalSubscription = { onMessage };
+    const entry = sub;
+    entry.locals.push(local);
+    const remove = (): boolean => {
+      const i = entry.locals.indexOf(local);
+      if (i >= 0) entry.locals.splice(i, 1);
+      // The last local subscription of the filter takes the broker's with it.
+      if (entry.locals.length > 0 || this.filters.get(filter) !== entry) return false;
+      this.filters.delete(filter);
+      return true;
+    };
     try {
-      await client.subscribeAsync(filter, { qos: 1, properties: { subscriptionIdentifier: sub.id } });
+      await entry.ready;
     } catch (error) {
-      this.subs.delete(sub); // a refused SUBACK rejects in mqtt.js
-      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: the subscription to ${filter} failed: ${(error as Error).message}`, {
-        details: { transport: this.kind, filter },
-        cause: error,
-      });
+      remove();
+      throw error;
     }
     return {
       unsubscribe: async () => {
-        this.subs.delete(sub);
-        await client.unsubscribeAsync(filter);
+        if (remove()) await client.unsubscribeAsync(filter);
       },
     };
   }

@@ -90,6 +90,32 @@ export function transportContract(name: string, fixture: () => TransportFixture)
       expect(got[1]).toBeGreaterThan(0);
     });
 
+    it('two subscriptions of one transport to one pattern each get every envelope, and one unsubscribing leaves the other', async () => {
+      const [pub, sub] = [await make(), await make()];
+      const got = { first: 0, second: 0 };
+      const first = await sub.subscribe(`${prefix}/twice`, () => void got.first++);
+      await sub.subscribe(`${prefix}/twice`, () => void got.second++);
+      await pub.publish(`${prefix}/twice`, envelope(1));
+      await until(() => got.first === 1 && got.second === 1, 5_000, 'a delivery to each');
+      await first.unsubscribe();
+      await pub.publish(`${prefix}/twice`, envelope(2));
+      await until(() => got.second === 2, 5_000, 'the second delivery to the one left');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(got).toEqual({ first: 1, second: 2 });
+    });
+
+    it('two members of one group in one transport share its envelopes: each goes to one of them', async () => {
+      const [pub, sub] = [await make(), await make()];
+      const got = [0, 0];
+      for (const i of [0, 1]) await sub.subscribe(`${prefix}/shared`, () => void got[i]!++, { group: 'local' });
+      for (let i = 0; i < 20; i++) await pub.publish(`${prefix}/shared`, envelope(i));
+      await until(() => got[0]! + got[1]! >= 20, 5_000, 'twenty deliveries');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(got[0]! + got[1]!).toBe(20);
+      expect(got[0]).toBeGreaterThan(0);
+      expect(got[1]).toBeGreaterThan(0);
+    });
+
     it('answers a request through one responder; a responder that fails sends nothing', async () => {
       const [client, server] = [await make(), await make()];
       await server.respond(`${prefix}/double`, (env) => {

@@ -7,6 +7,7 @@ import type { Envelope } from '../envelope/envelope.js';
 import { TransportBase, type TransportBaseOptions } from './base.js';
 import {
   checkGroup,
+  checkRespondOptions,
   noResponders,
   requestTimeout,
   requestTimeoutMs,
@@ -15,6 +16,7 @@ import {
   transportClosed,
   type EnvelopeHandler,
   type RequestOptions,
+  type RespondOptions,
   type Responder,
   type SubscribeOptions,
   type Subscription,
@@ -105,7 +107,8 @@ export class InProcessTransport extends TransportBase implements Transport {
     return this.add(pattern, options, { deliver: (bytes, topic) => this.receive(bytes, topic, h) });
   }
 
-  async respond(topic: string, responder: Responder, options: SubscribeOptions = {}): Promise<Subscription> {
+  async respond(topic: string, responder: Responder, raw?: RespondOptions): Promise<Subscription> {
+    const options = checkRespondOptions(raw);
     await Promise.resolve();
     return this.add(topic, options, {
         deliver: () => Promise.resolve(),

@@ -22,6 +22,7 @@ import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
 import {
   checkGroup,
+  checkRespondOptions,
   requestTimeout,
   requestTimeoutMs,
   topicMatches,
@@ -29,6 +30,7 @@ import {
   transportClosed,
   type EnvelopeHandler,
   type RequestOptions,
+  type RespondOptions,
   type Responder,
   type SubscribeOptions,
   type Subscription,
@@ -190,7 +192,8 @@ export class MqttTransport extends TransportBase implements Transport {
     });
   }
 
-  async respond(topic: string, responder: Responder, options: SubscribeOptions = {}): Promise<Subscription> {
+  async respond(topic: string, responder: Responder, raw?: RespondOptions): Promise<Subscription> {
+    const options = checkRespondOptions(raw);
     const segments = topicSegments(topic, true, 'pattern');
     return this.add(segments, this.filter(topic, options), (packet) => {
       const envelope = this.decode(packet.payload, packet.topic);
@@ -200,7 +203,9 @@ export class MqttTransport extends TransportBase implements Transport {
       return this.handle(
         async (env, delivery) => {
           const reply = await responder(env, delivery);
-          await this.conn().publishAsync(responseTopic, this.encode(reply), { qos: 1, properties: correlationData === undefined ? {} : { correlationData } });
+          const client = this.conn();
+          const bytes = this.encode(reply);
+          await this.bounded(() => client.publishAsync(responseTopic, bytes, { qos: 1, properties: correlationData === undefined ? {} : { correlationData } }));
         },
         envelope,
         { topic: packet.topic },
@@ -219,7 +224,8 @@ export class MqttTransport extends TransportBase implements Transport {
       timer = setTimeout(() => reject(requestTimeout(topic, timeoutMs)), timeoutMs);
     });
     try {
-      const sent = client.publishAsync(topic, this.encode(envelope), { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: Buffer.from(id, 'utf8') } });
+      const bytes = this.encode(envelope);
+      const sent = this.bounded(() => client.publishAsync(topic, bytes, { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: Buffer.from(id, 'utf8') } }));
       sent.catch(() => {}); // with the broker away it waits; the timeout below decides
       const packet = await Promise.race([sent.then(() => answered), answered]);
       const answer = this.decode(packet.payload, packet.topic);

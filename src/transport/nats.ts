@@ -12,6 +12,7 @@ import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
 import {
   checkGroup,
+  checkRespondOptions,
   noResponders,
   requestTimeout,
   requestTimeoutMs,
@@ -20,6 +21,7 @@ import {
   transportClosed,
   type EnvelopeHandler,
   type RequestOptions,
+  type RespondOptions,
   type Responder,
   type SubscribeOptions,
   type Subscription,
@@ -146,7 +148,8 @@ export class NatsTransport extends TransportBase implements Transport {
     });
   }
 
-  async respond(topic: string, responder: Responder, options: SubscribeOptions = {}): Promise<Subscription> {
+  async respond(topic: string, responder: Responder, raw?: RespondOptions): Promise<Subscription> {
+    const options = checkRespondOptions(raw);
     return this.add(topic, options, (msg) => {
       const envelope = this.decode(msg.data, msg.subject);
       if (envelope === null) return;

@@ -51,6 +51,21 @@ export interface SubscribeOptions {
   readonly dedup?: { wrap(handler: EnvelopeHandler): EnvelopeHandler };
 }
 
+/**
+ * How to answer requests. No dedup: a repeated request is answered again (its requester may be
+ * waiting for that answer), so a responder with effects makes them idempotent itself.
+ */
+export interface RespondOptions {
+  /** A worker group: each request goes to one member (as {@link SubscribeOptions.group}). */
+  readonly group?: string;
+}
+
+/** Checks respond options: `dedup` is refused with a coded error rather than ignored. */
+export function checkRespondOptions(options: unknown): RespondOptions {
+  const o = checkObject('options', options, ['group']);
+  return o.group === undefined ? {} : { group: checkGroup(o.group) };
+}
+
 /** How to make a request. */
 export interface RequestOptions {
   /** Fail with `ROOST_ERR_REQUEST_TIMEOUT` when no answer came within this long (default 5,000 ms). */
@@ -92,7 +107,7 @@ export interface Transport {
   /** Sends a request to `topic` and resolves with the answer of one responder. */
   request(topic: string, envelope: Envelope, options?: RequestOptions): Promise<Envelope>;
   /** Answers requests sent to `topic` (one answer per request, by one member of `group`). */
-  respond(topic: string, responder: Responder, options?: SubscribeOptions): Promise<Subscription>;
+  respond(topic: string, responder: Responder, options?: RespondOptions): Promise<Subscription>;
   /** Subscribes to state changes; returns the unsubscribe function. */
   onState(listener: (event: TransportStateEvent) => void): () => void;
   stats(): TransportStats;

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ENVELOPE_VERSION, isRoostError, uuidv7, type Envelope } from '../../src/index.js';
 import { Dedup } from '../../src/transport/dedup.js';
-import type { Transport, TransportStateEvent } from '../../src/transport/transport.js';
+import type { EnvelopeHandler, Transport, TransportStateEvent } from '../../src/transport/transport.js';
 import { until } from '../helpers/runtime.js';
 
 export function envelope(payload: unknown, extra: Partial<Envelope> = {}): Envelope {
@@ -177,6 +177,10 @@ export function transportContract(name: string, fixture: () => TransportFixture)
       await expect(t.subscribe(`${prefix}/#/x`, () => {})).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'pattern' });
       await expect(t.subscribe(`${prefix}/x`, () => {}, { group: 'a/b' })).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'options.group' });
       await expect(t.publish(`${prefix}/x`, envelope('x'.repeat(300 * 1024)))).rejects.toMatchObject({ code: 'ROOST_ERR_PAYLOAD_TOO_LARGE' });
+      // A responder answers every request, repeats too: dedup there is refused, not ignored.
+      const dedup = { wrap: (h: EnvelopeHandler) => h };
+      await expect(t.respond(`${prefix}/x`, (env) => env, { dedup } as never)).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'options.dedup' });
+      await expect(t.respond(`${prefix}/x`, (env) => env, { group: 'a/b' })).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'options.group' });
     });
 
     it('stops delivering after unsubscribe; close waits for handlers and refuses later calls', async () => {

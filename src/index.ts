@@ -41,6 +41,8 @@ export type {
   TracePage,
   Lease,
   Versioned,
+  OutboxEntry,
+  OutboxWrite,
 } from './store/store.js';
 export type { NodePolicy, ResolvedNodePolicy, JsonSchema } from './flow/policy.js';
 export type { OverflowPolicy } from './flow/bounded-queue.js';
@@ -89,10 +91,12 @@ export {
   type EnvelopeHandler,
   type Responder,
   type SubscribeOptions,
+  type RespondOptions,
   type RequestOptions,
   type Subscription,
 } from './transport/transport.js';
-export type { TransportBaseOptions } from './transport/base.js';
+export type { TransportBaseOptions, TransportTlsOptions } from './transport/base.js';
+export type { TransportOutboxOptions } from './transport/outbox.js';
 export { InProcessTransport, InProcessBroker, type InProcessTransportOptions } from './transport/in-process.js';
 export { MqttTransport, type MqttTransportOptions } from './transport/mqtt.js';
 export { NatsTransport, type NatsTransportOptions } from './transport/nats.js';

@@ -1,6 +1,7 @@
 /**
- * The journal commands of `roost`: they open the store a URL names (`--store`, else
- * `ROOST_STORE_URL`, else the default `sqlite:.roost/roost.db`) and read or mark it. A replay is
+ * The journal commands of `roost`: they open the store a URL names (`--store`, else the
+ * configuration's `store.url`: `ROOST_STORE_URL`, else `roost.toml`, else the default
+ * `sqlite:.roost/roost.db`) and read or mark it. A replay is
  * a request in the store: the runtime that hosts the letter's flow carries it out.
  *
  *   roost trace <trace-id>                  the trace's journaled history as a timeline

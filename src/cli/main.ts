@@ -18,7 +18,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { decodeEnvelope } from '../envelope/codec.js';
 import { ensureError, isRoostError } from '../errors.js';
-import { describeConfig } from '../config/load.js';
+import { describeConfig, loadConfig } from '../config/load.js';
 import { doctor } from './doctor.js';
 import { UsageError, journalCommand } from './journal.js';
 import { loadOrExplain, serve } from './serve.js';
@@ -42,7 +42,7 @@ commands:
 
 the configuration: --config, else $ROOST_CONFIG, else ./roost.toml when it exists; the environment
 overrides it (docs/reference/configuration.md)
-journal commands take --store URL (default: $ROOST_STORE_URL, else sqlite:.roost/roost.db)
+journal commands take --store URL (default: the configuration's store.url: $ROOST_STORE_URL, else roost.toml, else sqlite:.roost/roost.db)
 `;
 
 function version(): string {
@@ -152,12 +152,22 @@ async function main(argv: string[]): Promise<number> {
     return ok ? 0 : 1;
   }
   if (JOURNAL_COMMANDS.has(command)) {
+    // The store: --store, else the configuration's store.url ($ROOST_STORE_URL, roost.toml, the default).
+    let store = v.store;
+    if (store === undefined) {
+      try {
+        store = loadConfig({ ...(v.config === undefined ? {} : { file: v.config }) }).store.url;
+      } catch (error) {
+        process.stderr.write(`${isRoostError(error) ? `${error.code}: ` : ''}${ensureError(error).message}\n`);
+        return 2;
+      }
+    }
     try {
       return await journalCommand(
         command,
         rest,
         {
-          ...(v.store === undefined ? {} : { store: v.store }),
+          store,
           ...(v.flow === undefined ? {} : { flow: v.flow }),
           ...(v.limit === undefined ? {} : { limit: v.limit }),
           ...(v['older-than'] === undefined ? {} : { olderThan: v['older-than'] }),

@@ -1,6 +1,6 @@
 /** The journal commands of the `roost` CLI, on an SQLite journal a runtime wrote. */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -124,7 +124,7 @@ describe('roost journal commands', () => {
     }
   }, 120_000);
 
-  it('the store comes from --store, else ROOST_STORE_URL, else sqlite:.roost/roost.db; a PostgreSQL backup is pg_dump', async () => {
+  it('the store comes from --store, else ROOST_STORE_URL, else roost.toml, else sqlite:.roost/roost.db; a PostgreSQL backup is pg_dump', async () => {
     const cwd = mkdtempSync(join(dir, 'cwd-'));
     const viaEnv = join(dir, 'env.db');
     const rt = createRuntime({ logger: false, store: `sqlite:${viaEnv}` });
@@ -135,6 +135,16 @@ describe('roost journal commands', () => {
     await rt.close();
     const env = await roost(['dlq', 'list'], { env: { ROOST_STORE_URL: `sqlite:${viaEnv}` }, cwd });
     expect(env.stdout).toContain(letter!.id);
+    // roost.toml's store.url, when neither --store nor the variable says.
+    const withConfig = mkdtempSync(join(dir, 'cfg-'));
+    writeFileSync(join(withConfig, 'roost.toml'), `[store]\nurl = "sqlite:${viaEnv}"\n`);
+    const fromFile = await roost(['dlq', 'list'], { env: { ROOST_STORE_URL: '' }, cwd: withConfig });
+    expect(fromFile.stdout).toContain(letter!.id);
+    const badConfig = mkdtempSync(join(dir, 'bad-'));
+    writeFileSync(join(badConfig, 'roost.toml'), '[store]\nurl = 5\n');
+    const refused = await roost(['dlq', 'list'], { env: { ROOST_STORE_URL: '' }, cwd: badConfig });
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain('ROOST_ERR_CONFIG');
     // Neither: the default journal under the working directory (made empty).
     const fallback = await roost(['dlq', 'list'], { env: { ROOST_STORE_URL: '' }, cwd });
     expect(fallback.stdout).toContain('no dead letters');

@@ -74,16 +74,25 @@ async function checkStore(config: ServiceConfig): Promise<Finding> {
     return { check: 'store', status: 'FAIL', message: `${shown}: ${ensureError(error).message}`, fix };
   }
   try {
-    const key = `roost:doctor:${hostname()}:${process.pid}`;
+    // One key for every doctor run (not one per host and process, which would pile up); a
+    // compare-and-set lost to another run at the same moment is tried again.
+    const key = 'roost:doctor';
     await withTimeout(
       (async () => {
-        const current = await store.getValue(key);
-        const version = await store.putValue(key, Date.now(), current?.version ?? 0);
-        if (version === null) throw new Error('a write was not applied (another writer?)');
-        const back = await store.getValue(key);
-        if (back?.version !== version) throw new Error('a written key did not read back');
+        for (let tries = 1; ; tries++) {
+          const current = await store.getValue(key);
+          const version = await store.putValue(key, { at: Date.now(), host: hostname(), pid: process.pid }, current?.version ?? 0);
+          if (version === null) {
+            if (tries < 5) continue;
+            throw new Error('a write was not applied five times (other writers?)');
+          }
+          const back = await store.getValue(key);
+          if (back === undefined || back.version < version) throw new Error('a written key did not read back');
+          return;
+        }
       })(),
-      STORE_CHECK_MS,
+      // Each store operation may take store.timeout_ms: the check as a whole gets room for several.
+      Math.max(STORE_CHECK_MS, 4 * config.store.timeoutMs),
       'the journal',
     );
     if (!store.durable) return { check: 'store', status: 'warn', message: `${shown}: works, but keeps nothing across a restart`, fix: 'use sqlite:<path> or postgres://… to keep accepted work' };

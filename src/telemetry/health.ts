@@ -36,8 +36,12 @@ export interface HealthReport {
 /** A stall of the event loop this long (ms) or more makes liveness warn, and fail at the second. */
 const LOOP_WARN_MS = 1_000;
 const LOOP_FAIL_MS = 10_000;
+/** The event loop's stalls are kept per window of this long; liveness looks at the last two. */
+const LOOP_WINDOW_MS = 10_000;
 /** The journal's writability is probed at most this often. */
 const STORE_PROBE_MS = 5_000;
+/** The key of the key-value area the probe writes. */
+const PROBE_KEY = 'roost:health';
 
 /** See the module comment. */
 export class Health {
@@ -46,11 +50,17 @@ export class Health {
   private readonly loop: IntervalHistogram = monitorEventLoopDelay({ resolution: 20 });
   private storeResult: CheckResult | null = null;
   private storeProbe: Promise<CheckResult> | null = null;
-  private readonly probeKey: string;
+  /** The longest stall of the window before the current one (ns). */
+  private previousWindowMax = 0;
+  private readonly window: NodeJS.Timeout;
 
   constructor(private readonly runtime: Runtime) {
     this.loop.enable();
-    this.probeKey = `roost:health:${runtime.owner}`;
+    this.window = setInterval(() => {
+      this.previousWindowMax = this.loop.max;
+      this.loop.reset();
+    }, LOOP_WINDOW_MS);
+    this.window.unref();
   }
 
   /** Initialisation is done: startup passes from now on. */
@@ -68,15 +78,18 @@ export class Health {
   }
 
   close(): void {
+    clearInterval(this.window);
     this.loop.disable();
   }
 
-  /** Liveness: the event loop's longest stall since the last look. */
+  /**
+   * Liveness: the event loop's longest stall in the last window or two (10 to 20 s). Reading it
+   * changes nothing, so `/health` and `/health/live` asked in turn see the same stall.
+   */
   live(): CheckResult {
-    const stallMs = this.loop.max / 1e6;
-    this.loop.reset();
+    const stallMs = Math.max(this.previousWindowMax, this.loop.max) / 1e6;
     const status: CheckStatus = stallMs >= LOOP_FAIL_MS ? 'fail' : stallMs >= LOOP_WARN_MS ? 'warn' : 'pass';
-    return check('event_loop', status, `longest stall since the last check: ${Math.round(stallMs)} ms`);
+    return check('event_loop', status, `longest stall in the last ${LOOP_WINDOW_MS / 1000}-${(2 * LOOP_WINDOW_MS) / 1000} s: ${Math.round(stallMs)} ms`);
   }
 
   startup(): CheckResult {
@@ -117,8 +130,10 @@ export class Health {
     if (last !== null && Date.now() - Date.parse(last.checkedAt) < STORE_PROBE_MS) return Promise.resolve(last);
     this.storeProbe ??= (async () => {
       try {
-        const current = await store.getValue(this.probeKey);
-        await store.putValue(this.probeKey, Date.now(), current?.version ?? 0);
+        // One key for every process of the fleet (not one each, which would pile up). A
+        // compare-and-set lost to another process's probe still ran a write: the store answered.
+        const current = await store.getValue(PROBE_KEY);
+        await store.putValue(PROBE_KEY, Date.now(), current?.version ?? 0);
         return check('store', 'pass', 'the journal is writable');
       } catch (error) {
         return check('store', 'fail', `the journal is not writable: ${ensureError(error).message}`);

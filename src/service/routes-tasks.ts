@@ -9,7 +9,7 @@ import { NAME_PATTERN } from '../envelope/names.js';
 import { traceHistory } from '../store/history.js';
 import { tenantOf, tenantTrace, traceView, type ServiceContext } from './context.js';
 import type { NumberedEvent } from './event-ring.js';
-import { admitTask, bodyFingerprint, emitTask, type SubmitOptions } from './submit.js';
+import { admitTask, emitTask, taskFingerprint, type SubmitOptions } from './submit.js';
 import { watchTrace, type TraceEnd } from './watch.js';
 
 const traceIdParam = { type: 'object', required: ['traceId'], properties: { traceId: { type: 'string', pattern: UUIDV7_PATTERN } } } as const;
@@ -76,7 +76,7 @@ export function taskRoutes(app: FastifyInstance, ctx: ServiceContext): void {
       const key = request.headers['idempotency-key'];
       if (typeof key === 'string' && key !== '') {
         options.idempotencyKey = key;
-        options.idempotencyFingerprint = bodyFingerprint(body);
+        options.idempotencyFingerprint = taskFingerprint(body.input);
       }
       const { traceId, deduplicated } = await emitTask(ctx, flow, body.input ?? null, options, ctx.spanOf(request));
       if (ctx.settings.log.payloads) request.log.info({ flow: flow.name, traceId, tenant, input: body.input }, 'task submitted');

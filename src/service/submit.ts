@@ -15,9 +15,13 @@ import { notFound } from './errors.js';
 /** Emit options the submit paths fill in. */
 export type SubmitOptions = { -readonly [K in keyof EmitOptions]: EmitOptions[K] };
 
-/** A fingerprint of a request body: what an idempotency key is checked against. */
-export function bodyFingerprint(body: unknown): string {
-  return createHash('sha256').update(JSON.stringify(body ?? null)).digest('base64url').slice(0, 32);
+/**
+ * The fingerprint an idempotency key is checked against: a digest of the task's input, the same
+ * over HTTP and the WebSocket (the key is already scoped by flow and tenant). A retry that sends
+ * another deadline or other headers is a repeat; another input is a conflict.
+ */
+export function taskFingerprint(input: unknown): string {
+  return createHash('sha256').update(JSON.stringify(input ?? null)).digest('base64url').slice(0, 32);
 }
 
 /** The flow a submission names, once the service takes work and the tenant is admitted. */

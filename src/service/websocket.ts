@@ -17,7 +17,7 @@ import { isName } from '../envelope/names.js';
 import { RoostError, isRoostError } from '../errors.js';
 import { tenantOf, tenantTrace, type ServiceContext } from './context.js';
 import { asRoostError } from './errors.js';
-import { admitTask, bodyFingerprint, emitTask, type SubmitOptions } from './submit.js';
+import { admitTask, emitTask, taskFingerprint, type SubmitOptions } from './submit.js';
 import { watchTrace } from './watch.js';
 
 /** Frames held for a subscription made before its task was acknowledged, at most. */
@@ -136,7 +136,7 @@ export function websocketRoute(app: FastifyInstance, ctx: ServiceContext): void 
           if (key !== undefined) {
             if (typeof key !== 'string' || key === '') throw bad('frame.idempotencyKey', 'a non-empty string', key);
             options.idempotencyKey = key;
-            options.idempotencyFingerprint = bodyFingerprint({ flow: flowName, input: frame['input'] ?? null });
+            options.idempotencyFingerprint = taskFingerprint(frame['input']);
           }
           if (frame['deadline'] !== undefined) options.deadline = frame['deadline'] as number;
           if (frame['headers'] !== undefined) options.headers = frame['headers'] as Record<string, string>;

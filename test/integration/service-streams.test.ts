@@ -193,6 +193,14 @@ describe('WebSocket /v1/ws', () => {
     expect(c.frames.find((f) => f['type'] === 'end' && f['traceId'] === other.json['traceId'])).toMatchObject({ status: 'cancelled' });
     gate.resolve();
 
+    // One Idempotency-Key over HTTP and over the WebSocket with the same input: one trace.
+    const key = `both-${Math.random()}`;
+    const viaHttp = await call(`${s.url}/v1/flows/steps/tasks?wait=5000`, 'POST', { input: 7, timeoutMs: 60_000 }, { 'x-roost-tenant': 'ws-tenant', 'idempotency-key': key });
+    c.ws.send(JSON.stringify({ type: 'submit', id: 'r5', flow: 'steps', input: 7, idempotencyKey: key, subscribe: false }));
+    expect(await c.next('submitted')).toMatchObject({ id: 'r5', traceId: viaHttp.json['traceId'], deduplicated: true });
+    c.ws.send(JSON.stringify({ type: 'submit', id: 'r6', flow: 'steps', input: 8, idempotencyKey: key, subscribe: false }));
+    expect(await c.next('error')).toMatchObject({ id: 'r6', error: { code: 'ROOST_ERR_IDEMPOTENCY_CONFLICT' } });
+
     c.ws.send('not json');
     expect(await c.next('error')).toMatchObject({ error: { code: 'ROOST_ERR_BAD_REQUEST', field: 'frame' } });
     c.ws.send(JSON.stringify({ type: 'frob' }));

@@ -625,7 +625,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
         createdAt: now,
         updatedAt: now,
         deadline: null,
-        idempotencyKey: env.idempotencyKey,
+        // Not the caller's key: the key goes on naming the first trace (and its fingerprint),
+        // which a replay, being newer, would otherwise shadow after a restart.
+        idempotencyKey: null,
         owner: this.host.owner,
       }, trace);
     }

@@ -132,6 +132,36 @@ describe('the idempotency window outlives the process', () => {
     await expect(f2.emit(2, { idempotencyKey: 'k', idempotencyFingerprint: 'body-2' })).rejects.toMatchObject({ code: 'ROOST_ERR_IDEMPOTENCY_CONFLICT' });
     expect(await f2.emit(1, { idempotencyKey: 'k', idempotencyFingerprint: 'body-1' })).toEqual({ traceId: original.traceId, deduplicated: true });
   });
+
+  it('a replay of a dead letter does not take over its key: after a restart the key still names the first trace and its fingerprint', async () => {
+    const path = freshPath();
+    let fail = true;
+    const flowOf = (rt: Runtime) =>
+      rt.flow({
+        name: 'rk',
+        edges: [
+          node('n', (env: Envelope<number>) => {
+            if (fail) throw new Error('down');
+            return env.payload;
+          }, { retries: 0 }).to(),
+        ],
+      });
+    const first = runtime(path);
+    const f1 = flowOf(first);
+    await first.start();
+    const original = await f1.emit(1, { idempotencyKey: 'rk-1', idempotencyFingerprint: 'body-1' });
+    await f1.fetch(original.traceId).catch(() => {});
+    const [letter] = first.deadLetters.list();
+    fail = false;
+    const replay = await first.replayDeadLetter(letter!.id);
+    await f1.fetch(replay);
+    await first.close();
+    const second = runtime(path);
+    const f2 = flowOf(second);
+    await second.start();
+    await expect(f2.emit(2, { idempotencyKey: 'rk-1', idempotencyFingerprint: 'body-2' })).rejects.toMatchObject({ code: 'ROOST_ERR_IDEMPOTENCY_CONFLICT' });
+    expect(await f2.emit(1, { idempotencyKey: 'rk-1', idempotencyFingerprint: 'body-1' })).toEqual({ traceId: original.traceId, deduplicated: true });
+  });
 });
 
 describe('dead letters and history outlive the process', () => {

@@ -55,7 +55,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     type: { kind: 'int', min: 1, max: 1_000_000 },
     default: 1_000,
     env: 'ROOST_MAX_CONCURRENT_TASKS',
-    doc: 'tasks submitted through the API and not finished, across tenants; one more is refused with 429 and `Retry-After`',
+    doc: 'traces in flight in this process, across tenants (submitted through the API, resumed from the journal or emitted by the application), at which a new API submission is refused with 429 and `Retry-After`: the soft limit below `runtime.max_in_flight_traces`, the hard one of the runtime',
   },
   { path: 'admission.tenant_rate', type: { kind: 'int', min: 0, max: 1_000_000 }, default: 0, env: 'ROOST_TENANT_RATE', doc: 'task submissions per second per tenant (a token bucket; 0: no rate limit); over it, 429 and `Retry-After`' },
   { path: 'admission.tenant_burst', type: { kind: 'int', min: 1, max: 1_000_000 }, default: 100, env: 'ROOST_TENANT_BURST', doc: 'the token bucket of each tenant: submissions it may make at once' },

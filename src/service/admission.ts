@@ -1,7 +1,7 @@
 /**
  * What the API lets in: a token bucket per tenant (`admission.tenant_rate` submissions a second,
  * bursts of `admission.tenant_burst`) and a global cap on tasks in flight
- * (`admission.max_concurrent_tasks`, counted by the runtime). Over either, a submission is
+ * (`admission.max_concurrent_tasks`: every trace in flight in the process, as the runtime counts them). Over either, a submission is
  * refused with `ROOST_ERR_RATE_LIMITED` (HTTP 429) and how long to wait (`Retry-After`).
  */
 import { RoostError } from '../errors.js';

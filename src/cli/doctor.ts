@@ -14,6 +14,7 @@ import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { loadConfig, type ServiceConfig } from '../config/load.js';
 import { ensureError, isRoostError } from '../errors.js';
+import { hidePassword } from '../redact.js';
 import { createRuntime } from '../runtime/runtime.js';
 import { openStore } from '../store/open.js';
 import { tracingExporter } from '../telemetry/tracing.js';
@@ -61,7 +62,7 @@ async function checkApp(config: ServiceConfig): Promise<Finding> {
 
 async function checkStore(config: ServiceConfig): Promise<Finding> {
   const url = config.store.url;
-  const shown = url.replace(/:[^:@/]*@/, ':***@');
+  const shown = hidePassword(url);
   const fix = url.startsWith('sqlite:')
     ? "the file's directory must exist or be creatable, and be writable by this user"
     : url.startsWith('postgres')

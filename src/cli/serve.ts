@@ -14,6 +14,7 @@
 import { createRuntime, type Runtime } from '../runtime/runtime.js';
 import { loadConfig, where, type ServiceConfig } from '../config/load.js';
 import { ensureError, isRoostError } from '../errors.js';
+import { hidePassword } from '../redact.js';
 import { createService, type Service } from '../service/server.js';
 import { serviceLogger } from '../telemetry/logger.js';
 import { startTracing, type Tracing } from '../telemetry/tracing.js';
@@ -77,7 +78,7 @@ export async function serve(args: { readonly config?: string; readonly version: 
     runtime = createRuntime(runtimeOptions(config, logger, tracing));
   } catch (error) {
     const e = ensureError(error);
-    logger.fatal({ err: e, store: config.store.url.replace(/:[^:@/]*@/, ':***@') }, `cannot open the journal: ${e.message}`);
+    logger.fatal({ err: e, store: hidePassword(config.store.url) }, `cannot open the journal: ${e.message}`);
     await tracing?.shutdown();
     return EXIT.failed;
   }

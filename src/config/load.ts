@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { TomlError, parse } from 'smol-toml';
 import { RoostError, describeValue } from '../errors.js';
+import { hidePassword } from '../redact.js';
 import { CONFIG_BY_PATH, CONFIG_KEYS, describeType, type ConfigKey } from './schema.js';
 
 /** Where a value came from. */
@@ -266,14 +267,8 @@ function keyLines(text: string): Map<string, number> {
 export function shownValue(key: ConfigKey, value: ConfigValue): string {
   if (value === null) return '(unset)';
   if (key.secret !== true || typeof value !== 'string') return typeof value === 'string' ? JSON.stringify(value) : String(value);
-  try {
-    const url = new URL(value);
-    if (url.password === '' && url.username === '') return JSON.stringify(value);
-    if (url.password !== '') url.password = '***';
-    return JSON.stringify(url.toString());
-  } catch {
-    return '"***"';
-  }
+  // A URL keeps all but its password; any other secret is hidden whole.
+  return URL.canParse(value) ? JSON.stringify(hidePassword(value)) : '"***"';
 }
 
 /** The resolved configuration as lines of `key = value  # source`, secrets hidden. */

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
+import { hidePassword } from '../redact.js';
 import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
 import type {
@@ -151,9 +152,7 @@ export class PostgresStore implements Store {
   constructor(url: string, options: PostgresStoreOptions = {}) {
     const { connectionString, schema } = parseUrl(url);
     this.schema = schema;
-    const shown = new URL(connectionString);
-    if (shown.password !== '') shown.password = '***';
-    this.displayUrl = shown.toString();
+    this.displayUrl = hidePassword(connectionString);
     this.pool = new pg.Pool({
       connectionString,
       max: options.poolSize ?? 10,

@@ -13,6 +13,7 @@
  */
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, invalidOption } from '../errors.js';
+import { hidePassword } from '../redact.js';
 import { checkObject, optInt } from '../validate-options.js';
 
 /** A transport's connection, as its state events tell it. */
@@ -182,6 +183,4 @@ export function requestTimeoutMs(options: RequestOptions | undefined): number {
 }
 
 /** A broker URL as logs and errors may show it: without its password. */
-export function shownUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]+):[^@/]*@/g, '//$1:***@');
-}
+export const shownUrl = hidePassword;

@@ -2,7 +2,7 @@
  * A private broker for failure tests (../shared/SERVICES.md): a Mosquitto or nats-server of the
  * test's own, on a free port, in a temporary directory, stopped by its PID — never the shared one.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -55,14 +55,20 @@ export interface PrivateBroker {
  * With `tls`, the broker speaks only TLS with that server certificate and requires a client
  * certificate signed by `tls.ca`. With `persistence`, Mosquitto keeps sessions and queued
  * messages in its directory (saved on a graceful stop); nats-server always has JetStream there.
+ * With `auth`, the broker admits only that user with that password.
  */
-export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs, options: { persistence?: boolean } = {}): Promise<PrivateBroker> {
+export async function privateBroker(
+  kind: 'mosquitto' | 'nats',
+  tls?: Certs,
+  options: { persistence?: boolean; auth?: { user: string; password: string } } = {},
+): Promise<PrivateBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `roost-${kind}-`));
   chmodSync(dir, 0o777); // Mosquitto started as root runs as its own user: it must write its database here
   let child: ChildProcess | null = null;
   const command = (): [string, string[]] => {
     if (kind === 'nats') {
+      if (options.auth !== undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, '--user', options.auth.user, '--pass', options.auth.password]];
       if (tls === undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir]];
       const conf = join(dir, 'nats.conf');
       writeFileSync(
@@ -73,7 +79,14 @@ export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs, opt
     }
     const conf = join(dir, 'mosquitto.conf');
     const tlsLines = tls === undefined ? '' : `cafile ${tls.ca}\ncertfile ${tls.serverCert}\nkeyfile ${tls.serverKey}\nrequire_certificate true\n`;
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n${options.persistence === true ? `persistence true\npersistence_location ${dir}/\n` : 'persistence false\n'}${tlsLines}`);
+    let authLines = 'allow_anonymous true\n';
+    if (options.auth !== undefined) {
+      const passwords = join(dir, 'passwords');
+      execFileSync('/usr/bin/mosquitto_passwd', ['-b', '-c', passwords, options.auth.user, options.auth.password], { stdio: 'ignore' });
+      chmodSync(passwords, 0o644); // read by the broker's own user
+      authLines = `allow_anonymous false\npassword_file ${passwords}\n`;
+    }
+    writeFileSync(conf, `listener ${port} 127.0.0.1\n${authLines}set_tcp_nodelay true\n${options.persistence === true ? `persistence true\npersistence_location ${dir}/\n` : 'persistence false\n'}${tlsLines}`);
     return ['/usr/sbin/mosquitto', ['-c', conf]];
   };
   const broker: PrivateBroker = {

@@ -74,3 +74,41 @@ describe.each(KINDS)('$name over TLS with a client certificate', ({ broker: kind
     await t.close();
   });
 });
+
+describe.each(KINDS)('$name with a username and password', ({ broker: kind }) => {
+  let broker: PrivateBroker;
+  const auth = { user: 'roost', password: `pw-${randomUUID().slice(0, 8)}` };
+  beforeAll(async () => {
+    broker = await privateBroker(kind, undefined, { auth });
+  });
+  afterAll(() => broker.dispose());
+  const url = (user: string, password: string): string => broker.url.replace('://', `://${user}:${encodeURIComponent(password)}@`);
+  const make = (u: string): Transport => (kind === 'nats' ? new NatsTransport({ url: u, connectTimeoutMs: 3_000 }) : new MqttTransport({ url: u, connectTimeoutMs: 3_000 }));
+
+  it('the right credentials in the URL connect and carry envelopes', async () => {
+    const [a, b] = [make(url(auth.user, auth.password)), make(url(auth.user, auth.password))];
+    try {
+      await Promise.all([a.connect(), b.connect()]);
+      const got: Envelope[] = [];
+      const topic = `roost-test-${randomUUID().slice(0, 8)}/auth`;
+      await b.subscribe(topic, (env) => void got.push(env));
+      await a.publish(topic, envelope('authenticated'));
+      await until(() => got.length === 1, 5_000, 'the delivery');
+    } finally {
+      await Promise.allSettled([a.close(), b.close()]);
+    }
+  });
+
+  it('a wrong password is ROOST_ERR_TRANSPORT_UNAVAILABLE that does not show it', async () => {
+    const t = make(url(auth.user, 'wrong-secret'));
+    const error = await t.connect().then(
+      () => null,
+      (e: unknown) => e as Error & { code: string },
+    );
+    await t.close();
+    expect(error).toMatchObject({ code: 'ROOST_ERR_TRANSPORT_UNAVAILABLE' });
+    expect(error!.message).toMatch(/not authori[sz]ed|authorization|bad user name or password/i);
+    expect(error!.message).not.toContain('wrong-secret');
+    expect(error!.message).toContain('roost:***@');
+  });
+});

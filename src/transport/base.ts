@@ -118,14 +118,14 @@ export abstract class TransportBase {
             () => this.kind, // a field of the subclass, not set yet here
 
             options.outbox,
-            (topic, envelope) => this.sendCounted(topic, encodeEnvelope(envelope, { maxBytes: this.maxBytes })),
+            (topic, envelope) => this.sendCounted(topic, encodeEnvelope(envelope, { maxBytes: this.maxBytes }), envelope),
             () => this.stateValue === 'connected' && this.closing === null,
             this.logger,
           );
   }
 
-  /** Sends encoded envelope bytes to a checked topic; resolves once the broker has them. */
-  protected abstract send(topic: string, bytes: Buffer): Promise<void>;
+  /** Sends an envelope, encoded as `bytes`, to a checked topic; resolves once the broker has it. */
+  protected abstract send(topic: string, bytes: Buffer, envelope: Envelope): Promise<void>;
 
   /** Throws the transport's coded error when it cannot publish at all (closed; never connected). */
   protected abstract ensureOpen(): void;
@@ -139,10 +139,10 @@ export abstract class TransportBase {
     this.ensureOpen();
     const bytes = encodeEnvelope(envelope, { maxBytes: this.maxBytes }); // too big: refused now, never kept
     const outbox = this.outbox;
-    if (outbox === null) return this.sendCounted(topic, bytes);
+    if (outbox === null) return this.sendCounted(topic, bytes, envelope);
     await outbox.ready();
     if (outbox.mustKeep()) return outbox.keep(topic, envelope);
-    const sent = this.sendCounted(topic, bytes);
+    const sent = this.sendCounted(topic, bytes, envelope);
     try {
       // The connection may go while the broker's acknowledgement is awaited: the client then
       // holds the message until it is back (and sends it then). Its publisher need not wait for
@@ -166,8 +166,8 @@ export abstract class TransportBase {
     return this.awayNow.promise;
   }
 
-  private async sendCounted(topic: string, bytes: Buffer): Promise<void> {
-    await this.bounded(() => this.send(topic, bytes));
+  private async sendCounted(topic: string, bytes: Buffer, envelope: Envelope): Promise<void> {
+    await this.bounded(() => this.send(topic, bytes, envelope));
     this.counts.published++;
   }
 

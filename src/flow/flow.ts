@@ -283,7 +283,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
     else this.traces.add(trace);
     this.running++;
     if (env.deadline !== null) this.watchDeadline(trace, env.deadline);
-    if (keyTenant !== null) window!.set(this.name, keyTenant, key!, traceId, fingerprint, now);
+    // A trace id made here is kept as its time and bits (no 36-character copy per keyed emit).
+    if (keyTenant !== null) window!.set(this.name, keyTenant, key!, traceId, fingerprint, now, made >= 0 ? trace.idTime : -1, bitsA, bitsB, bitsC);
     const journal = this.journal;
     if (journal !== null) {
       // Written before the envelope is queued: a node that consumes it in this same tick

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { lastIdBits, lastUuidv7Time, uuidv7 } from '../../src/envelope/uuid.js';
 import { IdempotencyWindow } from '../../src/runtime/idempotency-window.js';
 
 interface ModelEntry {
@@ -63,8 +64,11 @@ describe('IdempotencyWindow', () => {
           const { flow, tenant, key } = o.part;
           const mk = JSON.stringify([flow, tenant, key]);
           if (o.kind === 'set') {
-            const traceId = `t${n++}`;
-            w.set(flow, tenant, key, traceId, o.fp, now);
+            // Ids just made are kept as their time and bits, any other as characters.
+            const made = n++ % 2 === 0;
+            const traceId = made ? uuidv7() : `t${n}`;
+            if (made) w.set(flow, tenant, key, traceId, o.fp, now, lastUuidv7Time(), lastIdBits.a, lastIdBits.b, lastIdBits.c);
+            else w.set(flow, tenant, key, traceId, o.fp, now);
             m.set(mk, traceId, o.fp, now);
           } else if (o.kind === 'delete') {
             expect(w.delete(flow, tenant, key)).toBe(m.entries.delete(mk));

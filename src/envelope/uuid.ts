@@ -166,6 +166,22 @@ export function deriveId(parentTime: string, pa: number, pb: number, pc: number,
 const DIGITS = '0123456789abcdef';
 
 /**
+ * The UUIDv7 with time `ms` and {@link IdBits} `a`, `b`, `c`: what {@link uuidv7} returned when
+ * {@link lastUuidv7Time} and {@link lastIdBits} read so (a store of ids can keep five numbers
+ * instead of a 36-character string).
+ */
+export function formatUuidv7(ms: number, a: number, b: number, c: number): string {
+  const t1 = Math.floor(ms / 2 ** 24);
+  const t0 = ms % 2 ** 24;
+  const randB = a & 0x3fff;
+  return (
+    HEX2[t1 >> 16]! + HEX2[(t1 >> 8) & 255]! + HEX2[t1 & 255]! + HEX2[t0 >> 16]! + '-' + HEX2[(t0 >> 8) & 255]! + HEX2[t0 & 255]! +
+    '-7' + HEX3[a >>> 14]! + '-' + DIGITS[8 | (randB >>> 12)]! + HEX3[randB & 0xfff]! + '-' +
+    HEX3[b >>> 12]! + HEX3[b & 0xfff]! + HEX3[c >>> 12]! + HEX3[c & 0xfff]!
+  );
+}
+
+/**
  * A UUIDv7 derived from `parent` (a UUIDv7) and `salt`: {@link deriveId} with the parent's bits,
  * `saltHash(salt)` and `n` (default 0). A node's `n`th send to node `to` gets
  * `deriveUuidv7(input id, "<from>><to>", n)`, so a node that runs again after a crash (its

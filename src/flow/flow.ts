@@ -235,14 +235,15 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const tenant = options.tenant ?? DEFAULT_TENANT;
     const key = options.idempotencyKey;
     const window = host.idempotency;
-    let windowKey: string | null = null;
+    /** The tenant the key is windowed under, or null when the window does not apply. */
+    let keyTenant: string | null = null;
     const fingerprint = options.idempotencyFingerprint;
     if (key !== undefined && window !== null) {
-      windowKey = `${this.name}\u0000${tenant}\u0000${key}`;
-      const first = window.get(windowKey, now);
-      if (first !== undefined) return repeat(first, key, fingerprint);
+      keyTenant = tenant;
+      const first = window.find(this.name, tenant, key, now);
+      if (first >= 0) return repeat(window.traceIdAt(first), window.fingerprintAt(first), key, fingerprint);
       // Not in memory: with a journal the window outlives the process, so ask the store first.
-      if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, windowKey, now);
+      if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, now);
     }
     const traceId = options.traceId ?? uuidv7(now);
     // An id made here: its index hash and its bits (for derived ids) are read off the generator.
@@ -282,7 +283,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
     else this.traces.add(trace);
     this.running++;
     if (env.deadline !== null) this.watchDeadline(trace, env.deadline);
-    if (windowKey !== null) window!.set(windowKey, windowEntry(traceId, fingerprint), now);
+    // A trace id made here is kept as its time and bits (no 36-character copy per keyed emit).
+    if (keyTenant !== null) window!.set(this.name, keyTenant, key!, traceId, fingerprint, now, made >= 0 ? trace.idTime : -1, bitsA, bitsB, bitsC);
     const journal = this.journal;
     if (journal !== null) {
       // Written before the envelope is queued: a node that consumes it in this same tick
@@ -310,9 +312,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
     this.traceEvent('trace_start', trace, 0, null, now);
     const wait = this.enqueue(edge, msg, now);
     const result: EmitResult = { traceId, deduplicated: false };
-    if (journal !== null) return this.acknowledge(journal, wait, result, options.signal, windowKey);
+    if (journal !== null) return this.acknowledge(journal, wait, result, options.signal, keyTenant, key);
     if (wait === undefined) return result;
-    return this.waitForRoom(wait, result, options.signal, windowKey);
+    return this.waitForRoom(wait, result, options.signal, keyTenant, key);
   }
 
   private async admitAfterKeyLookup(
@@ -321,15 +323,14 @@ export class Flow implements RunnerFlow, SubflowTarget {
     options: EmitOptions,
     tenant: string,
     key: string,
-    windowKey: string,
     now: number,
   ): Promise<EmitResult> {
     const window = this.host.idempotency!;
     const found = await journal.store.findIdempotent(this.name, tenant, key, now - window.ttlMs);
     if (found !== null) {
-      const entry = windowEntry(found.traceId, found.fingerprint ?? undefined);
-      window.set(windowKey, entry, now);
-      return repeat(entry, key, options.idempotencyFingerprint);
+      const stored = found.fingerprint ?? undefined;
+      window.set(this.name, tenant, key, found.traceId, stored, now);
+      return repeat(found.traceId, stored, key, options.idempotencyFingerprint);
     }
     return this.admit(payload, options, true); // checks the window again: a concurrent emit may have won
   }
@@ -340,29 +341,36 @@ export class Flow implements RunnerFlow, SubflowTarget {
     wait: Promise<void> | undefined,
     result: EmitResult,
     signal: AbortSignal | undefined,
-    windowKey: string | null,
+    keyTenant: string | null,
+    key: string | undefined,
   ): Promise<EmitResult> {
     const committed = journal.committed();
-    if (wait !== undefined) await this.waitForRoom(wait, result, signal, windowKey);
+    if (wait !== undefined) await this.waitForRoom(wait, result, signal, keyTenant, key);
     try {
       await committed;
     } catch (error) {
       // Not durable, so not accepted: the caller is told, and the trace does not go on.
       void this.cancel(result.traceId);
-      if (windowKey !== null) this.host.idempotency?.delete(windowKey);
+      if (keyTenant !== null) this.host.idempotency?.delete(this.name, keyTenant, key!);
       throw error;
     }
     return result;
   }
 
   /** The ingress edge was full (`wait` policy): resolves once the task is queued. */
-  private async waitForRoom(wait: Promise<void>, result: EmitResult, signal: AbortSignal | undefined, windowKey: string | null): Promise<EmitResult> {
+  private async waitForRoom(
+    wait: Promise<void>,
+    result: EmitResult,
+    signal: AbortSignal | undefined,
+    keyTenant: string | null,
+    key: string | undefined,
+  ): Promise<EmitResult> {
     const onAbort = (): void => void this.cancel(result.traceId);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await wait;
     } catch (error) {
-      if (windowKey !== null) this.host.idempotency!.delete(windowKey);
+      if (keyTenant !== null) this.host.idempotency!.delete(this.name, keyTenant, key!);
       throw error;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -667,7 +675,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       this.host.traceResumed();
       resumed.set(r.traceId, trace);
       if (r.idempotencyKey !== null && window !== null) {
-        window.set(`${this.name}\u0000${r.tenant}\u0000${r.idempotencyKey}`, windowEntry(r.traceId, r.idempotencyFingerprint ?? undefined), now);
+        window.set(this.name, r.tenant, r.idempotencyKey, r.traceId, r.idempotencyFingerprint ?? undefined, now);
       }
     }
     for (const o of outputs) resumed.get(o.traceId)?.addOutput(o.value);
@@ -936,22 +944,11 @@ function journalsEvent(mode: 'state' | 'all' | 'none', type: string): boolean {
   return mode === 'all' ? !LIFECYCLE_EVENTS.has(type) : mode === 'state' && STATE_EVENTS.has(type);
 }
 
-/**
- * What the idempotency window keeps for a key: the trace id (36 characters, a UUIDv7), then the
- * request's fingerprint after a NUL when there was one. One string rather than an object: a
- * keyed emit makes one entry, and most keys come without a fingerprint.
- */
-function windowEntry(traceId: string, fingerprint: string | undefined): string {
-  return fingerprint === undefined ? traceId : `${traceId}\u0000${fingerprint}`;
-}
-
 /** The first trace of a repeated key, or `ROOST_ERR_IDEMPOTENCY_CONFLICT` when the requests differ. */
-function repeat(entry: string, key: string, fingerprint: string | undefined): EmitResult {
-  const cut = entry.indexOf('\u0000');
-  const traceId = cut < 0 ? entry : entry.slice(0, cut);
+function repeat(traceId: string, stored: string | undefined, key: string, fingerprint: string | undefined): EmitResult {
   // Only two fingerprints can disagree: a repeat without one (or of a task emitted without one)
   // is taken as the same request.
-  if (fingerprint !== undefined && cut >= 0 && entry.slice(cut + 1) !== fingerprint) {
+  if (fingerprint !== undefined && stored !== undefined && stored !== fingerprint) {
     throw new RoostError('ROOST_ERR_IDEMPOTENCY_CONFLICT', `idempotency key ${JSON.stringify(key)} was used for another request (trace ${traceId})`, {
       field: 'emit.options.idempotencyKey',
       expected: 'the same request as the first use of the key, or a new key',

@@ -3,7 +3,7 @@
  * the interface only, so `runtime/` imports `flow/` and never the other way round.
  */
 import type { ErrorCode } from '../errors.js';
-import type { ExpiringMap } from '../runtime/expiring-map.js';
+import type { IdempotencyWindow } from '../runtime/idempotency-window.js';
 import type { Agent, AgentOptions } from '../runtime/agent.js';
 import type { DeadLetterQueue } from '../runtime/dead-letters.js';
 import type { TimerQueue } from '../resilience/timer-queue.js';
@@ -22,7 +22,7 @@ export interface FlowHost {
   readonly middlewares: readonly Middleware[];
   readonly deadLetters: DeadLetterQueue;
   /** The runtime-wide idempotency window (key: flow, tenant, caller's key → trace id), or null when off. */
-  readonly idempotency: ExpiringMap<string, string> | null;
+  readonly idempotency: IdempotencyWindow | null;
   /** True when at least one event listener is subscribed (events are only built then). */
   readonly listening: boolean;
   /** Handlers run inside `logContext` (the `correlate` option). */

@@ -22,7 +22,7 @@ import { createLogger, type Logger } from '../telemetry/logger.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
 import { Agent, type AgentInfo, type AgentOptions } from './agent.js';
 import { DeadLetterQueue, type DeadLetter } from './dead-letters.js';
-import { ExpiringMap } from './expiring-map.js';
+import { IdempotencyWindow } from './idempotency-window.js';
 import { resolveQuarantine, resolveRuntimeOptions, type ResolvedRuntimeOptions, type RuntimeOptions } from './options.js';
 
 /** A deletion asked through the journal that no running runtime holds is dropped after this long. */
@@ -64,7 +64,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
   /** Random numbers for backoff jitter (the `random` option). */
   readonly random: () => number;
   readonly deadLetters: DeadLetterQueue;
-  readonly idempotency: ExpiringMap<string, string> | null;
+  readonly idempotency: IdempotencyWindow | null;
   /** The store behind the journal, or null without one. */
   readonly store: GuardedStore | null;
   readonly journal: Journal | null;
@@ -89,7 +89,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
     this.timers = new TimerQueue((error) => this.logger.error({ err: ensureError(error) }, 'a timer callback threw'));
     this.deadLetters = new DeadLetterQueue(this.options.deadLetters.max, (e) => this.publish(e));
     const i = this.options.idempotency;
-    this.idempotency = i === false ? null : new ExpiringMap(i.max, i.ttlMs);
+    this.idempotency = i === false ? null : new IdempotencyWindow(i.max, i.ttlMs);
     const store = this.options.store;
     this.ownsStore = typeof store === 'string';
     const inner =

@@ -26,7 +26,7 @@ import {
   type ErrorCode,
   type RoostError,
 } from '../../src/index.js';
-import { deriveId, idBits, lastIdBits, saltHash } from '../../src/envelope/uuid.js';
+import { deriveId, formatUuidv7, idBits, lastIdBits, lastUuidv7Time, saltHash } from '../../src/envelope/uuid.js';
 
 // ---- arbitraries ------------------------------------------------------------------------------
 
@@ -710,6 +710,24 @@ describe('uuidv7', () => {
         expect(ids.every((id) => UUIDV7_RE.test(id))).toBe(true);
       }),
     );
+  });
+});
+
+describe('formatUuidv7', () => {
+  it('makes again the id uuidv7 made, from its time and bits', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 2 ** 48 - 1 }), { minLength: 1, maxLength: 50 }), (times) => {
+        for (const ms of times) {
+          const id = uuidv7(ms);
+          expect(formatUuidv7(lastUuidv7Time(), lastIdBits.a, lastIdBits.b, lastIdBits.c)).toBe(id);
+        }
+      }),
+    );
+    // Many ids in one millisecond: the counter part changes, and crosses its 4,096 boundary.
+    for (let i = 0; i < 10_000; i++) {
+      const id = uuidv7();
+      expect(formatUuidv7(lastUuidv7Time(), lastIdBits.a, lastIdBits.b, lastIdBits.c)).toBe(id);
+    }
   });
 });
 

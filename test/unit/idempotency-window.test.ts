@@ -1,0 +1,113 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { lastIdBits, lastUuidv7Time, uuidv7 } from '../../src/envelope/uuid.js';
+import { IdempotencyWindow } from '../../src/runtime/idempotency-window.js';
+
+interface ModelEntry {
+  traceId: string;
+  fingerprint: string | undefined;
+  expiresAt: number;
+}
+
+/** The reference: a Map in insertion order, swept from the front as the window does. */
+class Model {
+  readonly entries = new Map<string, ModelEntry>();
+  constructor(
+    readonly max: number,
+    readonly ttlMs: number,
+  ) {}
+  find(k: string, now: number): ModelEntry | undefined {
+    const e = this.entries.get(k);
+    if (e === undefined) return undefined;
+    if (e.expiresAt <= now) {
+      this.sweep(now);
+      return undefined;
+    }
+    return e;
+  }
+  set(k: string, traceId: string, fingerprint: string | undefined, now: number): void {
+    this.entries.delete(k);
+    this.entries.set(k, { traceId, fingerprint, expiresAt: now + this.ttlMs });
+    this.sweep(now);
+  }
+  sweep(now: number): void {
+    for (const [k, e] of this.entries) {
+      if (e.expiresAt > now && this.entries.size <= this.max) break;
+      this.entries.delete(k);
+    }
+  }
+}
+
+const FLOWS = ['f', 'g'];
+const TENANTS = ['default', 'acme', 'a'];
+
+describe('IdempotencyWindow', () => {
+  it('behaves as an insertion-ordered map bounded by count and age under random sets, deletes and finds', () => {
+    const part = fc.record({ flow: fc.constantFrom(...FLOWS), tenant: fc.constantFrom(...TENANTS), key: fc.string({ maxLength: 6, unit: 'binary' }) });
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('set' as const), part, fp: fc.option(fc.string({ minLength: 1, maxLength: 3 }), { nil: undefined }) }),
+      fc.record({ kind: fc.constant('delete' as const), part }),
+      fc.record({ kind: fc.constant('find' as const), part }),
+      fc.record({ kind: fc.constant('tick' as const), ms: fc.integer({ min: 0, max: 40 }) }),
+    );
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1, max: 100 }), fc.array(op, { maxLength: 3000 }), (max, ttlMs, ops) => {
+        const w = new IdempotencyWindow(max, ttlMs, 4); // small arrays: compaction and growth happen often
+        const m = new Model(max, ttlMs);
+        let now = 1_000;
+        let n = 0;
+        for (const o of ops) {
+          if (o.kind === 'tick') {
+            now += o.ms;
+            continue;
+          }
+          const { flow, tenant, key } = o.part;
+          const mk = JSON.stringify([flow, tenant, key]);
+          if (o.kind === 'set') {
+            // Ids just made are kept as their time and bits, any other as characters.
+            const made = n++ % 2 === 0;
+            const traceId = made ? uuidv7() : `t${n}`;
+            if (made) w.set(flow, tenant, key, traceId, o.fp, now, lastUuidv7Time(), lastIdBits.a, lastIdBits.b, lastIdBits.c);
+            else w.set(flow, tenant, key, traceId, o.fp, now);
+            m.set(mk, traceId, o.fp, now);
+          } else if (o.kind === 'delete') {
+            expect(w.delete(flow, tenant, key)).toBe(m.entries.delete(mk));
+          } else {
+            const r = w.find(flow, tenant, key, now);
+            const e = m.find(mk, now);
+            expect(r >= 0).toBe(e !== undefined);
+            if (e !== undefined) {
+              expect(w.traceIdAt(r)).toBe(e.traceId);
+              expect(w.fingerprintAt(r)).toBe(e.fingerprint);
+            }
+          }
+          expect(w.size).toBe(m.entries.size);
+        }
+        // Every unexpired entry of the model is found.
+        for (const [mk, e] of m.entries) {
+          if (e.expiresAt <= now) continue;
+          const [flow, tenant, key] = JSON.parse(mk) as [string, string, string];
+          const r = w.find(flow, tenant, key, now);
+          expect(r).toBeGreaterThanOrEqual(0);
+          expect(w.traceIdAt(r)).toBe(e.traceId);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('keeps its arrays bounded under a long run of inserts and deletes', () => {
+    const w = new IdempotencyWindow(100, 1_000_000);
+    for (let i = 0; i < 200_000; i++) {
+      w.set('f', 't', `k${i}`, `t${i}`, undefined, 1);
+      if (i % 3 !== 0) expect(w.delete('f', 't', `k${i}`)).toBe(true);
+    }
+    expect(w.size).toBe(99); // the cap's 100, less the last key, deleted
+    const inside = w as unknown as { slots: Int32Array; chars: Uint16Array; table: Int32Array };
+    expect(inside.slots.length).toBeLessThanOrEqual(1024);
+    expect(inside.chars.length).toBeLessThanOrEqual(64 * 1024);
+    expect(inside.table.length).toBeLessThanOrEqual(2 * 2048);
+    expect(w.find('f', 't', 'k199998', 2)).toBeGreaterThanOrEqual(0);
+    expect(w.find('f', 't', 'k199999', 2)).toBe(-1); // deleted
+  });
+});

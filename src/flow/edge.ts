@@ -40,6 +40,8 @@ export interface Msg extends JournalEnvelope {
   readonly trace: Trace;
   /** Edges crossed so far (bounded by the flow's hop budget). */
   readonly hops: number;
+  /** The attempt it came to its node with: its retry budget counts from it. */
+  readonly firstAttempt: number;
 }
 
 /** @internal what {@link NodeRunner.forward} makes outputs from: a run or a queued envelope. */

@@ -36,6 +36,8 @@ export interface NodeEvent {
   readonly envelopeId: string;
   /** Attempt number of that envelope (1 for the first run). */
   readonly attempt: number;
+  /** The attempt it came to this node with (equal to `attempt` on its first run here; lower on a retry). */
+  readonly firstAttempt: number;
   /** Run time so far, ms (`node_success`, `node_error`, `node_timeout`, `node_failed`), else null. */
   readonly latencyMs: number | null;
   /** Envelopes queued on the node's incoming edges. */

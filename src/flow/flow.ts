@@ -819,6 +819,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       tenant: trace.tenant,
       envelopeId: src.env.id,
       attempt: src.env.attempt,
+      firstAttempt: src.firstAttempt,
       latencyMs,
       queueDepthIn: runner.depthIn(),
       queueDepthOut: runner.depthOut(),

@@ -178,7 +178,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   readonly trace: Trace;
   readonly hops: number;
   /** The attempt the retry budget counts from. */
-  private readonly firstAttempt: number;
+  readonly firstAttempt: number;
   /** The envelope's attempt when this run was made: the first attempt's `ctx.attempt`. */
   private readonly firstEnvAttempt: number;
   private token = 0;

@@ -23,7 +23,7 @@ export class RuntimeMetrics {
 
   private readonly tasksReceived = this.counter('roost_tasks_received_total', 'Tasks a flow accepted (traces started).', ['flow']);
   private readonly tasksFinished = this.counter('roost_tasks_finished_total', 'Traces that ended, by how.', ['flow', 'status']);
-  private readonly received = this.counter('roost_node_messages_received_total', 'Envelopes a node began to handle (first attempts; retries are roost_node_retries_total).', ['flow', 'node']);
+  private readonly received = this.counter('roost_node_messages_received_total', 'Envelopes a node began to handle (their first run there, replays and resumed work included; retries are roost_node_retries_total).', ['flow', 'node']);
   private readonly completed = this.counter('roost_node_messages_completed_total', 'Envelopes a node handled successfully.', ['flow', 'node']);
   private readonly failed = this.counter('roost_node_messages_failed_total', 'Envelopes a node failed for good (after its retries, or a terminal error).', ['flow', 'node']);
   private readonly duration = new HistogramVec(
@@ -152,7 +152,7 @@ export class RuntimeMetrics {
         this.cancellations.inc([event.flow]);
         return;
       case 'node_start':
-        if (event.attempt === 1) this.received.inc([event.flow, event.node]);
+        if (event.attempt === event.firstAttempt) this.received.inc([event.flow, event.node]); // not a retry
         return;
       case 'node_success':
         this.completed.inc([event.flow, event.node]);

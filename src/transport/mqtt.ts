@@ -169,7 +169,11 @@ export class MqttTransport extends TransportBase implements Transport {
       return this.handle(
         async (env, delivery) => {
           const reply = await responder(env, delivery);
-          await this.conn().publishAsync(responseTopic, this.encode(reply), { qos: 1, properties: correlationData === undefined ? {} : { correlationData } });
+          const sent = this.conn().publishAsync(responseTopic, this.encode(reply), { qos: 1, properties: correlationData === undefined ? {} : { correlationData } });
+          // Its PUBACK comes in on the socket onPacket stops reading at receiveMaximum: waiting
+          // for it in this slot would wait for ever once every slot did. Tracked on its own
+          // (close() waits for it, a failure is logged).
+          void this.handle(async () => void (await sent), env, delivery);
         },
         envelope,
         { topic: packet.topic },

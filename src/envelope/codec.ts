@@ -116,7 +116,10 @@ export function decodeEnvelope(input: Uint8Array | string, options: CodecOptions
   return validateEnvelope(parsed);
 }
 
-const MAYBE_OVERFLOW = /\d{309}|[eE][+]?0*[1-9]\d{2}/;
+// `(?<!\d)`: a run of digits is tried from its start only. Without it every digit of a run starts
+// a try that reads on to the run's end, quadratic in its length: 3.3 µs of a 4.6 µs decode of a
+// 450-byte envelope whose traceparent holds runs of 32 and 16 digits (0.3 µs with it).
+const MAYBE_OVERFLOW = /(?<!\d)\d{309}|[eE][+]?0*[1-9]\d{2}/;
 
 /** The path of the first non-finite number in a parsed JSON value, or undefined. */
 function nonFinitePath(value: unknown, path: string, depth: number): string | undefined {

@@ -222,17 +222,29 @@ export abstract class TransportBase {
 
   /** Runs a publish that waits for the broker, within the bound on publishes waiting. */
   protected async bounded(publish: () => Promise<unknown>): Promise<void> {
+    this.reservePublish();
+    try {
+      await publish();
+    } finally {
+      this.releasePublish();
+    }
+  }
+
+  /**
+   * Counts one more publish waiting for the broker, or refuses it past `maxPendingPublishes`
+   * (for a publish made with a callback; {@link releasePublish} when it is done).
+   */
+  protected reservePublish(): void {
     if (this.pendingPublishes >= this.maxPending) {
       throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `${this.kind}: ${this.pendingPublishes} publishes are waiting for the broker already (maxPendingPublishes)`, {
         details: { transport: this.kind, pending: this.pendingPublishes, max: this.maxPending, state: this.stateValue },
       });
     }
     this.pendingPublishes++;
-    try {
-      await publish();
-    } finally {
-      this.pendingPublishes--;
-    }
+  }
+
+  protected releasePublish(): void {
+    this.pendingPublishes--;
   }
 
   /** Encodes an envelope sent at once (a request, a reply), and counts it. */

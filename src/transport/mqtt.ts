@@ -203,9 +203,14 @@ export class MqttTransport extends TransportBase implements Transport {
       return this.handle(
         async (env, delivery) => {
           const reply = await responder(env, delivery);
-          const client = this.conn();
-          const bytes = this.encode(reply);
-          await this.bounded(() => client.publishAsync(responseTopic, bytes, { qos: 1, properties: correlationData === undefined ? {} : { correlationData } }));
+          // Not awaited: its PUBACK comes in on the socket onPacket stops reading at
+          // receiveMaximum, so waiting for it in this slot would wait for ever once every slot
+          // did. close() still waits for it (a clean end waits for the acknowledgements).
+          this.reservePublish();
+          this.conn().publish(responseTopic, this.encode(reply), { qos: 1, properties: correlationData === undefined ? {} : { correlationData } }, (error) => {
+            this.releasePublish();
+            if (error) this.logger?.error({ err: error, transport: this.kind, topic: delivery.topic, envelopeId: env.id }, 'a reply was not sent');
+          });
         },
         envelope,
         { topic: packet.topic },
@@ -217,17 +222,21 @@ export class MqttTransport extends TransportBase implements Transport {
     topicSegments(topic, false);
     const timeoutMs = requestTimeoutMs(options);
     const client = this.conn();
+    const bytes = this.encode(envelope);
     const id = randomUUID();
     let timer: NodeJS.Timeout | undefined;
-    const answered = new Promise<IPublishPacket>((resolve, reject) => {
-      this.pending.set(id, { resolve });
-      timer = setTimeout(() => reject(requestTimeout(topic, timeoutMs)), timeoutMs);
-    });
     try {
-      const bytes = this.encode(envelope);
-      const sent = this.bounded(() => client.publishAsync(topic, bytes, { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: Buffer.from(id, 'utf8') } }));
-      sent.catch(() => {}); // with the broker away it waits; the timeout below decides
-      const packet = await Promise.race([sent.then(() => answered), answered]);
+      // One promise: the answer, the timeout, or a publish that failed (with the broker away it
+      // waits in the client; the timeout decides).
+      this.reservePublish();
+      const packet = await new Promise<IPublishPacket>((resolve, reject) => {
+        this.pending.set(id, { resolve });
+        timer = setTimeout(() => reject(requestTimeout(topic, timeoutMs)), timeoutMs);
+        client.publish(topic, bytes, { qos: 1, properties: { responseTopic: this.replyTopic, correlationData: Buffer.from(id, 'utf8') } }, (error) => {
+          this.releasePublish();
+          if (error) reject(error);
+        });
+      });
       const answer = this.decode(packet.payload, packet.topic);
       if (answer === null) throw requestTimeout(topic, timeoutMs);
       return answer;
@@ -263,11 +272,11 @@ export class MqttTransport extends TransportBase implements Transport {
       return done();
     }
     // Overlapping subscriptions get a copy each: the identifiers say which copy is whose.
-    const raw = packet.properties?.subscriptionIdentifier;
-    const ids = raw === undefined ? null : new Set(Array.isArray(raw) ? raw : [raw]);
+    const ids = packet.properties?.subscriptionIdentifier;
     const runs: Promise<void>[] = [];
     for (const sub of this.filters.values()) {
-      if (ids !== null ? !ids.has(sub.id) : !topicMatches(sub.pattern, topic)) continue;
+      const mine = ids === undefined ? topicMatches(sub.pattern, topic) : Array.isArray(ids) ? ids.includes(sub.id) : ids === sub.id;
+      if (!mine) continue;
       const n = sub.locals.length;
       if (n === 0) continue;
       if (sub.group) {
@@ -282,10 +291,12 @@ export class MqttTransport extends TransportBase implements Transport {
     }
     if (runs.length === 0) return done();
     this.handling++;
-    void Promise.allSettled(runs).then(() => {
+    const release = (): void => {
       this.handling--;
       this.waiting.shift()?.();
-    });
+    };
+    // Most packets are for one subscription: its run alone, without allSettled's promises.
+    void (runs.length === 1 ? runs[0]! : Promise.allSettled(runs)).then(release, release);
     // Under the cap, read on at once; at the cap, read the next packet when a slot frees.
     if (this.handling < this.receiveMaximum) done();
     else this.waiting.push(() => done());

@@ -67,4 +67,20 @@ describe('MQTT receive-side backpressure', () => {
       await Promise.allSettled([sub.close(), pub.close()]);
     }
   });
+
+  it('a responder answers more requests at once than receiveMaximum (a reply does not hold its slot waiting for its PUBACK)', async () => {
+    // The PUBACK of a reply comes in on the socket that the client stops reading at the cap: a
+    // reply that kept its slot until then would wait for ever once the cap was reached.
+    const prefix = `roost-test-${randomUUID().slice(0, 8)}`;
+    const server = new MqttTransport({ url: MQTT_URL, receiveMaximum: 2 });
+    const client = new MqttTransport({ url: MQTT_URL });
+    await Promise.all([server.connect(), client.connect()]);
+    try {
+      await server.respond(`${prefix}/echo`, (env) => envelope((env.payload as number) * 2));
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => client.request(`${prefix}/echo`, envelope(i), { timeoutMs: 5_000 })));
+      expect(answers.map((a) => a.payload)).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
+    } finally {
+      await Promise.allSettled([server.close(), client.close()]);
+    }
+  });
 });

@@ -96,4 +96,5 @@ export type { TransportBaseOptions } from './transport/base.js';
 export { InProcessTransport, InProcessBroker, type InProcessTransportOptions } from './transport/in-process.js';
 export { MqttTransport, type MqttTransportOptions } from './transport/mqtt.js';
 export { NatsTransport, type NatsTransportOptions } from './transport/nats.js';
+export { JetStreamTransport, resolveJetStreamOptions, type JetStreamTransportOptions, type ResolvedJetStreamOptions } from './transport/jetstream.js';
 export { Dedup, type DedupOptions } from './transport/dedup.js';

@@ -48,14 +48,18 @@ export interface PrivateBroker {
   dispose(): Promise<void>;
 }
 
-/** With `tls`, the broker speaks only TLS with that server certificate and requires a client certificate signed by `tls.ca`. */
-export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs): Promise<PrivateBroker> {
+/**
+ * With `tls`, the broker speaks only TLS with that server certificate and requires a client
+ * certificate signed by `tls.ca`. A nats-server has JetStream (stored in its directory, so it
+ * outlives a restart) unless `jetstream` is false.
+ */
+export async function privateBroker(kind: 'mosquitto' | 'nats', tls?: Certs, options: { jetstream?: boolean } = {}): Promise<PrivateBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `roost-${kind}-`));
   let child: ChildProcess | null = null;
   const command = (): [string, string[]] => {
     if (kind === 'nats') {
-      if (tls === undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir]];
+      if (tls === undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), ...(options.jetstream === false ? [] : ['-js', '-sd', dir])]];
       const conf = join(dir, 'nats.conf');
       writeFileSync(
         conf,

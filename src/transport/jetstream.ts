@@ -326,6 +326,7 @@ export class JetStreamTransport extends NatsTransport {
       callback: (m) => this.receive(pull, m),
     });
     pull.messages = messages;
+    if (pull.stopped) messages.stop(); // unsubscribed while this started
     void (async () => {
       for await (const s of messages.status()) {
         // Gone from the server (deleted, or an ephemeral consumer lost in a restart): make it again.
@@ -356,17 +357,31 @@ export class JetStreamTransport extends NatsTransport {
     return pull.restarting;
   }
 
+  /**
+   * Sends an ack, NAK or TERM. They are publishes: nats.js holds them while reconnecting and
+   * throws once the connection closed; a lost one means a redelivery, which dedup absorbs.
+   */
+  private reply(m: JsMsg, what: 'ack' | 'nak' | 'term', delayMs?: number): void {
+    try {
+      if (what === 'ack') m.ack();
+      else if (what === 'term') m.term();
+      else m.nak(delayMs);
+    } catch (error) {
+      this.logger?.warn({ err: error, transport: this.kind, seq: m.seq }, `jetstream: could not send the ${what} (the server delivers the message again after ackWaitMs)`);
+    }
+  }
+
   /** One message from the consumer: decode, handle, then ack, retry or drop. */
   private receive(pull: Pull, m: JsMsg): void {
     if (pull.stopped) {
-      m.nak(); // arrived after unsubscribe: back to the server at once, for another member
+      this.reply(m, 'nak'); // arrived after unsubscribe: back to the server at once, for another member
       return;
     }
     if (m.seq > pull.lastSeq) pull.lastSeq = m.seq;
     const topic = m.subject.slice(this.jetstream.subjectPrefix.length + 1).replaceAll('.', '/');
     const envelope = this.decode(m.data, topic);
     if (envelope === null) {
-      m.term(); // counted and logged by decode: never delivered again
+      this.reply(m, 'term'); // counted and logged by decode: never delivered again
       return;
     }
     let ok = false;
@@ -379,14 +394,14 @@ export class JetStreamTransport extends NatsTransport {
       envelope,
       { topic },
     ).then(() => {
-      if (ok) m.ack();
+      if (ok) this.reply(m, 'ack');
       else if (m.info.deliveryCount >= this.jetstream.maxDeliver) {
-        m.term();
+        this.reply(m, 'term');
         this.logger?.error(
           { transport: this.kind, topic, envelopeId: envelope.id, deliveries: m.info.deliveryCount, consumer: pull.consumer },
           `jetstream: dropped an envelope whose handler failed on each of its ${m.info.deliveryCount} deliveries (maxDeliver)`,
         );
-      } else m.nak(this.jetstream.retryDelayMs);
+      } else this.reply(m, 'nak', this.jetstream.retryDelayMs);
     });
     pull.running.add(run);
     void run.finally(() => pull.running.delete(run));
@@ -399,6 +414,7 @@ export class JetStreamTransport extends NatsTransport {
     this.pulls.delete(pull);
     pull.messages?.stop();
     await pull.restarting;
+    pull.messages?.stop(); // one a restart started meanwhile (stop is idempotent)
     while (pull.running.size > 0) await Promise.allSettled([...pull.running]);
     const nc = this.nc;
     if (nc === null || this.stateValue !== 'connected') return; // the server is away: an ephemeral consumer expires by itself

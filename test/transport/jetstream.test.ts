@@ -10,6 +10,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/index.js';
+import type { Logger } from '../../src/telemetry/logger.js';
 import { Dedup } from '../../src/transport/dedup.js';
 import { JetStreamTransport, type JetStreamTransportOptions } from '../../src/transport/jetstream.js';
 import { natsSubject } from '../../src/transport/nats.js';
@@ -213,7 +214,15 @@ describe('JetStream', () => {
 
   it('delivers an envelope whose handler failed again after retryDelayMs, up to maxDeliver, then drops it', { timeout: 30_000 }, async () => {
     const n = names();
-    const sub = await make({ ...n, maxDeliver: 3, retryDelayMs: 50 });
+    const errors: string[] = [];
+    const logger: Logger = {
+      debug: () => {},
+      info: () => {},
+      warn: () => {},
+      error: (fields: Record<string, unknown> | string, message?: string) => void errors.push(typeof fields === 'string' ? fields : (message ?? '')),
+      child: () => logger,
+    };
+    const sub = await make({ ...n, maxDeliver: 3, retryDelayMs: 50, logger });
     const calls = new Map<string, number>();
     let failures = 2;
     await sub.subscribe('r', (e) => {
@@ -228,6 +237,9 @@ describe('JetStream', () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(calls.get('always')).toBe(3); // dropped after the third
     expect(calls.get('twice')).toBe(3); // the third succeeded: acknowledged, not again
+    // Each failure was logged; the last delivery of 'always' was terminated and said so.
+    expect(errors.filter((e) => e === 'a transport handler failed')).toHaveLength(5);
+    expect(errors.filter((e) => e.includes('dropped an envelope whose handler failed on each of its 3 deliveries'))).toHaveLength(1);
   });
 
   it('refuses bad options, naming them', () => {

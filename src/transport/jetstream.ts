@@ -156,6 +156,7 @@ export class JetStreamTransport extends NatsTransport {
   private jsm: JetStreamManager | null = null;
   private js: JetStreamClient | null = null;
   private readonly pulls = new Set<Pull>();
+  private restoring: Promise<void> | null = null;
 
   constructor(options: JetStreamTransportOptions) {
     super(options);
@@ -187,6 +188,13 @@ export class JetStreamTransport extends NatsTransport {
         cause: error,
       });
     }
+    await this.ensureStream(jsm);
+    this.jsm = jsm;
+    this.js = jsm.jetstream();
+  }
+
+  /** Creates the stream when missing, updates its limits and subjects when they differ. */
+  private async ensureStream(jsm: JetStreamManager): Promise<void> {
     const want = this.streamConfig();
     try {
       const info = await jsm.streams.info(want.name).catch((error: unknown) => {
@@ -217,8 +225,23 @@ export class JetStreamTransport extends NatsTransport {
       }
       throw this.unavailable(error);
     }
-    this.jsm = jsm;
-    this.js = jsm.jetstream();
+  }
+
+  /**
+   * A publish nothing answered (no stream on its subject: the stream was deleted, or the server
+   * came back without its store): makes the stream again, once at a time, so a retry succeeds.
+   */
+  private restoreStream(): void {
+    const jsm = this.jsm;
+    if (jsm === null || this.restoring !== null || this.closing !== null) return;
+    this.restoring = this.ensureStream(jsm)
+      .then(
+        () => this.logger?.warn({ transport: this.kind, stream: this.jetstream.stream }, 'jetstream: the stream was gone; made it again'),
+        (error: unknown) => this.logger?.warn({ err: error, transport: this.kind, stream: this.jetstream.stream }, 'jetstream: the stream is gone and cannot be made again yet'),
+      )
+      .finally(() => {
+        this.restoring = null;
+      });
   }
 
   override async publish(topic: string, envelope: Envelope): Promise<void> {
@@ -231,6 +254,7 @@ export class JetStreamTransport extends NatsTransport {
       } catch (error) {
         // No PubAck (disconnected, timed out, the stream refused it): the envelope may or may
         // not be stored. A retry is safe within the duplicate window (same msgID).
+        if (ensureError(error).name === 'JetStreamNotEnabled') this.restoreStream(); // nats.js's name for "no responders"
         throw this.unavailable(error);
       }
     });
@@ -275,10 +299,11 @@ export class JetStreamTransport extends NatsTransport {
     // A lost consumer is made again from the next envelope this subscriber has not seen; a new
     // group starts from the stream's first envelope for its pattern, a new single subscriber
     // from the next one published.
-    const start =
-      recreate && pull.lastSeq > 0
+    const start = recreate
+      ? pull.lastSeq > 0
         ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: pull.lastSeq + 1 }
-        : { deliver_policy: pull.group === null ? DeliverPolicy.New : DeliverPolicy.All };
+        : { deliver_policy: DeliverPolicy.All }
+      : { deliver_policy: pull.group === null ? DeliverPolicy.New : DeliverPolicy.All };
     return {
       ...(pull.group === null ? { name: pull.consumer, inactive_threshold: nanos(EPHEMERAL_INACTIVE_MS) } : { durable_name: pull.consumer }),
       filter_subject: pull.filter,
@@ -295,6 +320,9 @@ export class JetStreamTransport extends NatsTransport {
   private async ensureConsumer(pull: Pull, recreate: boolean): Promise<void> {
     const jsm = this.jsm!;
     const stream = this.jetstream.stream;
+    if (recreate && pull.lastSeq > 0 && (await jsm.streams.info(stream)).state.last_seq < pull.lastSeq) {
+      pull.lastSeq = 0; // the stream itself was made again: its sequences started over, so start at its first envelope
+    }
     const want = this.consumerConfig(pull, recreate);
     if (pull.group !== null) {
       const info = await jsm.consumers.info(stream, pull.consumer).catch((error: unknown) => {
@@ -314,7 +342,10 @@ export class JetStreamTransport extends NatsTransport {
         return;
       }
     }
-    await jsm.consumers.add(stream, want);
+    const info = await jsm.consumers.add(stream, want);
+    // A subscriber's own consumer starts after the stream's last envelope: remember it as seen,
+    // so that if the consumer is lost before anything came, it is made again from there.
+    if (pull.group === null && !recreate) pull.lastSeq = info.delivered.stream_seq;
   }
 
   /** Starts the pull loop of a subscription on its consumer. */
@@ -420,9 +451,26 @@ export class JetStreamTransport extends NatsTransport {
     if (nc === null || this.stateValue !== 'connected') return; // the server is away: an ephemeral consumer expires by itself
     try {
       await nc.flush(); // the acks are on the server before the consumer may go
-      if (pull.group === null || this.jetstream.deleteGroupConsumers) await this.jsm!.consumers.delete(this.jetstream.stream, pull.consumer);
+      if (pull.group === null || this.jetstream.deleteGroupConsumers) await this.deleteConsumer(pull.consumer);
     } catch (error) {
       this.logger?.warn({ err: error, transport: this.kind, consumer: pull.consumer }, 'jetstream: could not remove a consumer on unsubscribe');
+    }
+  }
+
+  /**
+   * Deletes a consumer. nats-server 2.9 can fail a delete that races the write of an ack to the
+   * consumer's file store (`unlinkat …: directory not empty`): a moment later it succeeds.
+   */
+  private async deleteConsumer(name: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.jsm!.consumers.delete(this.jetstream.stream, name);
+        return;
+      } catch (error) {
+        if (error instanceof JetStreamApiError && error.code === 10014) return; // gone already
+        if (attempt >= 3) throw error;
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
     }
   }
 

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/index.js';
 import type { Logger } from '../../src/telemetry/logger.js';
@@ -17,7 +17,7 @@ import { natsSubject } from '../../src/transport/nats.js';
 import type { Transport } from '../../src/transport/transport.js';
 import { NATS_URL, requireBroker } from '../helpers/brokers.js';
 import { privateBroker, type PrivateBroker } from '../helpers/private-broker.js';
-import { deferred, until } from '../helpers/runtime.js';
+import { deferred, eventually, until } from '../helpers/runtime.js';
 import { envelope, transportContract } from './contract.js';
 
 beforeAll(() => requireBroker('nats', NATS_URL));
@@ -129,6 +129,19 @@ describe('JetStream', () => {
     }
   });
 
+  it('makes its stream again when it was deleted under it: the publish fails, coded, and a retry succeeds', async () => {
+    const n = names();
+    const t = await make(n);
+    await t.publish('s/1', envelope(1));
+    await deleteStream(n.stream);
+    await expect(t.publish('s/1', envelope(2))).rejects.toMatchObject({ code: 'ROOST_ERR_TRANSPORT_UNAVAILABLE', details: { transport: 'jetstream' } });
+    const end = Date.now() + 5_000;
+    while (!(await t.publish('s/1', envelope(3)).then(() => true, () => false))) {
+      if (Date.now() > end) throw new Error('the stream was not made again within 5 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+
   it('a durable group resumes where it left after its subscriber restarts: nothing lost, nothing again', { timeout: 30_000 }, async () => {
     const n = names();
     const pub = await make(n);
@@ -146,6 +159,29 @@ describe('JetStream', () => {
     expect(handled).toEqual(Array.from({ length: 40 }, (_, i) => i));
     // The same group on another pattern would be a second consumer under one name: refused.
     await expect(sub.subscribe('other/#', () => {}, { group: 'workers' })).rejects.toMatchObject({ code: 'ROOST_ERR_ALREADY_EXISTS' });
+  });
+
+  it('removes a subscriber\'s own consumer on unsubscribe; a group\'s stays unless deleteGroupConsumers', async () => {
+    const n = names();
+    const nc = await rawConnect();
+    try {
+      const jsm = await jetstreamManager(nc);
+      const consumers = async (): Promise<string[]> => (await jsm.consumers.list(n.stream).next()).map((c) => c.name).sort();
+      const t = await make(n);
+      const own = await t.subscribe('c', () => {});
+      const group = await t.subscribe('c', () => {}, { group: 'keep' });
+      expect(await consumers()).toHaveLength(2);
+      await own.unsubscribe();
+      await group.unsubscribe();
+      expect(await consumers()).toEqual(['keep']);
+      const d = await make({ ...n, deleteGroupConsumers: true });
+      await d.subscribe('d', () => {}, { group: 'gone' });
+      expect(await consumers()).toEqual(['gone', 'keep']);
+      await d.close();
+      expect(await consumers()).toEqual(['keep']);
+    } finally {
+      await nc.close();
+    }
   });
 
   it('runs at most maxAckPending handlers at once across a group; the rest wait on the server; none is lost', { timeout: 30_000 }, async () => {
@@ -299,12 +335,27 @@ describe('JetStream', () => {
       const jsm = await jetstreamManager(nc);
       const [consumer] = await jsm.consumers.list(n.stream).next();
       expect(consumer).toBeDefined();
-      await jsm.consumers.delete(n.stream, consumer!.name); // an operator, or the server, removed it
+      // An operator, or the server, removes it (2.9 can fail a delete that races an ack's write: again).
+      await eventually(
+        () => jsm.consumers.delete(n.stream, consumer!.name).then(() => true, (error: unknown) => error instanceof JetStreamApiError && error.code === 10014),
+        (deleted) => deleted,
+        5_000,
+        'the consumer deleted',
+      );
       await pub.publish('lost', envelope(2)); // stored while the consumer is gone
       await until(() => got.length === 2, 15_000, 'the envelope published while it was gone');
       await pub.publish('lost', envelope(3));
       await until(() => got.length === 3, 5_000, 'a later one');
       expect(got).toEqual([1, 2, 3]);
+      // The whole stream deleted and made again (its sequences start over): nothing is skipped.
+      await jsm.streams.delete(n.stream);
+      const end = Date.now() + 10_000;
+      while (!(await pub.publish('lost', envelope(4)).then(() => true, () => false))) {
+        if (Date.now() > end) throw new Error('the stream was not made again');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await until(() => got.length === 4, 15_000, 'the first envelope of the new stream');
+      expect(got).toEqual([1, 2, 3, 4]);
     } finally {
       await nc.close();
     }

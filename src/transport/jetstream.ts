@@ -359,9 +359,13 @@ export class JetStreamTransport extends NatsTransport {
     pull.messages = messages;
     if (pull.stopped) messages.stop(); // unsubscribed while this started
     void (async () => {
-      for await (const s of messages.status()) {
-        // Gone from the server (deleted, or an ephemeral consumer lost in a restart): make it again.
-        if ((s.type === 'consumer_not_found' || s.type === 'consumer_deleted') && !pull.stopped) void this.restart(pull, messages);
+      try {
+        for await (const s of messages.status()) {
+          // Gone from the server (deleted, or an ephemeral consumer lost in a restart): make it again.
+          if ((s.type === 'consumer_not_found' || s.type === 'consumer_deleted') && !pull.stopped) void this.restart(pull, messages);
+        }
+      } catch (error) {
+        this.logger?.warn({ err: error, transport: this.kind, consumer: pull.consumer }, 'jetstream: the consumer status stream failed');
       }
     })();
   }

@@ -42,7 +42,7 @@ async function deleteStream(stream: string, url = NATS_URL): Promise<void> {
   }
 }
 
-/** Publishes bytes into the stream with the raw client (a core publish the stream captures), past the codec. */
+/** Publishes bytes into the stream with the raw client (a JetStream publish without a message id), past the codec. */
 async function rawPublish(subjectPrefix: string, topic: string, bytes: Buffer, url = NATS_URL): Promise<void> {
   const nc = await rawConnect(url);
   try {

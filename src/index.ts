@@ -100,4 +100,5 @@ export type { TransportOutboxOptions } from './transport/outbox.js';
 export { InProcessTransport, InProcessBroker, type InProcessTransportOptions } from './transport/in-process.js';
 export { MqttTransport, type MqttTransportOptions } from './transport/mqtt.js';
 export { NatsTransport, type NatsTransportOptions } from './transport/nats.js';
+export { JetStreamTransport, resolveJetStreamOptions, type JetStreamTransportOptions, type ResolvedJetStreamOptions } from './transport/jetstream.js';
 export { Dedup, type DedupOptions } from './transport/dedup.js';

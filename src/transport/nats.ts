@@ -3,7 +3,8 @@
  * `#` → `>`), queue groups for worker groups, the server's request/reply with its no-responders
  * status. A publish resolves after a flush (the server has it); flushes of one turn of the event
  * loop are shared. Reconnects use Roost's capped, jittered backoff, and every change of the
- * connection is a state event. (JetStream, for delivery that outlives a restart, comes beside it.)
+ * connection is a state event. `JetStreamTransport` (jetstream.ts) extends this class for delivery
+ * that outlives a restart; the members it shares are `protected`.
  */
 import { connect, InvalidArgumentError, RequestError, TimeoutError, type Msg, type NatsConnection, type Subscription as NatsSubscription } from '@nats-io/transport-node';
 import type { Envelope } from '../envelope/envelope.js';
@@ -46,15 +47,15 @@ export function natsSubject(segments: readonly string[]): string {
 
 /** See the module comment. */
 export class NatsTransport extends TransportBase implements Transport {
-  readonly kind = 'nats';
-  private nc: NatsConnection | null = null;
+  readonly kind: string = 'nats';
+  protected nc: NatsConnection | null = null;
   private readonly subs = new Set<NatsSubscription>();
   private flushing: Promise<void> | null = null;
   private reconnects = 0;
   /** The wait before the next reconnect attempt: backoff by attempts made, fixed until the next one. */
   private reconnectDelay = backoffDelay(DEFAULT_BACKOFF, 1);
 
-  constructor(private readonly options: NatsTransportOptions) {
+  constructor(protected readonly options: NatsTransportOptions) {
     super(options);
   }
 
@@ -71,8 +72,9 @@ export class NatsTransport extends TransportBase implements Transport {
       servers.push(`${u.hostname}:${u.port === '' ? '4222' : u.port}`);
     }
     const tls = this.options.tls === undefined ? {} : { tls: readTls(this.options.tls) };
+    let nc: NatsConnection;
     try {
-      this.nc = await connect({
+      nc = await connect({
         ...tls,
         servers,
         ...(user === undefined ? {} : { user }),
@@ -91,12 +93,24 @@ export class NatsTransport extends TransportBase implements Transport {
     } catch (error) {
       throw connectError(this.kind, this.options.url, error, this.options.tls !== undefined);
     }
+    try {
+      if (this.closing === null) await this.ready(nc);
+    } catch (error) {
+      await nc.close();
+      throw error;
+    }
     if (this.closing !== null) {
-      await this.nc.close(); // close() came while this connected
+      await nc.close(); // close() came while this connected
       throw transportClosed(this.kind);
     }
+    this.nc = nc;
     this.setState('connected');
-    void this.watch(this.nc);
+    void this.watch(nc);
+  }
+
+  /** Runs on a new connection before `connect()` resolves (a subclass sets up what it needs there); a rejection fails `connect()`. */
+  protected ready(_nc: NatsConnection): Promise<void> {
+    return Promise.resolve();
   }
 
   private async watch(nc: NatsConnection): Promise<void> {
@@ -113,7 +127,7 @@ export class NatsTransport extends TransportBase implements Transport {
     if (this.closing === null) this.setState('closed', (await nc.closed()) ?? null);
   }
 
-  protected async send(topic: string, bytes: Buffer): Promise<void> {
+  protected async send(topic: string, bytes: Buffer, _envelope?: Envelope): Promise<void> {
     const subject = natsSubject(topic.split('/'));
     const nc = this.conn();
     try {
@@ -185,34 +199,37 @@ export class NatsTransport extends TransportBase implements Transport {
   }
 
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      await this.stopOutbox();
-      const nc = this.nc;
-      if (nc !== null) {
-        // Stop taking messages, let the handlers finish (their replies go out), then drain.
-        await Promise.allSettled([...this.subs].map((s) => s.drain()));
-        await this.settle();
-        try {
-          await nc.drain();
-        } catch {
-          await nc.close(); // already closed by the server, or draining failed: close for good
-        }
-      }
-      this.closed();
-    })();
+    this.closing ??= this.shutdown();
     return this.closing;
   }
 
-  private conn(): NatsConnection {
+  /** What `close()` runs, once: a subclass stops its own consumers first, then calls this. */
+  protected async shutdown(): Promise<void> {
+    await this.stopOutbox();
+    const nc = this.nc;
+    if (nc !== null) {
+      // Stop taking messages, let the handlers finish (their replies go out), then drain.
+      await Promise.allSettled([...this.subs].map((s) => s.drain()));
+      await this.settle();
+      try {
+        await nc.drain();
+      } catch {
+        await nc.close(); // already closed by the server, or draining failed: close for good
+      }
+    }
+    this.closed();
+  }
+
+  protected conn(): NatsConnection {
     if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
-    if (this.nc === null) throw new RoostError('ROOST_ERR_INVALID_STATE', 'nats: call connect() first', { details: { transport: this.kind } });
+    if (this.nc === null) throw new RoostError('ROOST_ERR_INVALID_STATE', `${this.kind}: call connect() first`, { details: { transport: this.kind } });
     return this.nc;
   }
 
   /** A publish nats.js refused at once: over the server's max_payload (for good), or closed. */
-  private refused(error: unknown): RoostError {
+  protected refused(error: unknown): RoostError {
     if (error instanceof InvalidArgumentError) {
-      return new RoostError('ROOST_ERR_PAYLOAD_TOO_LARGE', `nats: ${error.message} (the server's max_payload is ${this.nc?.info?.max_payload ?? 'unknown'} bytes)`, {
+      return new RoostError('ROOST_ERR_PAYLOAD_TOO_LARGE', `${this.kind}: ${error.message} (the server's max_payload is ${this.nc?.info?.max_payload ?? 'unknown'} bytes)`, {
         details: { transport: this.kind },
         cause: error,
       });
@@ -220,8 +237,8 @@ export class NatsTransport extends TransportBase implements Transport {
     return this.unavailable(error);
   }
 
-  private unavailable(error: unknown): RoostError {
-    return new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `nats: ${ensureError(error).message}`, { details: { transport: this.kind, url: shownUrl(this.options.url) }, cause: error });
+  protected unavailable(error: unknown): RoostError {
+    return new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `${this.kind}: ${ensureError(error).message}`, { details: { transport: this.kind, url: shownUrl(this.options.url) }, cause: error });
   }
 
   private async add(pattern: string, options: SubscribeOptions, callback: (msg: Msg) => void): Promise<Subscription> {

@@ -1,6 +1,6 @@
 /**
- * The transport contract: how envelopes move between processes. In-process, MQTT 5 and NATS
- * implement it; `test/transport/contract.ts` is one suite that runs against all three.
+ * The transport contract: how envelopes move between processes. In-process, MQTT 5, NATS and JetStream
+ * implement it; `test/transport/contract.ts` is one suite that runs against all four.
  *
  * Topics are written one way for every transport: segments separated by `/`, with `+` for one
  * segment and a final `#` for any number of them in subscription patterns (MQTT's notation; NATS
@@ -96,12 +96,12 @@ export interface TransportStats {
 
 /** See the module comment. */
 export interface Transport {
-  /** `inprocess`, `mqtt` or `nats`. */
+  /** `inprocess`, `mqtt`, `nats` or `jetstream`. */
   readonly kind: string;
   readonly state: TransportState;
   /** Connects (resolves once connected; rejects with a coded error if it cannot). */
   connect(): Promise<void>;
-  /** Publishes an envelope; resolves once the broker has it (MQTT PUBACK, NATS flush). */
+  /** Publishes an envelope; resolves once the broker has it (MQTT PUBACK, NATS flush, JetStream PubAck). */
   publish(topic: string, envelope: Envelope): Promise<void>;
   /** Subscribes to a pattern; resolves once the broker confirmed the subscription. */
   subscribe(pattern: string, handler: EnvelopeHandler, options?: SubscribeOptions): Promise<Subscription>;

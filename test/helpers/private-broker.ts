@@ -54,13 +54,14 @@ export interface PrivateBroker {
 /**
  * With `tls`, the broker speaks only TLS with that server certificate and requires a client
  * certificate signed by `tls.ca`. With `persistence`, Mosquitto keeps sessions and queued
- * messages in its directory (saved on a graceful stop); nats-server always has JetStream there.
- * With `auth`, the broker admits only that user with that password.
+ * messages in its directory (saved on a graceful stop). A nats-server has JetStream (stored in
+ * its directory, so it outlives a restart) unless `jetstream` is false. With `auth`, the broker
+ * admits only that user with that password.
  */
 export async function privateBroker(
   kind: 'mosquitto' | 'nats',
   tls?: Certs,
-  options: { persistence?: boolean; auth?: { user: string; password: string } } = {},
+  options: { persistence?: boolean; jetstream?: boolean; auth?: { user: string; password: string } } = {},
 ): Promise<PrivateBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `roost-${kind}-`));
@@ -68,8 +69,9 @@ export async function privateBroker(
   let child: ChildProcess | null = null;
   const command = (): [string, string[]] => {
     if (kind === 'nats') {
-      if (options.auth !== undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, '--user', options.auth.user, '--pass', options.auth.password]];
-      if (tls === undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir]];
+      const js = options.jetstream === false ? [] : ['-js', '-sd', dir];
+      if (options.auth !== undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), ...js, '--user', options.auth.user, '--pass', options.auth.password]];
+      if (tls === undefined) return ['/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), ...js]];
       const conf = join(dir, 'nats.conf');
       writeFileSync(
         conf,

@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryStore, SqliteStore, type Envelope, type Store } from '../../src/index.js';
 import { Dedup } from '../../src/transport/dedup.js';
 import { MqttTransport } from '../../src/transport/mqtt.js';
+import { JetStreamTransport } from '../../src/transport/jetstream.js';
 import { NatsTransport } from '../../src/transport/nats.js';
 import type { Transport } from '../../src/transport/transport.js';
 import { privateBroker, type PrivateBroker } from '../helpers/private-broker.js';
@@ -188,5 +189,27 @@ describe('outbox over core NATS', () => {
     await until(() => got.length >= 20, 15_000, 'the kept envelopes to arrive');
     expect(got.map((e) => e.payload)).toEqual([...Array(20).keys()]);
     await until(() => t.stats().outbox === 0, 5_000, 'the outbox to be empty');
+  });
+});
+
+describe('outbox over JetStream', () => {
+  it('keeps what is published while the server is away and a durable group gets it, in order, when it is back', { timeout: 60_000 }, async () => {
+    const broker = await privateBroker('nats');
+    brokers.push(broker);
+    const stream = `OUTBOX_${id()}`;
+    const options = { url: broker.url, stream, subjectPrefix: `roost-test.${id()}` };
+    const sub = track(new JetStreamTransport(options));
+    const pub = track(new JetStreamTransport({ ...options, outbox: { store: sqlite('js'), source: 'js' } }));
+    await Promise.all([sub.connect(), pub.connect()]);
+    const got: number[] = [];
+    await sub.subscribe('orders', (env) => void got.push(env.payload as number), { group: 'billing', dedup: new Dedup() });
+    await broker.stop({ graceful: true });
+    await until(() => pub.state === 'reconnecting', 10_000, 'the publisher to see the server gone');
+    for (let n = 0; n < 20; n++) await pub.publish('orders', envelope(n));
+    expect(pub.stats()).toMatchObject({ kept: 20, outbox: 20 });
+    await broker.start();
+    await until(() => got.length >= 20, 30_000, 'the kept envelopes to arrive');
+    expect(got).toEqual([...Array(20).keys()]);
+    await until(() => pub.stats().outbox === 0, 5_000, 'the outbox to be empty');
   });
 });

@@ -9,7 +9,10 @@ import { randomUUID } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { JetStreamApiError, jetstreamManager } from '@nats-io/jetstream';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Envelope } from '../../src/index.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SqliteStore, type Envelope } from '../../src/index.js';
 import type { Logger } from '../../src/telemetry/logger.js';
 import { Dedup } from '../../src/transport/dedup.js';
 import { JetStreamTransport, type JetStreamTransportOptions } from '../../src/transport/jetstream.js';
@@ -361,47 +364,45 @@ describe('JetStream', () => {
     }
   });
 
-  it('across a restart of a private nats-server: every envelope handled once by a dedup group, none lost', { timeout: 60_000 }, async () => {
+  it('across a restart of a private nats-server during a stream: every envelope handled once by a durable dedup group, none lost, the outbox drained', { timeout: 60_000 }, async () => {
     broker = await privateBroker('nats');
-    const n = names();
-    const options = { ...n, ackWaitMs: 1_000, publishTimeoutMs: 1_000 };
-    const pub = await make(options, broker.url);
-    const subs = [await make(options, broker.url), await make(options, broker.url)];
-    const dedup = new Dedup();
-    const handled = new Map<string, number>();
-    for (const s of subs) await s.subscribe('stream/+', (e) => void handled.set(e.id, (handled.get(e.id) ?? 0) + 1), { group: 'g', dedup });
-    const total = 300;
-    const sent: string[] = [];
-    let failedPublishes = 0;
-    const publishing = (async () => {
-      for (let i = 0; i < total; i++) {
-        const env = envelope(i);
-        const end = Date.now() + 30_000;
-        for (;;) {
-          try {
-            await pub.publish(`stream/${i % 3}`, env);
-            break;
-          } catch (error) {
-            expect(error).toMatchObject({ code: 'ROOST_ERR_TRANSPORT_UNAVAILABLE' });
-            failedPublishes++;
-            if (Date.now() > end) throw new Error(`envelope ${i} could not be published within 30 s`);
-            await new Promise((r) => setTimeout(r, 50));
-          }
+    const dir = mkdtempSync(join(tmpdir(), 'roost-js-restart-'));
+    const [pubStore, subStore] = [new SqliteStore(join(dir, 'pub.db')), new SqliteStore(join(dir, 'sub.db'))];
+    try {
+      const n = names();
+      const options = { ...n, ackWaitMs: 1_000, publishTimeoutMs: 1_000 };
+      const pub = await make({ ...options, outbox: { store: pubStore, source: 'pub' } }, broker.url);
+      const subs = [await make(options, broker.url), await make(options, broker.url)];
+      const dedup = new Dedup({ store: subStore });
+      const handled = new Map<string, number>();
+      for (const s of subs) await s.subscribe('stream/+', (e) => void handled.set(e.id, (handled.get(e.id) ?? 0) + 1), { group: 'g', dedup });
+      const total = 300;
+      const sent: string[] = [];
+      const publishing = (async () => {
+        for (let i = 0; i < total; i++) {
+          const env = envelope(i);
+          await pub.publish(`stream/${i % 3}`, env); // never rejects: sent, or kept in the outbox
+          sent.push(env.id);
+          await new Promise((r) => setTimeout(r, 5));
         }
-        sent.push(env.id);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    })();
-    await until(() => sent.length >= 100, 20_000, 'a hundred published');
-    await broker.stop();
-    await new Promise((r) => setTimeout(r, 500));
-    await broker.start();
-    await publishing;
-    await until(() => handled.size === total, 30_000, `all ${total} handled (have ${handled.size})`);
-    await new Promise((r) => setTimeout(r, 2_500)); // past two ack waits: a redelivery would show now
-    expect(handled.size).toBe(total);
-    expect([...handled.values()].every((c) => c === 1)).toBe(true);
-    expect(new Set(sent).size).toBe(total);
-    expect(failedPublishes).toBeGreaterThan(0); // the outage was real: publishes failed and were retried
+      })();
+      await until(() => sent.length >= 100, 20_000, 'a hundred published');
+      await broker.stop();
+      await new Promise((r) => setTimeout(r, 500));
+      await broker.start();
+      await publishing;
+      await until(() => handled.size === total, 30_000, `all ${total} handled (have ${handled.size})`);
+      await until(() => pub.stats().outbox === 0, 10_000, 'the outbox to be empty');
+      await new Promise((r) => setTimeout(r, 2_500)); // past two ack waits: a redelivery would show now
+      expect(handled.size).toBe(total);
+      expect([...handled.values()].every((c) => c === 1)).toBe(true);
+      expect(new Set(sent).size).toBe(total);
+      expect(pub.stats().kept).toBeGreaterThan(0); // the outage was real: publishes were kept and sent later
+      expect(await pubStore.outboxSize('pub')).toBe(0);
+    } finally {
+      await Promise.allSettled(open.splice(0).map((t) => t.close()));
+      await Promise.allSettled([pubStore.close(), subStore.close()]);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -8,8 +8,10 @@
  *            (schema validation, size cap), the bound on pending publishes, the same js.publish.
  *
  * at C = 1 and C = 64 publishes in flight, on a private nats-server (`-js -sd <tmp>`, file
- * storage), each measurement on a fresh stream of the same config (the transport's defaults),
- * journal off (the transport has none). Both build the same envelope per message. Rounds are
+ * storage), each measurement on a fresh stream of the same config (the transport's defaults).
+ * `roost` runs with the journal off; `roost-journal` (reported apart, no target) is the same with
+ * the outbox on an SQLite journal, which keeps envelopes only while the server is away: on this
+ * path its cost is the check and the watch for a lost connection. Both build the same envelope per message. Rounds are
  * interleaved and the summary takes medians. Every publish is checked: each measurement ends by
  * checking that the stream holds exactly one message per publish.
  * Targets: roost ≥ 0.7× raw-js msgs/s at C = 64, roost p50 ≤ 1.5× raw-js p50 at C = 1.
@@ -25,7 +27,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { ENVELOPE_VERSION, uuidv7, type Envelope } from '../src/index.js';
+import { ENVELOPE_VERSION, SqliteStore, uuidv7, type Envelope } from '../src/index.js';
 import { JetStreamTransport, resolveJetStreamOptions } from '../src/transport/jetstream.js';
 import { envInt, gcAvailable, measure, median, type Sample, type Target, type Variant } from './lib/measure.js';
 
@@ -181,7 +183,32 @@ const roost: Variant = {
   },
 };
 
-const VARIANTS: readonly Variant[] = [rawJs, roost];
+const roostJournal: Variant = {
+  name: 'roost-journal',
+  async open(): Promise<Target> {
+    const n = names('roostj');
+    const dir = mkdtempSync(join(tmpdir(), 'roost-bench-js-'));
+    const store = new SqliteStore(join(dir, 'journal.db'));
+    const t = new JetStreamTransport({ url, ...n, outbox: { store, source: 'bench' } });
+    await t.connect();
+    return {
+      async submit(): Promise<unknown> {
+        await t.publish(TOPIC, makeEnvelope());
+        return DONE;
+      },
+      async close(): Promise<string> {
+        const { published, kept } = t.stats();
+        await t.close();
+        await store.close();
+        rmSync(dir, { recursive: true, force: true });
+        if (kept !== 0) throw new Error(`roost-journal: ${kept} publishes were kept in the outbox with the server up`);
+        return finish(n.stream, published);
+      },
+    };
+  },
+};
+
+const VARIANTS: readonly Variant[] = [rawJs, roost, roostJournal];
 
 // ---- formatting ---------------------------------------------------------------------------------
 
@@ -238,7 +265,7 @@ async function main(): Promise<void> {
     const pick = (variant: string, c: number): Sample[] => samples.filter((s) => s.variant === variant && s.concurrency === c);
     const med = (variant: string, c: number, f: (s: Sample) => number): number => median(pick(variant, c).map(f));
     const rows = jobs.map(({ variant, c }) => {
-      const isRoost = variant === roost;
+      const isRoost = variant !== rawJs;
       const thr = med(variant.name, c, (s) => s.msgsPerSec);
       const p50 = med(variant.name, c, (s) => s.p50Us);
       const p99 = med(variant.name, c, (s) => s.p99Us);

@@ -10,7 +10,12 @@
  *   once; past that the client stops reading, its acknowledgements wait, and the broker holds the
  *   rest (MQTT 5 receive maximum, told to the broker at connect). The client never buffers
  *   without bound.
- * - Reconnects use Roost's capped, jittered backoff; every change is a state event.
+ * - Two connections per transport: one reads subscriptions (paced as above, with the persistent
+ *   session when there is one), the other (client id `<clientId>-out`, a clean session) sends
+ *   publishes, requests and replies and reads the answers to requests. A handler that awaits a
+ *   publish or a request of its own thus never waits on the socket its pacing stopped reading.
+ * - Reconnects use Roost's capped, jittered backoff; every change is a state event (connected
+ *   when both connections are).
  */
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -80,10 +85,40 @@ interface LocalSubscription {
   readonly onMessage: (packet: IPublishPacket) => void | Promise<void>;
 }
 
+/**
+ * Resolves on the client's first connection, or rejects on its first error or close (mqtt.js
+ * would retry for ever; a first connect that cannot work should say why at once).
+ */
+function firstConnect(client: MqttClient): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let last: Error | null = null;
+    const done = (error: Error | null): void => {
+      client.off('connect', onConnect);
+      client.off('error', onError);
+      client.off('close', onClose);
+      if (error === null) resolve();
+      else reject(error);
+    };
+    const onConnect = (): void => done(null);
+    const onError = (error: Error): void => {
+      last = error;
+      if (!/ECONNRESET|EPIPE/.test((error as NodeJS.ErrnoException).code ?? '')) done(error);
+    };
+    const onClose = (): void => done(last ?? new Error('the broker closed the connection'));
+    client.on('connect', onConnect);
+    client.on('error', onError);
+    client.on('close', onClose);
+  });
+}
+
 /** See the module comment. */
 export class MqttTransport extends TransportBase implements Transport {
   readonly kind = 'mqtt';
+  /** The connection that reads subscriptions (paced by receiveMaximum). */
   private client: MqttClient | null = null;
+  /** The connection that publishes, sends requests and replies, and reads the answers to requests. */
+  private out: MqttClient | null = null;
+  private readonly up = { in: false, out: false };
   private readonly clientId: string;
   private readonly replyTopic: string;
   private readonly receiveMaximum: number;
@@ -91,7 +126,6 @@ export class MqttTransport extends TransportBase implements Transport {
   private readonly pending = new Map<string, { resolve: (p: IPublishPacket) => void }>();
   private handling = 0;
   private readonly waiting: (() => void)[] = [];
-  private reconnects = 0;
   private nextSubscriptionId = 1;
   /** Seconds the broker keeps this client's session after it left (0: a clean session). */
   private readonly sessionExpiry: number = 0;
@@ -114,69 +148,85 @@ export class MqttTransport extends TransportBase implements Transport {
   async connect(): Promise<void> {
     if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
     if (this.client !== null) return;
+    // Two connections: one reads subscriptions, paced by receiveMaximum; the other sends. A
+    // handler that publishes (or asks) and awaits the broker's answer then never waits on the
+    // socket its own pacing stopped reading.
+    const inbound = this.open(this.clientId, 'in');
+    const outbound = this.open(`${this.clientId}-out`, 'out');
+    const results = await Promise.allSettled([firstConnect(inbound), firstConnect(outbound)]);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) {
+      inbound.end(true);
+      outbound.end(true);
+      throw connectError(this.kind, this.options.url, failed.reason, this.options.tls !== undefined);
+    }
+    if (this.closing !== null) {
+      inbound.end(true); // close() came while this connected
+      outbound.end(true);
+      throw transportClosed(this.kind);
+    }
+    this.client = inbound;
+    this.out = outbound;
+    try {
+      await outbound.subscribeAsync(this.replyTopic, { qos: 1 });
+    } catch (error) {
+      throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: the subscription to this client's reply topic failed: ${(error as Error).message}`, {
+        details: { transport: this.kind, filter: this.replyTopic },
+        cause: error,
+      });
+    }
+    this.syncState(null); // connected, now that both are
+  }
+
+  /** A client for one of the two connections, reconnecting by itself with Roost's backoff. */
+  private open(clientId: string, role: 'in' | 'out'): MqttClient {
     const tls = this.options.tls === undefined ? {} : { ...readTls(this.options.tls), rejectUnauthorized: true };
+    const session = role === 'in' && this.sessionExpiry > 0;
     const client = mqtt.connect(this.options.url, {
       ...tls,
       protocolVersion: 5,
-      clientId: this.clientId,
-      clean: this.sessionExpiry === 0,
+      clientId,
+      clean: !session,
       connectTimeout: this.options.connectTimeoutMs ?? 5_000,
       reconnectPeriod: backoffDelay(DEFAULT_BACKOFF, 1),
-      properties: { receiveMaximum: this.receiveMaximum, ...(this.sessionExpiry === 0 ? {} : { sessionExpiryInterval: this.sessionExpiry }) },
+      properties: role === 'in' ? { receiveMaximum: this.receiveMaximum, ...(session ? { sessionExpiryInterval: this.sessionExpiry } : {}) } : {},
     });
-    client.handleMessage = (packet, done) => this.onPacket(packet, done);
+    let reconnects = 0;
+    client.handleMessage =
+      role === 'in'
+        ? (packet, done) => this.onPacket(packet, done)
+        : (packet, done) => {
+            // Answers to this client's requests: handed to their waiter at once, never paced.
+            const id = packet.properties?.correlationData?.toString('utf8');
+            const waiter = id === undefined ? undefined : this.pending.get(id);
+            if (waiter !== undefined) waiter.resolve(packet);
+            done();
+          };
     client.on('connect', () => {
       (client.stream as Partial<Socket>).setNoDelay?.(true);
-      this.reconnects = 0;
+      reconnects = 0;
       client.options.reconnectPeriod = backoffDelay(DEFAULT_BACKOFF, 1);
-      this.setState('connected');
+      this.up[role] = true;
+      if (this.client !== null) this.syncState(null); // the first time, connect() says so itself
     });
     client.on('close', () => {
+      this.up[role] = false;
       if (this.closing !== null || this.client === null) return; // closing, or a first connect that failed
-      client.options.reconnectPeriod = backoffDelay(DEFAULT_BACKOFF, ++this.reconnects);
-      this.setState('reconnecting', new Error('the connection to the broker closed'));
+      client.options.reconnectPeriod = backoffDelay(DEFAULT_BACKOFF, ++reconnects);
+      this.syncState(new Error(`the ${role === 'in' ? 'receiving' : 'sending'} connection to the broker closed`));
     });
-    client.on('error', (error) => this.logger?.warn({ err: error, transport: this.kind }, 'mqtt client error'));
-    try {
-      // The first connection succeeds, or fails on its first error or close (mqtt.js would retry
-      // for ever; a first connect that cannot work should say why at once).
-      await new Promise<void>((resolve, reject) => {
-        let last: Error | null = null;
-        const done = (error: Error | null): void => {
-          client.off('connect', onConnect);
-          client.off('error', onError);
-          client.off('close', onClose);
-          if (error === null) resolve();
-          else reject(error);
-        };
-        const onConnect = (): void => done(null);
-        const onError = (error: Error): void => {
-          last = error;
-          if (!/ECONNRESET|EPIPE/.test((error as NodeJS.ErrnoException).code ?? '')) done(error);
-        };
-        const onClose = (): void => done(last ?? new Error('the broker closed the connection'));
-        client.on('connect', onConnect);
-        client.on('error', onError);
-        client.on('close', onClose);
-      });
-    } catch (error) {
-      client.end(true);
-      throw connectError(this.kind, this.options.url, error, this.options.tls !== undefined);
-    }
-    if (this.closing !== null) {
-      client.end(true); // close() came while this connected
-      throw transportClosed(this.kind);
-    }
-    this.client = client;
-    await this.add(this.replyTopic.split('/'), this.replyTopic, (packet) => {
-      const id = packet.properties?.correlationData?.toString('utf8');
-      const waiter = id === undefined ? undefined : this.pending.get(id);
-      if (waiter !== undefined) waiter.resolve(packet);
-    });
+    client.on('error', (error) => this.logger?.warn({ err: error, transport: this.kind, connection: role }, 'mqtt client error'));
+    return client;
+  }
+
+  /** Connected when both connections are; reconnecting when either is not. */
+  private syncState(error: Error | null): void {
+    if (this.up.in && this.up.out) this.setState('connected');
+    else if (this.stateValue === 'connected') this.setState('reconnecting', error);
   }
 
   protected async send(topic: string, bytes: Buffer): Promise<void> {
-    await this.conn().publishAsync(topic, bytes, { qos: 1 });
+    await this.outConn().publishAsync(topic, bytes, { qos: 1 });
   }
 
   protected ensureOpen(): void {
@@ -203,14 +253,11 @@ export class MqttTransport extends TransportBase implements Transport {
       return this.handle(
         async (env, delivery) => {
           const reply = await responder(env, delivery);
-          // Not awaited: its PUBACK comes in on the socket onPacket stops reading at
-          // receiveMaximum, so waiting for it in this slot would wait for ever once every slot
-          // did. close() still waits for it (a clean end waits for the acknowledgements).
-          this.reservePublish();
-          this.conn().publish(responseTopic, this.encode(reply), { qos: 1, properties: correlationData === undefined ? {} : { correlationData } }, (error) => {
-            this.releasePublish();
-            if (error) this.logger?.error({ err: error, transport: this.kind, topic: delivery.topic, envelopeId: env.id }, 'a reply was not sent');
-          });
+          // On the sending connection: its PUBACK never waits behind this one's pacing, so the
+          // request is acknowledged once its answer is with the broker.
+          const client = this.outConn();
+          const bytes = this.encode(reply);
+          await this.bounded(() => client.publishAsync(responseTopic, bytes, { qos: 1, properties: correlationData === undefined ? {} : { correlationData } }));
         },
         envelope,
         { topic: packet.topic },
@@ -221,7 +268,7 @@ export class MqttTransport extends TransportBase implements Transport {
   async request(topic: string, envelope: Envelope, options?: RequestOptions): Promise<Envelope> {
     topicSegments(topic, false);
     const timeoutMs = requestTimeoutMs(options);
-    const client = this.conn();
+    const client = this.outConn();
     const bytes = this.encode(envelope);
     const id = randomUUID();
     let timer: NodeJS.Timeout | undefined;
@@ -249,12 +296,13 @@ export class MqttTransport extends TransportBase implements Transport {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.stopOutbox();
-      const client = this.client;
-      if (client !== null) {
+      const [client, out] = [this.client, this.out];
+      if (client !== null && out !== null) {
         this.filters.clear(); // take no more messages (onPacket acks and drops them from now on)
         await this.settle();
         // Away from the broker, unacknowledged publishes would keep a clean end waiting for ever.
-        await client.endAsync(this.stateValue !== 'connected');
+        const force = this.stateValue !== 'connected';
+        await Promise.all([client.endAsync(force), out.endAsync(force)]);
       }
       for (const wake of this.waiting.splice(0)) wake();
       this.closed();
@@ -304,6 +352,11 @@ export class MqttTransport extends TransportBase implements Transport {
 
   private filter(pattern: string, options: SubscribeOptions): string {
     return options.group === undefined ? pattern : `$share/${checkGroup(options.group)}/${pattern}`;
+  }
+
+  private outConn(): MqttClient {
+    this.conn();
+    return this.out!;
   }
 
   private conn(): MqttClient {

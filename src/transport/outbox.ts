@@ -36,7 +36,8 @@ const SOURCE = /^[A-Za-z0-9_\-:.]{1,128}$/;
 
 /** Whether an error says the broker is away (the entry waits) rather than refusing it for good. */
 export function isUnavailable(error: unknown): boolean {
-  return isRoostError(error) && (error.code === 'ROOST_ERR_TRANSPORT_UNAVAILABLE' || error.code === 'ROOST_ERR_TRANSPORT_CLOSED');
+  // INVALID_STATE: not connected yet (a connection coming up); it waits like any other.
+  return isRoostError(error) && (error.code === 'ROOST_ERR_TRANSPORT_UNAVAILABLE' || error.code === 'ROOST_ERR_TRANSPORT_CLOSED' || error.code === 'ROOST_ERR_INVALID_STATE');
 }
 
 /** See the module comment. */

@@ -69,8 +69,8 @@ describe('MQTT receive-side backpressure', () => {
   });
 
   it('a responder answers more requests at once than receiveMaximum (a reply does not hold its slot waiting for its PUBACK)', async () => {
-    // The PUBACK of a reply comes in on the socket that the client stops reading at the cap: a
-    // reply that kept its slot until then would wait for ever once the cap was reached.
+    // A reply that waited for its PUBACK on the socket the client stops reading at the cap would
+    // wait for ever once the cap was reached: replies go out on the sending connection.
     const prefix = `roost-test-${randomUUID().slice(0, 8)}`;
     const server = new MqttTransport({ url: MQTT_URL, receiveMaximum: 2 });
     const client = new MqttTransport({ url: MQTT_URL });
@@ -81,6 +81,30 @@ describe('MQTT receive-side backpressure', () => {
       expect(answers.map((a) => a.payload)).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
     } finally {
       await Promise.allSettled([server.close(), client.close()]);
+    }
+  });
+
+  it('handlers that publish and make requests on their own transport, receiveMaximum of them at once, all finish', async () => {
+    // Each handler awaits a PUBACK and an answer: on one connection paced at the cap, those
+    // would wait behind the handlers that wait for them.
+    const prefix = `roost-test-${randomUUID().slice(0, 8)}`;
+    const worker = new MqttTransport({ url: MQTT_URL, receiveMaximum: 2 });
+    const helper = new MqttTransport({ url: MQTT_URL });
+    const feeder = new MqttTransport({ url: MQTT_URL });
+    await Promise.all([worker.connect(), helper.connect(), feeder.connect()]);
+    try {
+      await helper.respond(`${prefix}/price`, (env) => envelope((env.payload as number) + 100));
+      const done: number[] = [];
+      await feeder.subscribe(`${prefix}/done`, (env) => void done.push(env.payload as number));
+      await worker.subscribe(`${prefix}/work`, async (env) => {
+        const priced = await worker.request(`${prefix}/price`, envelope(env.payload), { timeoutMs: 5_000 });
+        await worker.publish(`${prefix}/done`, envelope(priced.payload));
+      });
+      for (let i = 0; i < 12; i++) await feeder.publish(`${prefix}/work`, envelope(i));
+      await until(() => done.length === 12, 10_000, 'twelve handlers to finish');
+      expect([...done].sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, i) => i + 100));
+    } finally {
+      await Promise.allSettled([worker.close(), helper.close(), feeder.close()]);
     }
   });
 });

@@ -18,6 +18,7 @@ import { cpus } from 'node:os';
 import { envInt, gcAvailable, inc, measure, median, type Payload, type Sample, type Target, type Variant } from './lib/measure.js';
 import { openRawQueue } from './lib/raw-queue.js';
 import { ROOST_CONFIG_NOTE, ROOST_QUEUE_CAPACITY, roostVariant } from './lib/roost.js';
+import { fixed, int, line, ratio, table } from './lib/format.js';
 
 const STEPS = 3;
 const CONCURRENCIES = [1, 64] as const;
@@ -49,20 +50,6 @@ const rawQueue: Variant = {
 const VARIANTS: readonly Variant[] = [rawAsync, rawQueue, roostVariant];
 
 // ---- formatting ---------------------------------------------------------------------------------
-
-const int = (x: number): string => Math.round(x).toLocaleString('en-US');
-const fixed = (x: number, d: number): string => (Number.isFinite(x) ? x.toFixed(d) : '—');
-const ratio = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(2)}×` : '—');
-
-/** One row: the first `leftCols` cells left-aligned (names), the rest right-aligned (numbers). */
-function line(cells: readonly string[], widths: readonly number[], leftCols: number): string {
-  return cells.map((c, i) => (i < leftCols ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd();
-}
-
-function table(header: readonly string[], rows: readonly (readonly string[])[], leftCols: number, minWidths: readonly number[] = []): string {
-  const widths = header.map((h, i) => Math.max(h.length, minWidths[i] ?? 0, ...rows.map((r) => (r[i] ?? '').length)));
-  return [line(header, widths, leftCols), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map((r) => line(r, widths, leftCols))].join('\n');
-}
 
 function rawRow(s: Sample, position: number): string[] {
   return [String(s.round), String(position), s.variant, String(s.concurrency), int(s.msgsPerSec), fixed(s.p50Us, 1), fixed(s.p99Us, 1), int(s.elapsedMs), s.note];

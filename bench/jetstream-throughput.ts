@@ -20,16 +20,16 @@
  *   BENCH_JS_MESSAGES=5000 BENCH_ROUNDS=1 npm run bench     a quick look
  *   BENCH_NATS_URL=nats://127.0.0.1:4222                    use that server instead of a private one
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ENVELOPE_VERSION, SqliteStore, uuidv7, type Envelope } from '../src/index.js';
 import { JetStreamTransport, resolveJetStreamOptions } from '../src/transport/jetstream.js';
+import { privateBroker } from '../test/helpers/private-broker.js';
 import { envInt, gcAvailable, measure, median, type Sample, type Target, type Variant } from './lib/measure.js';
+import { fixed, int, line, ratio, table } from './lib/format.js';
 
 const CONCURRENCIES = [1, 64] as const;
 const MESSAGES = envInt('BENCH_JS_MESSAGES', 20_000, 1);
@@ -61,49 +61,11 @@ function makeEnvelope(): Envelope {
 
 // ---- the server ---------------------------------------------------------------------------------
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function answers(port: number): Promise<void> {
-  const end = Date.now() + 10_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createConnection({ host: '127.0.0.1', port }, () => {
-        s.end();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`the private nats-server on port ${port} did not start within 10 s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 async function startServer(): Promise<{ url: string; stop(): Promise<void> }> {
   const external = process.env['BENCH_NATS_URL'];
   if (external !== undefined && external !== '') return { url: external, stop: () => Promise.resolve() };
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'roost-bench-js-'));
-  const child: ChildProcess = spawn('/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], { stdio: 'ignore' });
-  await answers(port);
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    async stop() {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  const broker = await privateBroker('nats'); // -js, file storage in a directory of its own
+  return { url: broker.url, stop: () => broker.dispose() };
 }
 
 // ---- the variants -------------------------------------------------------------------------------
@@ -211,19 +173,6 @@ const roostJournal: Variant = {
 const VARIANTS: readonly Variant[] = [rawJs, roost, roostJournal];
 
 // ---- formatting ---------------------------------------------------------------------------------
-
-const int = (x: number): string => Math.round(x).toLocaleString('en-US');
-const fixed = (x: number, d: number): string => (Number.isFinite(x) ? x.toFixed(d) : '—');
-const ratio = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(2)}×` : '—');
-
-function line(cells: readonly string[], widths: readonly number[], leftCols: number): string {
-  return cells.map((c, i) => (i < leftCols ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd();
-}
-
-function table(header: readonly string[], rows: readonly (readonly string[])[], leftCols: number, minWidths: readonly number[] = []): string {
-  const widths = header.map((h, i) => Math.max(h.length, minWidths[i] ?? 0, ...rows.map((r) => (r[i] ?? '').length)));
-  return [line(header, widths, leftCols), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map((r) => line(r, widths, leftCols))].join('\n');
-}
 
 const RAW_HEADER = ['round', '#', 'variant', 'C', 'msgs/s', 'p50 µs', 'p99 µs', 'ms', 'checks'];
 const RAW_WIDTHS = [5, 2, 7, 2, 9, 9, 10, 7, 0];

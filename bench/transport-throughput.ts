@@ -64,6 +64,7 @@ import { NatsTransport } from '../src/transport/nats.js';
 import type { Responder, Transport } from '../src/transport/transport.js';
 import { privateBroker, type PrivateBroker } from '../test/helpers/private-broker.js';
 import { envInt, gcAvailable, measure, median, type Payload, type Sample, type Target, type Variant } from './lib/measure.js';
+import { fixed, int, line, ratio as times, table } from './lib/format.js';
 
 const ROUNDS = envInt('BENCH_ROUNDS', 3, 1);
 /** Percent of the default counts (for a quick look: 25). */
@@ -342,19 +343,6 @@ function withCpu(variant: Variant): Variant {
 }
 
 // ---- formatting ---------------------------------------------------------------------------------
-
-const int = (x: number): string => Math.round(x).toLocaleString('en-US');
-const fixed = (x: number, d: number): string => (Number.isFinite(x) ? x.toFixed(d) : '—');
-const times = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(2)}×` : '—');
-
-function line(cells: readonly string[], widths: readonly number[], leftCols: number): string {
-  return cells.map((c, i) => (i < leftCols ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd();
-}
-
-function table(header: readonly string[], rows: readonly (readonly string[])[], leftCols: number): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return [line(header, widths, leftCols), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map((r) => line(r, widths, leftCols))].join('\n');
-}
 
 const RAW_WIDTHS = [5, 2, 18, 2, 8, 9, 9, 10, 11, 6, 0];
 

@@ -37,6 +37,7 @@ export const ERROR_CODES = {
   ROOST_ERR_IDEMPOTENCY_CONFLICT: { retryable: false },
   ROOST_ERR_TRANSPORT_UNAVAILABLE: { retryable: true },
   ROOST_ERR_TRANSPORT_CLOSED: { retryable: false },
+  ROOST_ERR_PUBLISH_REFUSED: { retryable: false },
   ROOST_ERR_REQUEST_TIMEOUT: { retryable: true },
   ROOST_ERR_NO_RESPONDERS: { retryable: true },
   ROOST_ERR_CONFIG_INVALID: { retryable: false },

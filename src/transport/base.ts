@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import { optInt } from '../validate-options.js';
 import type { Logger } from '../telemetry/logger.js';
-import { Outbox, isUnavailable, type TransportOutboxOptions } from './outbox.js';
+import { INTERRUPTED, Interrupts, Outbox, isRefused, type TransportOutboxOptions } from './outbox.js';
 import { shownUrl, topicSegments, type Delivery, type EnvelopeHandler, type TransportState, type TransportStateEvent, type TransportStats } from './transport.js';
 
 /** TLS for a broker connection: files in PEM. */
@@ -68,8 +68,6 @@ export function connectError(kind: string, url: string, error: unknown, tls: boo
   });
 }
 
-const AWAY = Symbol('away');
-
 /** Options every transport takes. */
 export interface TransportBaseOptions {
   /** TLS (with a CA of its own, and a client certificate for mTLS). */
@@ -104,7 +102,8 @@ export abstract class TransportBase {
   private readonly inFlight = new Set<Promise<void>>();
   private counts = { published: 0, received: 0, dropped: 0 };
   private readonly outbox: Outbox | null;
-  private awayNow: { promise: Promise<typeof AWAY>; resolve: () => void } | null = null;
+  /** Fired when the connection goes: publishes awaiting the broker and the outbox's drain stop waiting. */
+  private readonly away = new Interrupts();
 
   constructor(options: TransportBaseOptions = {}) {
     const o = options as Record<string, unknown>;
@@ -120,6 +119,7 @@ export abstract class TransportBase {
             options.outbox,
             (topic, envelope) => this.sendCounted(topic, encodeEnvelope(envelope, { maxBytes: this.maxBytes }), envelope),
             () => this.stateValue === 'connected' && this.closing === null,
+            this.away,
             this.logger,
           );
   }
@@ -142,33 +142,31 @@ export abstract class TransportBase {
     if (outbox === null) return this.sendCounted(topic, bytes, envelope);
     await outbox.ready();
     if (outbox.mustKeep()) return outbox.keep(topic, envelope);
-    const sent = this.sendCounted(topic, bytes, envelope);
     try {
       // The connection may go while the broker's acknowledgement is awaited: the client then
       // holds the message until it is back (and sends it then). Its publisher need not wait for
       // that: the envelope is kept too, and the receiver's dedup drops the second copy.
-      if ((await Promise.race([sent, this.away()])) === AWAY) {
+      const sent = this.sendCounted(topic, bytes, envelope);
+      if ((await this.away.race(sent)) === INTERRUPTED) {
         sent.catch(() => {});
         await outbox.keep(topic, envelope);
       }
     } catch (error) {
-      if (!isUnavailable(error) || this.closing !== null) throw error;
-      await outbox.keep(topic, envelope); // the broker went away (or too many publishes wait)
+      // Refused for good: the caller is told. Anything else (the broker away, too many
+      // publishes waiting, a connection that dropped under it): kept.
+      if (isRefused(error) || this.closing !== null) throw error;
+      await outbox.keep(topic, envelope);
     }
-  }
-
-  /** Resolves to {@link AWAY} when the connection of this moment is lost (one promise per connection). */
-  private away(): Promise<typeof AWAY> {
-    if (this.awayNow === null) {
-      let resolve!: (value: typeof AWAY) => void;
-      this.awayNow = { promise: new Promise((r) => (resolve = r)), resolve: () => resolve(AWAY) };
-    }
-    return this.awayNow.promise;
   }
 
   private async sendCounted(topic: string, bytes: Buffer, envelope: Envelope): Promise<void> {
     await this.bounded(() => this.send(topic, bytes, envelope));
     this.counts.published++;
+  }
+
+  /** Publishes waiting to learn whether the connection goes (for tests: none stay after they end). */
+  protected get awayWaiters(): number {
+    return this.away.size;
   }
 
   /** Stops the outbox (what it keeps stays in the journal); for `close()`. */
@@ -214,10 +212,7 @@ export abstract class TransportBase {
       }
     }
     if (state === 'connected') this.outbox?.wake();
-    else if (this.awayNow !== null) {
-      this.awayNow.resolve();
-      this.awayNow = null;
-    }
+    else this.away.fire();
   }
 
   /** Runs a publish that waits for the broker, within the bound on publishes waiting. */

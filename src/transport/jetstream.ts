@@ -39,7 +39,7 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { randomUUID } from 'node:crypto';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { InvalidArgumentError, nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError, invalidOption } from '../errors.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
@@ -250,8 +250,17 @@ export class JetStreamTransport extends NatsTransport {
     try {
       await js.publish(subject, bytes, { msgID: envelope.id, timeout: this.jetstream.publishTimeoutMs });
     } catch (error) {
-      // No PubAck (disconnected, timed out, the stream refused it): the envelope may or may
-      // not be stored. A retry is safe within the duplicate window (same msgID).
+      // A negative PubAck is the server's answer (a full stream that takes nothing new, out of
+      // storage): a retry does not change it. Over max_payload neither. Anything else (no
+      // answer: disconnected, timed out; no stream for the subject yet) may be stored or not: a
+      // retry is safe within the duplicate window (same msgID).
+      if (error instanceof JetStreamApiError) {
+        throw new RoostError('ROOST_ERR_PUBLISH_REFUSED', `${this.kind}: the stream refused a publish to ${topic}: ${error.message}`, {
+          details: { transport: this.kind, topic, apiCode: error.code },
+          cause: error,
+        });
+      }
+      if (error instanceof InvalidArgumentError) throw this.refused(error);
       if (ensureError(error).name === 'JetStreamNotEnabled') this.restoreStream(); // nats.js's name for "no responders"
       throw this.unavailable(error);
     }

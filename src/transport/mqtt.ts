@@ -21,7 +21,7 @@ import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Envelope } from '../envelope/envelope.js';
-import { RoostError, invalidOption } from '../errors.js';
+import { RoostError, ensureError, invalidOption } from '../errors.js';
 import { checkObject, optInt } from '../validate-options.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
@@ -111,6 +111,9 @@ function firstConnect(client: MqttClient): Promise<void> {
   });
 }
 
+/** PUBACK reason codes that a retry does not change: not authorized, topic name invalid, payload format invalid. */
+const REFUSED_FOR_GOOD = new Set([0x87, 0x90, 0x99]);
+
 /** See the module comment. */
 export class MqttTransport extends TransportBase implements Transport {
   readonly kind = 'mqtt';
@@ -170,6 +173,11 @@ export class MqttTransport extends TransportBase implements Transport {
     try {
       await outbound.subscribeAsync(this.replyTopic, { qos: 1 });
     } catch (error) {
+      // Nothing half open: a later connect() starts again.
+      this.client = null;
+      this.out = null;
+      inbound.end(true);
+      outbound.end(true);
       throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: the subscription to this client's reply topic failed: ${(error as Error).message}`, {
         details: { transport: this.kind, filter: this.replyTopic },
         cause: error,
@@ -226,7 +234,33 @@ export class MqttTransport extends TransportBase implements Transport {
   }
 
   protected async send(topic: string, bytes: Buffer): Promise<void> {
-    await this.outConn().publishAsync(topic, bytes, { qos: 1 });
+    const client = this.outConn();
+    try {
+      await client.publishAsync(topic, bytes, { qos: 1 });
+    } catch (error) {
+      throw this.publishError(topic, error);
+    }
+  }
+
+  /**
+   * A failed publish, coded: a PUBACK reason code that no retry changes is a refusal; anything
+   * else (disconnecting, a connection closed under it, quota exceeded) is the broker away.
+   */
+  private publishError(topic: string, error: unknown): RoostError {
+    const e = ensureError(error);
+    const reasonCode = (e as { code?: unknown }).code;
+    if (typeof reasonCode === 'number') {
+      if (reasonCode === 0x95) {
+        return new RoostError('ROOST_ERR_PAYLOAD_TOO_LARGE', `mqtt: the broker refused a publish to ${topic} as too large (reason code 0x95)`, { details: { transport: this.kind, topic, reasonCode }, cause: error });
+      }
+      if (REFUSED_FOR_GOOD.has(reasonCode)) {
+        return new RoostError('ROOST_ERR_PUBLISH_REFUSED', `mqtt: the broker refused a publish to ${topic}: ${e.message} (reason code 0x${reasonCode.toString(16)})`, {
+          details: { transport: this.kind, topic, reasonCode },
+          cause: error,
+        });
+      }
+    }
+    return new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: a publish to ${topic} failed: ${e.message}`, { details: { transport: this.kind, topic }, cause: error });
   }
 
   protected ensureOpen(): void {
@@ -298,8 +332,11 @@ export class MqttTransport extends TransportBase implements Transport {
       await this.stopOutbox();
       const [client, out] = [this.client, this.out];
       if (client !== null && out !== null) {
-        this.filters.clear(); // take no more messages (onPacket acks and drops them from now on)
+        // Take no more messages: onPacket holds, unacknowledged, what comes from now on (with a
+        // persistent session the broker hands it over again at the next connect).
+        this.filters.clear();
         await this.settle();
+        for (const wake of this.waiting.splice(0)) wake(); // acknowledge what was handled
         // Away from the broker, unacknowledged publishes would keep a clean end waiting for ever.
         const force = this.stateValue !== 'connected';
         await Promise.all([client.endAsync(force), out.endAsync(force)]);
@@ -312,6 +349,7 @@ export class MqttTransport extends TransportBase implements Transport {
 
   /** Every received publish: dispatched, and paced by the number handled at once. */
   private onPacket(packet: IPublishPacket, done: (error?: Error) => void): void {
+    if (this.closing !== null) return; // not acknowledged, and the client reads no further
     let topic: string[];
     try {
       topic = topicSegments(packet.topic, false, 'packet.topic');
@@ -321,21 +359,20 @@ export class MqttTransport extends TransportBase implements Transport {
     }
     // Overlapping subscriptions get a copy each: the identifiers say which copy is whose.
     const ids = packet.properties?.subscriptionIdentifier;
+    // With a persistent session the identifiers may be an earlier process's (which numbered its
+    // subscriptions its own way): they count only where the topic matches too, and a message
+    // none of them fits goes by its topic.
+    const session = this.sessionExpiry > 0;
     const runs: Promise<void>[] = [];
+    let matched = false;
     for (const sub of this.filters.values()) {
-      const mine = ids === undefined ? topicMatches(sub.pattern, topic) : Array.isArray(ids) ? ids.includes(sub.id) : ids === sub.id;
+      const mine = ids === undefined ? topicMatches(sub.pattern, topic) : (Array.isArray(ids) ? ids.includes(sub.id) : ids === sub.id) && (!session || topicMatches(sub.pattern, topic));
       if (!mine) continue;
-      const n = sub.locals.length;
-      if (n === 0) continue;
-      if (sub.group) {
-        const run = sub.locals[sub.turn++ % n]!.onMessage(packet);
-        if (run !== undefined) runs.push(run);
-      } else {
-        for (const local of sub.locals) {
-          const run = local.onMessage(packet);
-          if (run !== undefined) runs.push(run);
-        }
-      }
+      matched = true;
+      this.dispatch(sub, packet, runs);
+    }
+    if (!matched && session && ids !== undefined) {
+      for (const sub of this.filters.values()) if (topicMatches(sub.pattern, topic)) this.dispatch(sub, packet, runs);
     }
     if (runs.length === 0) return done();
     this.handling++;
@@ -348,6 +385,21 @@ export class MqttTransport extends TransportBase implements Transport {
     // Under the cap, read on at once; at the cap, read the next packet when a slot frees.
     if (this.handling < this.receiveMaximum) done();
     else this.waiting.push(() => done());
+  }
+
+  /** Hands a packet to a broker subscription's local ones: each of them, or one in turn for a group. */
+  private dispatch(sub: BrokerSubscription, packet: IPublishPacket, runs: Promise<void>[]): void {
+    const n = sub.locals.length;
+    if (n === 0) return;
+    if (sub.group) {
+      const run = sub.locals[sub.turn++ % n]!.onMessage(packet);
+      if (run !== undefined) runs.push(run);
+      return;
+    }
+    for (const local of sub.locals) {
+      const run = local.onMessage(packet);
+      if (run !== undefined) runs.push(run);
+    }
   }
 
   private filter(pattern: string, options: SubscribeOptions): string {

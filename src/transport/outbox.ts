@@ -8,12 +8,16 @@
  *
  * Kept writes of one turn share one commit; the outbox is bounded (`max` entries, one more is
  * refused with `ROOST_ERR_TRANSPORT_UNAVAILABLE`, never dropped). An entry the broker refuses
- * for good (not for being away: a payload over its limit, say) is logged as an error, counted in
- * `stats().outboxFailed` and forgotten, so that it does not hold the ones behind it for ever.
+ * for good (`ROOST_ERR_PUBLISH_REFUSED` or `ROOST_ERR_PAYLOAD_TOO_LARGE`: not authorised, a full
+ * stream that takes nothing new, over its size limit) is logged as an error, counted in
+ * `stats().outboxFailed` and forgotten, so that it does not hold the ones behind it for ever; any
+ * other failure leaves it waiting. A drain stops at once when the connection goes or the
+ * transport closes, whatever sends it still awaits (the client may hold those until it is back:
+ * they stay kept, and the receiver's dedup drops a second copy).
  */
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
-import type { Store } from '../store/store.js';
+import type { OutboxEntry, Store } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { checkObject, optInt } from '../validate-options.js';
 
@@ -34,10 +38,50 @@ export interface TransportOutboxOptions {
 
 const SOURCE = /^[A-Za-z0-9_\-:.]{1,128}$/;
 
-/** Whether an error says the broker is away (the entry waits) rather than refusing it for good. */
-export function isUnavailable(error: unknown): boolean {
-  // INVALID_STATE: not connected yet (a connection coming up); it waits like any other.
-  return isRoostError(error) && (error.code === 'ROOST_ERR_TRANSPORT_UNAVAILABLE' || error.code === 'ROOST_ERR_TRANSPORT_CLOSED' || error.code === 'ROOST_ERR_INVALID_STATE');
+/** Whether the broker refused a publish for good (a retry will not change it). */
+export function isRefused(error: unknown): boolean {
+  return isRoostError(error) && (error.code === 'ROOST_ERR_PUBLISH_REFUSED' || error.code === 'ROOST_ERR_PAYLOAD_TOO_LARGE');
+}
+
+/** What {@link Interrupts.race} gives when it was interrupted. */
+export const INTERRUPTED = Symbol('interrupted');
+
+/**
+ * Races promises against an event (the connection lost, a stop) without leaving anything behind:
+ * each race registers one callback and removes it when it settles either way, so a long-lived
+ * connection collects no reactions.
+ */
+export class Interrupts {
+  private readonly waiters = new Set<() => void>();
+
+  race<T>(work: Promise<T>): Promise<T | typeof INTERRUPTED> {
+    return new Promise((resolve, reject) => {
+      const fire = (): void => resolve(INTERRUPTED);
+      this.waiters.add(fire);
+      work.then(
+        (value) => {
+          this.waiters.delete(fire);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.waiters.delete(fire);
+          reject(ensureError(error));
+        },
+      );
+    });
+  }
+
+  /** Interrupts every race in progress. */
+  fire(): void {
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const fire of waiters) fire();
+  }
+
+  /** Races in progress (for tests). */
+  get size(): number {
+    return this.waiters.size;
+  }
 }
 
 /** See the module comment. */
@@ -54,6 +98,11 @@ export class Outbox {
   private draining: Promise<void> | null = null;
   private retry: NodeJS.Timeout | null = null;
   private stopped = false;
+  private readonly stopping = new Interrupts();
+  /** Kept envelopes accepted and not yet committed. */
+  private unstored = 0;
+  /** Rises with every kept envelope: a drain that read nothing knows whether one came meanwhile. */
+  private generation = 0;
   /** Writes of this turn, committed together; `written` settles once they are stored. */
   private writes: { topic: string; envelope: Envelope }[] = [];
   private written: Promise<void> | null = null;
@@ -67,6 +116,8 @@ export class Outbox {
     options: TransportOutboxOptions,
     private readonly send: (topic: string, envelope: Envelope) => Promise<void>,
     private readonly connected: () => boolean,
+    /** Fired by the transport when its connection goes. */
+    private readonly away: Interrupts,
     private readonly logger: Logger | null,
   ) {
     const o = checkObject('outbox', options, ['store', 'source', 'max', 'batch']);
@@ -87,12 +138,21 @@ export class Outbox {
     return this.size;
   }
 
-  /** Reads what an earlier run left (once). */
+  /** Reads what an earlier run left (once; tried again after a failure). */
   ready(): Promise<void> {
-    this.loading ??= this.store.outboxSize(this.source).then((n) => {
-      this.size += n;
-      if (this.size > 0) this.backlog = true;
-    });
+    this.loading ??= this.store.outboxSize(this.source).then(
+      (n) => {
+        this.size += n;
+        if (this.size > 0) this.backlog = true;
+      },
+      (error: unknown) => {
+        this.loading = null;
+        throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `${this.kindOf()}: the outbox cannot read the journal: ${ensureError(error).message}`, {
+          details: { transport: this.kindOf() },
+          cause: error,
+        });
+      },
+    );
     return this.loading;
   }
 
@@ -109,6 +169,8 @@ export class Outbox {
       });
     }
     this.size++;
+    this.unstored++;
+    this.generation++;
     this.backlog = true;
     this.writes.push({ topic, envelope });
     let written = this.written;
@@ -122,13 +184,15 @@ export class Outbox {
       await written;
       this.keptCount++;
     } catch (error) {
-      this.size--;
+      this.size = Math.max(0, this.size - 1);
       throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `${this.kindOf()}: the broker is away and the outbox could not keep the envelope: ${ensureError(error).message}`, {
         details: { transport: this.kindOf() },
         cause: error,
       });
+    } finally {
+      this.unstored--;
     }
-    this.wake(); // the broker may be back already
+    this.wake(); // the broker may be back already (a drain in progress sees it by the generation)
   }
 
   private async commitWrites(): Promise<void> {
@@ -162,42 +226,66 @@ export class Outbox {
     let after = 0;
     while (!this.stopped && this.connected()) {
       await this.chain; // kept envelopes are stored before they are read
+      const generation = this.generation;
       const page = await this.store.outboxEntries(this.source, after, this.batch);
       if (page.length === 0) {
-        if (this.writes.length > 0) continue;
+        // Kept while this read ran, or not committed yet: read again.
+        if (this.unstored > 0 || this.generation !== generation) continue;
         this.backlog = false; // nothing waits: publishes go straight out again
         this.size = 0;
         return;
       }
-      // Sent in order on one connection; the broker's acknowledgements come in that order.
-      const results = await Promise.allSettled(page.map((e) => this.send(e.topic, e.envelope)));
-      const done: number[] = [];
-      let stop = false;
-      for (let i = 0; i < page.length && !stop; i++) {
-        const result = results[i]!;
-        if (result.status === 'fulfilled') done.push(page[i]!.seq);
-        else if (isUnavailable(result.reason)) stop = true; // away again: this one and the rest wait
-        else {
-          this.failedCount++;
-          done.push(page[i]!.seq);
-          this.logger?.error(
-            { err: result.reason, transport: this.kindOf(), topic: page[i]!.topic, envelopeId: page[i]!.envelope.id },
-            'the broker refused a kept envelope; it is dropped from the outbox',
-          );
-        }
-      }
+      // One after another per destination (a send that fails must not be overtaken by a later
+      // one to the same topic), destinations side by side.
+      const outcome = await this.stopping.race(this.away.race(this.sendPage(page)));
+      if (outcome === INTERRUPTED) return; // the connection went, or the transport closes: they stay kept
+      const { done, wait } = outcome;
       if (done.length > 0) {
         await this.store.commit({ outboxSent: done });
         this.size = Math.max(0, this.size - done.length);
       }
-      if (stop) return;
+      if (wait) return;
       after = page[page.length - 1]!.seq;
     }
+  }
+
+  /** Sends a page; says which entries are done with (sent, or refused for good) and whether any must wait. */
+  private async sendPage(page: readonly OutboxEntry[]): Promise<{ done: number[]; wait: boolean }> {
+    const byTopic = new Map<string, OutboxEntry[]>();
+    for (const entry of page) {
+      const list = byTopic.get(entry.topic);
+      if (list === undefined) byTopic.set(entry.topic, [entry]);
+      else list.push(entry);
+    }
+    const done: number[] = [];
+    let wait = false;
+    await Promise.all(
+      [...byTopic.values()].map(async (entries) => {
+        for (const entry of entries) {
+          try {
+            await this.send(entry.topic, entry.envelope);
+          } catch (error) {
+            if (!isRefused(error)) {
+              wait = true; // away again, or not known to be for good: this one and the rest of its topic wait
+              return;
+            }
+            this.failedCount++;
+            this.logger?.error(
+              { err: error, transport: this.kindOf(), topic: entry.topic, envelopeId: entry.envelope.id },
+              'the broker refused a kept envelope for good; it is dropped from the outbox',
+            );
+          }
+          done.push(entry.seq);
+        }
+      }),
+    );
+    return { done, wait };
   }
 
   /** Stops draining; what waits stays in the store for the next start. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.fire();
     if (this.retry !== null) clearTimeout(this.retry);
     await this.chain.catch(() => {});
     await this.draining;

@@ -12,7 +12,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SqliteStore, type Envelope } from '../../src/index.js';
+import { MemoryStore, SqliteStore, type Envelope } from '../../src/index.js';
 import type { Logger } from '../../src/telemetry/logger.js';
 import { Dedup } from '../../src/transport/dedup.js';
 import { JetStreamTransport, type JetStreamTransportOptions } from '../../src/transport/jetstream.js';
@@ -362,6 +362,21 @@ describe('JetStream', () => {
     } finally {
       await nc.close();
     }
+  });
+
+  it('a full stream that takes nothing new refuses a publish for good (ROOST_ERR_PUBLISH_REFUSED): not kept in the outbox', async () => {
+    const n = names();
+    const store = new MemoryStore();
+    const t = await make({ ...n, maxBytes: 1_024, discard: 'new', outbox: { store, source: 'full' } });
+    let refused: unknown = null;
+    for (let i = 0; i < 20 && refused === null; i++) {
+      await t.publish('full', envelope('x'.repeat(200))).catch((error: unknown) => {
+        refused = error;
+      });
+    }
+    expect(refused).toMatchObject({ code: 'ROOST_ERR_PUBLISH_REFUSED', details: { transport: 'jetstream', topic: 'full' } });
+    expect(t.stats()).toMatchObject({ kept: 0, outbox: 0 });
+    expect(await store.outboxSize('full')).toBe(0);
   });
 
   it('across a restart of a private nats-server during a stream: every envelope handled once by a durable dedup group, none lost, the outbox drained', { timeout: 60_000 }, async () => {

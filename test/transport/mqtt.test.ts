@@ -107,4 +107,30 @@ describe('MQTT receive-side backpressure', () => {
       await Promise.allSettled([worker.close(), helper.close(), feeder.close()]);
     }
   });
+
+  it('a persistent session started again: a message for an earlier subscription never reaches another handler', async () => {
+    // The session keeps the first process's subscriptions and their identifiers; the second
+    // numbers its own from 1 again.
+    const prefix = `roost-test-${randomUUID().slice(0, 8)}`;
+    const clientId = `roost-test-${randomUUID().slice(0, 8)}`;
+    const first = new MqttTransport({ url: MQTT_URL, clientId, session: { expirySeconds: 5 } });
+    await first.connect();
+    await first.subscribe(`${prefix}/orders`, () => {});
+    await first.subscribe(`${prefix}/audit`, () => {});
+    await first.close();
+    const second = new MqttTransport({ url: MQTT_URL, clientId, session: { expirySeconds: 5 } });
+    const pub = new MqttTransport({ url: MQTT_URL });
+    await Promise.all([second.connect(), pub.connect()]);
+    try {
+      const audit: string[] = [];
+      await second.subscribe(`${prefix}/audit`, (env, d) => void audit.push(`${d.topic}:${String(env.payload)}`));
+      await pub.publish(`${prefix}/orders`, envelope('order'));
+      await pub.publish(`${prefix}/audit`, envelope('entry'));
+      await until(() => audit.length >= 1, 5_000, 'the audit entry');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(audit).toEqual([`${prefix}/audit:entry`]);
+    } finally {
+      await Promise.allSettled([second.close(), pub.close()]);
+    }
+  });
 });

@@ -2,7 +2,7 @@
  * The envelope's JSON codec with a size cap. Decoding never throws anything but a `RoostError`,
  * whatever bytes arrive; encoding refuses a payload that is not JSON or is over the cap.
  */
-import { RoostError, describeValue, ensureError } from '../errors.js';
+import { RoostError, describeValue, ensureError, isRoostError } from '../errors.js';
 import type { Envelope } from './envelope.js';
 import { validateEnvelope } from './schema.js';
 
@@ -56,14 +56,35 @@ export function toJsonWithin(field: string, value: unknown, maxBytes: number): s
   return text;
 }
 
+/**
+ * Whether JSON.stringify of `payload` could drop it (undefined, a function, a symbol, or a toJSON
+ * that returns one of those) or throw at its top (a BigInt): the envelope's text would then lack
+ * its payload, or fail without naming it. A plain value or an object without toJSON cannot.
+ */
+function oddPayload(payload: unknown): boolean {
+  const type = typeof payload;
+  if (type === 'object') return payload !== null && typeof (payload as { toJSON?: unknown }).toJSON === 'function';
+  return type !== 'string' && type !== 'number' && type !== 'boolean';
+}
+
 /** Encodes a valid envelope as UTF-8 JSON bytes, within the cap. */
 export function encodeEnvelope(envelope: Envelope, options: CodecOptions = {}): Buffer {
   const max = options.maxBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
   validateEnvelope(envelope);
-  // A payload JSON drops (a function, a symbol, a toJSON returning undefined) would make bytes
-  // that decode refuses: refuse it here instead.
-  toJsonWithin('envelope.payload', envelope.payload, Number.MAX_SAFE_INTEGER); // JSON-ness only; size is checked whole below
-  return Buffer.from(toJsonWithin('envelope', envelope, max), 'utf8');
+  // A payload JSON drops would make bytes that decode refuses: refuse it here instead. Only an
+  // odd payload is serialised on its own for that; any other is serialised once, in the envelope.
+  const payload: unknown = envelope.payload;
+  if (oddPayload(payload)) toJsonWithin('envelope.payload', payload, Number.MAX_SAFE_INTEGER); // JSON-ness only; size is checked whole below
+  let text: string;
+  try {
+    text = toJsonWithin('envelope', envelope, max);
+  } catch (error) {
+    // Not JSON (a BigInt or a cycle inside the payload, the only field that may hold one once
+    // validated): the payload's own check throws the error that names it.
+    if (isRoostError(error) && error.code === 'ROOST_ERR_ENVELOPE_INVALID') toJsonWithin('envelope.payload', payload, Number.MAX_SAFE_INTEGER);
+    throw error;
+  }
+  return Buffer.from(text, 'utf8');
 }
 
 /**

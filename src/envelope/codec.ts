@@ -4,7 +4,7 @@
  */
 import { RoostError, describeValue, ensureError, isRoostError } from '../errors.js';
 import type { Envelope } from './envelope.js';
-import { validateEnvelope } from './schema.js';
+import { completed, surelyValid, validateEnvelope } from './schema.js';
 
 /** Default cap on an encoded envelope: 256 KiB, the packet cap of the 2389 protocol. */
 export const DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024;
@@ -122,19 +122,40 @@ export function decodeEnvelope(input: Uint8Array | string, options: CodecOptions
     });
   }
   // A number literal too large for a double parses as ±Infinity, which JSON cannot carry on
-  // (it would re-encode as null). Only a literal of 309+ digits or a 3-digit exponent can
-  // overflow, so the walk runs only when the text has one (or a string that looks like one).
+  // (it would re-encode as null). In an envelope the schema surely accepts, only the payload can
+  // hold a number that is not an integer in range: a walk of the payload finds one.
+  if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && surelyValid(parsed as Record<string, unknown>)) {
+    const record = parsed as Record<string, unknown>;
+    if (hasNonFinite(record['payload'], 1)) throw outOfRange(nonFinitePath(parsed, 'envelope', 0) ?? 'envelope.payload');
+    return completed(record);
+  }
+  // Otherwise the walk runs only when the text has a literal that can overflow (309+ digits or a
+  // 3-digit exponent, or a string that looks like one), before the validator names a field.
   if (MAYBE_OVERFLOW.test(text)) {
     const path = nonFinitePath(parsed, 'envelope', 0);
-    if (path !== undefined) {
-      throw new RoostError('ROOST_ERR_ENVELOPE_INVALID', `${path}: number out of range (a JSON number must be finite)`, {
-        field: path,
-        expected: 'a finite number (magnitude below 1.8e308)',
-        received: 'a number literal that overflows to Infinity',
-      });
-    }
+    if (path !== undefined) throw outOfRange(path);
   }
   return validateEnvelope(parsed);
+}
+
+function outOfRange(path: string): RoostError {
+  return new RoostError('ROOST_ERR_ENVELOPE_INVALID', `${path}: number out of range (a JSON number must be finite)`, {
+    field: path,
+    expected: 'a finite number (magnitude below 1.8e308)',
+    received: 'a number literal that overflows to Infinity',
+  });
+}
+
+/** Whether a parsed JSON value holds a non-finite number (as {@link nonFinitePath}, without making paths). */
+function hasNonFinite(value: unknown, depth: number): boolean {
+  if (typeof value === 'number') return !Number.isFinite(value);
+  if (typeof value !== 'object' || value === null || depth > 10_000) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (hasNonFinite(value[i], depth + 1)) return true;
+    return false;
+  }
+  for (const key in value) if (hasNonFinite((value as Record<string, unknown>)[key], depth + 1)) return true;
+  return false;
 }
 
 // `(?<!\d)`: a run of digits is tried from its start only. Without it every digit of a run starts

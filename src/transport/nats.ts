@@ -170,10 +170,17 @@ export class NatsTransport extends TransportBase implements Transport {
     return this.add(topic, options, (msg) => {
       const envelope = this.decode(msg.data, msg.subject);
       if (envelope === null) return;
+      // Not an async closure: this runs per request, and a responder's answer may be at hand.
       void this.handle(
-        async (env, delivery) => {
-          const reply = await responder(env, delivery);
-          msg.respond(this.encode(reply));
+        (env, delivery) => {
+          const reply = responder(env, delivery);
+          if (typeof (reply as Partial<PromiseLike<Envelope>>).then !== 'function') {
+            msg.respond(this.encode(reply as Envelope));
+            return;
+          }
+          return Promise.resolve(reply).then((answer) => {
+            msg.respond(this.encode(answer));
+          });
         },
         envelope,
         { topic: msg.subject.replaceAll('.', '/') },

@@ -42,6 +42,8 @@
  *   node build/bench/bench/transport-throughput.js       after `tsc -p bench/tsconfig.json`
  *   BENCH_ROUNDS=1 BENCH_TRANSPORT_SCALE=25 …            a quick, noisy look
  *   BENCH_TRANSPORT_ONLY='^mqtt-roost@64$' node --cpu-prof …   one case (to profile it)
+ *   BENCH_TRANSPORTS=nats …                              only these transports (comma-separated:
+ *                                                        mqtt, nats); only their brokers start
  *
  * `cpu µs/req` is this process's CPU time (user + system, both clients; the broker is another
  * process) per request over the measurement: on a shared machine it moves far less with the
@@ -71,6 +73,11 @@ const ROUNDS = envInt('BENCH_ROUNDS', 3, 1);
 const SCALE = envInt('BENCH_TRANSPORT_SCALE', 100, 1);
 /** Only the cases whose `variant@C` matches this regular expression (for profiling one case). */
 const ONLY = new RegExp(process.env['BENCH_TRANSPORT_ONLY'] ?? '');
+/** Only these transports (default: all); a broker starts only when its transport runs. */
+const TRANSPORTS = (process.env['BENCH_TRANSPORTS'] ?? 'mqtt,nats').split(',').map((t) => t.trim());
+for (const t of TRANSPORTS) {
+  if (t !== 'mqtt' && t !== 'nats') throw new Error(`BENCH_TRANSPORTS: unknown transport ${JSON.stringify(t)} (expected mqtt, nats)`);
+}
 const CONCURRENCIES = [1, 64] as const;
 type C = (typeof CONCURRENCIES)[number];
 const TIMEOUT_MS = 5_000;
@@ -358,8 +365,8 @@ interface Job {
 }
 
 async function main(brokers: { mqtt: PrivateBroker | null; nats: PrivateBroker | null }): Promise<void> {
-  brokers.mqtt = await privateBroker('mosquitto');
-  brokers.nats = await privateBroker('nats');
+  if (TRANSPORTS.includes('mqtt')) brokers.mqtt = await privateBroker('mosquitto');
+  if (TRANSPORTS.includes('nats')) brokers.nats = await privateBroker('nats');
   const mqttBroker = (): PrivateBroker => brokers.mqtt!;
   const natsBroker = (): PrivateBroker => brokers.nats!;
   const mqttRoost = (): Transport => new MqttTransport({ url: mqttBroker().url });
@@ -376,11 +383,15 @@ async function main(brokers: { mqtt: PrivateBroker | null; nats: PrivateBroker |
   ];
   for (const v of variants) v.variant = withCpu(v.variant);
   const jobs: Job[] = variants.flatMap((v) => CONCURRENCIES.map((c) => ({ ...v, c, messages: count(v.journal ? 'journal' : v.transport, c) })))
-    .filter((j) => ONLY.test(`${j.variant.name}@${j.c}`));
+    .filter((j) => TRANSPORTS.includes(j.transport) && ONLY.test(`${j.variant.name}@${j.c}`));
 
   const cpu = cpus();
   console.log(`\ntransport request/response: node ${process.version}, ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}`);
-  console.log(`  private Mosquitto ${mqttBroker().url} (set_tcp_nodelay true, persistence false), private nats-server ${natsBroker().url}`);
+  const shown = [
+    brokers.mqtt === null ? null : `private Mosquitto ${brokers.mqtt.url} (set_tcp_nodelay true, persistence false)`,
+    brokers.nats === null ? null : `private nats-server ${brokers.nats.url}`,
+  ];
+  console.log(`  ${shown.filter((b) => b !== null).join(', ')}`);
   console.log(
     `  ${RAW_REQUEST.length}-byte request and ${RAW_REPLY.length}-byte reply envelopes (raw: the same bytes, encoded once); ` +
       `C ∈ {${CONCURRENCIES.join(', ')}}, ${ROUNDS} interleaved rounds, a fresh connection pair per measurement; GC between measurements: ${gcAvailable ? 'yes' : 'unavailable'}`,

@@ -2,9 +2,9 @@
  * The envelope's JSON codec with a size cap. Decoding never throws anything but a `RoostError`,
  * whatever bytes arrive; encoding refuses a payload that is not JSON or is over the cap.
  */
-import { RoostError, describeValue, ensureError } from '../errors.js';
+import { RoostError, describeValue, ensureError, isRoostError } from '../errors.js';
 import type { Envelope } from './envelope.js';
-import { validateEnvelope } from './schema.js';
+import { completed, surelyValid, validateEnvelope } from './schema.js';
 
 /** Default cap on an encoded envelope: 256 KiB, the packet cap of the 2389 protocol. */
 export const DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024;
@@ -56,14 +56,35 @@ export function toJsonWithin(field: string, value: unknown, maxBytes: number): s
   return text;
 }
 
+/**
+ * Whether JSON.stringify of `payload` could drop it (undefined, a function, a symbol, or a toJSON
+ * that returns one of those) or throw at its top (a BigInt): the envelope's text would then lack
+ * its payload, or fail without naming it. A plain value or an object without toJSON cannot.
+ */
+function oddPayload(payload: unknown): boolean {
+  const type = typeof payload;
+  if (type === 'object') return payload !== null && typeof (payload as { toJSON?: unknown }).toJSON === 'function';
+  return type !== 'string' && type !== 'number' && type !== 'boolean';
+}
+
 /** Encodes a valid envelope as UTF-8 JSON bytes, within the cap. */
 export function encodeEnvelope(envelope: Envelope, options: CodecOptions = {}): Buffer {
   const max = options.maxBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
   validateEnvelope(envelope);
-  // A payload JSON drops (a function, a symbol, a toJSON returning undefined) would make bytes
-  // that decode refuses: refuse it here instead.
-  toJsonWithin('envelope.payload', envelope.payload, Number.MAX_SAFE_INTEGER); // JSON-ness only; size is checked whole below
-  return Buffer.from(toJsonWithin('envelope', envelope, max), 'utf8');
+  // A payload JSON drops would make bytes that decode refuses: refuse it here instead. Only an
+  // odd payload is serialised on its own for that; any other is serialised once, in the envelope.
+  const payload: unknown = envelope.payload;
+  if (oddPayload(payload)) toJsonWithin('envelope.payload', payload, Number.MAX_SAFE_INTEGER); // JSON-ness only; size is checked whole below
+  let text: string;
+  try {
+    text = toJsonWithin('envelope', envelope, max);
+  } catch (error) {
+    // Not JSON (a BigInt or a cycle inside the payload, the only field that may hold one once
+    // validated): the payload's own check throws the error that names it.
+    if (isRoostError(error) && error.code === 'ROOST_ERR_ENVELOPE_INVALID') toJsonWithin('envelope.payload', payload, Number.MAX_SAFE_INTEGER);
+    throw error;
+  }
+  return Buffer.from(text, 'utf8');
 }
 
 /**
@@ -101,19 +122,40 @@ export function decodeEnvelope(input: Uint8Array | string, options: CodecOptions
     });
   }
   // A number literal too large for a double parses as ±Infinity, which JSON cannot carry on
-  // (it would re-encode as null). Only a literal of 309+ digits or a 3-digit exponent can
-  // overflow, so the walk runs only when the text has one (or a string that looks like one).
+  // (it would re-encode as null). In an envelope the schema surely accepts, only the payload can
+  // hold a number that is not an integer in range: a walk of the payload finds one.
+  if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) && surelyValid(parsed as Record<string, unknown>)) {
+    const record = parsed as Record<string, unknown>;
+    if (hasNonFinite(record['payload'], 1)) throw outOfRange(nonFinitePath(parsed, 'envelope', 0) ?? 'envelope.payload');
+    return completed(record);
+  }
+  // Otherwise the walk runs only when the text has a literal that can overflow (309+ digits or a
+  // 3-digit exponent, or a string that looks like one), before the validator names a field.
   if (MAYBE_OVERFLOW.test(text)) {
     const path = nonFinitePath(parsed, 'envelope', 0);
-    if (path !== undefined) {
-      throw new RoostError('ROOST_ERR_ENVELOPE_INVALID', `${path}: number out of range (a JSON number must be finite)`, {
-        field: path,
-        expected: 'a finite number (magnitude below 1.8e308)',
-        received: 'a number literal that overflows to Infinity',
-      });
-    }
+    if (path !== undefined) throw outOfRange(path);
   }
   return validateEnvelope(parsed);
+}
+
+function outOfRange(path: string): RoostError {
+  return new RoostError('ROOST_ERR_ENVELOPE_INVALID', `${path}: number out of range (a JSON number must be finite)`, {
+    field: path,
+    expected: 'a finite number (magnitude below 1.8e308)',
+    received: 'a number literal that overflows to Infinity',
+  });
+}
+
+/** Whether a parsed JSON value holds a non-finite number (as {@link nonFinitePath}, without making paths). */
+function hasNonFinite(value: unknown, depth: number): boolean {
+  if (typeof value === 'number') return !Number.isFinite(value);
+  if (typeof value !== 'object' || value === null || depth > 10_000) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (hasNonFinite(value[i], depth + 1)) return true;
+    return false;
+  }
+  for (const key in value) if (hasNonFinite((value as Record<string, unknown>)[key], depth + 1)) return true;
+  return false;
 }
 
 // `(?<!\d)`: a run of digits is tried from its start only. Without it every digit of a run starts

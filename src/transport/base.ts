@@ -99,7 +99,17 @@ export abstract class TransportBase {
   private pendingPublishes = 0;
   protected readonly logger: Logger | null;
   private readonly listeners = new Set<(event: TransportStateEvent) => void>();
-  private readonly inFlight = new Set<Promise<void>>();
+  /** Handlers in progress (see {@link handle}), and what `settle()` waits on until they are none. */
+  private running = 0;
+  private idleWaiters: (() => void)[] = [];
+  /** Ends one handler in progress (bound once: `handle` passes it to `then` without a closure). */
+  private readonly handled = (): void => {
+    if (--this.running === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const wake of waiters) wake();
+    }
+  };
   private counts = { published: 0, received: 0, dropped: 0 };
   private readonly outbox: Outbox | null;
   /** Fired when the connection goes: publishes awaiting the broker and the outbox's drain stop waiting. */
@@ -263,23 +273,35 @@ export abstract class TransportBase {
     }
   }
 
-  /** Runs `handler` on a received envelope, tracked so that `close()` waits for it. */
+  /**
+   * Runs `handler` on a received envelope, tracked so that `close()` waits for it; the promise
+   * resolves when it is done and never rejects (a failure is logged). It runs on every message,
+   * so it makes no async closure and no promise for a handler that returns none: a count of the
+   * handlers still running is all `settle()` needs.
+   */
   protected handle(handler: EnvelopeHandler, envelope: Envelope, delivery: Delivery): Promise<void> {
-    const run = (async () => {
-      try {
-        await handler(envelope, delivery);
-      } catch (error) {
-        this.logger?.error({ err: error, transport: this.kind, topic: delivery.topic, envelopeId: envelope.id }, 'a transport handler failed');
-      }
-    })();
-    this.inFlight.add(run);
-    void run.finally(() => this.inFlight.delete(run));
-    return run;
+    let result: void | Promise<void>;
+    try {
+      result = handler(envelope, delivery);
+    } catch (error) {
+      this.handlerFailed(error, envelope, delivery);
+      return Promise.resolve();
+    }
+    if (result === undefined || result === null || typeof (result as Partial<PromiseLike<void>>).then !== 'function') return Promise.resolve();
+    this.running++;
+    return Promise.resolve(result).then(this.handled, (error: unknown) => {
+      this.handlerFailed(error, envelope, delivery);
+      this.handled();
+    });
   }
 
-  /** Waits for the handlers in progress. */
+  private handlerFailed(error: unknown, envelope: Envelope, delivery: Delivery): void {
+    this.logger?.error({ err: error, transport: this.kind, topic: delivery.topic, envelopeId: envelope.id }, 'a transport handler failed');
+  }
+
+  /** Waits for the handlers in progress (and for those they start meanwhile). */
   protected async settle(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    while (this.running > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Marks the transport closed (after its own shutdown). */

@@ -27,6 +27,8 @@ import {
   type RoostError,
 } from '../../src/index.js';
 import { deriveId, formatUuidv7, idBits, lastIdBits, lastUuidv7Time, saltHash } from '../../src/envelope/uuid.js';
+import { surelyValid } from '../../src/envelope/schema.js';
+import { Ajv } from 'ajv';
 
 // ---- arbitraries ------------------------------------------------------------------------------
 
@@ -337,6 +339,70 @@ describe('decodeEnvelope on garbage never throws anything but a RoostError', () 
         expect(JSON.stringify(validateEnvelope(viaJson(result.env)))).toBe(text);
       }),
       { numRuns: 500 },
+    );
+  });
+});
+
+// ---- the validator's quick check ----------------------------------------------------------------
+
+describe('surelyValid (the quick check before the compiled validator)', () => {
+  const schema = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true }).compile(ENVELOPE_SCHEMA);
+  const many = (n: number, v = 'v'): Record<string, string> => Object.fromEntries(Array.from({ length: n }, (_, i) => [`h${i}`, v]));
+  const EDGES: readonly unknown[] = [
+    undefined, null, 0, -0, 1, 2, -1, 1.5, 1_000_000, 1_000_001, MAX_EPOCH_MS, MAX_EPOCH_MS + 1, Infinity, -Infinity, NaN,
+    '', ' ', 'a', 'A'.repeat(64), 'A'.repeat(65), 'a/b', '/a', 'a/', 'a//b', 'a.b', 'a b', 'x'.repeat(256), 'x'.repeat(257), 'é', '😀'.repeat(128), '😀'.repeat(129),
+    uuidv7(), uuidv7().toUpperCase(), randomUUID(), `${uuidv7()}\n`, 'task', 'result', 'chunk', 'other', true, false, [], {}, [1], ['v'], { a: 1 }, () => 1, 10n,
+    { k: 'x'.repeat(8192) }, { k: 'x'.repeat(8193) }, { k: '😀'.repeat(4097) }, { ['k'.repeat(128)]: 'v' }, { ['k'.repeat(129)]: 'v' }, { ['😀'.repeat(65)]: 'v' },
+    many(64), many(65), many(3, ''), { k: 1 }, { k: null }, { k: ['v'] }, { n: 1 },
+  ];
+  const edge = fc.constantFrom(...EDGES);
+  const value = fc.oneof({ weight: 4, arbitrary: edge }, { weight: 1, arbitrary: fc.jsonValue() }, { weight: 1, arbitrary: fc.anything() });
+  const key = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom(...FIELDS) },
+    { weight: 1, arbitrary: fc.constantFrom('extra', '__proto__', 'toString', 'constructor', '') },
+    { weight: 1, arbitrary: fc.string({ maxLength: 10 }) },
+  );
+
+  it('never accepts what the schema refuses: each field of a valid envelope set to each edge value', () => {
+    const base = sample();
+    for (const field of [...FIELDS, 'extra']) {
+      for (const v of EDGES) {
+        const wire: Record<string, unknown> = { ...base };
+        if (v === undefined) delete wire[field];
+        else wire[field] = v;
+        if (surelyValid(wire)) expect(schema(wire), `${field} = ${String(v).slice(0, 40)}`).toBe(true);
+      }
+    }
+  });
+
+  it('never accepts what the schema refuses: valid envelopes with fields corrupted, dropped or added', () => {
+    fc.assert(
+      fc.property(envelopeArb, fc.array(fc.tuple(key, value), { maxLength: 3 }), fc.boolean(), (env, changes, inherit) => {
+        const wire: Record<string, unknown> = { ...env };
+        for (const [k, v] of changes) {
+          if (v === undefined) delete wire[k];
+          else Object.defineProperty(wire, k, { value: v, enumerable: true, writable: true, configurable: true });
+        }
+        // an enumerable inherited key, which the schema's for … in sees too
+        const input = inherit ? Object.assign(Object.create({ inherited: 1 }) as Record<string, unknown>, wire) : wire;
+        if (surelyValid(input)) expect(schema(input)).toBe(true);
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('accepts the envelopes Roost makes (every field present, or optional ones absent)', () => {
+    fc.assert(
+      fc.property(envelopeArb, fc.subarray(Object.keys(OPTIONAL_DEFAULTS)), (env, drop) => {
+        let wire: Record<string, unknown> = { ...env };
+        for (const k of drop) wire = without(wire, k);
+        const quick = surelyValid(wire);
+        expect(schema(wire)).toBe(true);
+        // longer in UTF-16 units than the schema's code points: the quick check may leave it to the validator
+        const long = Object.entries(env.headers).some(([k, v]) => k.length > 128 || v.length > 8192) || (env.idempotencyKey?.length ?? 0) > 256;
+        if (!long) expect(quick).toBe(true);
+      }),
+      { numRuns: 300 },
     );
   });
 });

@@ -191,6 +191,9 @@ export class IdempotencyWindow {
     idC = 0,
   ): void {
     const scope = this.scope(flow, tenant, true)!;
+    // Counted first: the scope's last record may be the old entry of this key, removed below, and
+    // a reshape that drops it must not free the scope the new record goes into.
+    scope.refs++;
     let h: number;
     let slot = -1;
     if (this.missVersion === this.version && this.missKey === key && this.missScope === scope) {
@@ -209,7 +212,6 @@ export class IdempotencyWindow {
     const n = key.length + (asBits ? 0 : traceId.length) + (fingerprint === undefined ? 0 : fingerprint.length);
     if (this.count === this.slots.length || this.charsUsed + n > this.chars.length) this.reshape(n);
     const r = (this.head + this.count++) & this.rmask;
-    scope.refs++;
     const m = STRIDE * r;
     const meta = this.meta;
     let at = (this.charsHead + this.charsUsed) & this.amask;

@@ -110,6 +110,21 @@ describe('IdempotencyWindow', () => {
     );
   });
 
+  it('keeps a key set again when that set also reshapes the rings (the scope had only that key)', () => {
+    // The old entry of ("f", "a", "") was its scope's only record: the reshape that the set
+    // runs drops it, which freed the scope the new record was going into, so it was lost.
+    const w = new IdempotencyWindow(4, 1_000, 4);
+    w.set('f', 'default', 'x', 't0', undefined, 1);
+    w.set('f', 'default', 'y', 't1', undefined, 1);
+    w.set('f', 'a', '', 't2', undefined, 1);
+    w.set('f', 'default', 'z', 't3', undefined, 1); // the rings (4 records) are full now
+    w.set('f', 'a', '', 't4', undefined, 1);
+    const r = w.find('f', 'a', '', 1);
+    expect(r).toBeGreaterThanOrEqual(0);
+    expect(w.traceIdAt(r)).toBe('t4');
+    expect(w.size).toBe(4);
+  });
+
   it('finds a key set after a miss of it even when the table changed in between', () => {
     // A set after a find reuses the slot that find's miss ended on, only while nothing moved.
     const w = new IdempotencyWindow(10_000, 1_000_000, 16);

@@ -18,7 +18,9 @@
  *   touches is what the window costs once the caches are full of other work.
  * - entries are found through an open-addressing table (linear probing, load at most one half)
  *   of (32-bit hash, record) pairs, so a miss, the usual case, reads one or two adjacent words
- *   and compares no text; the hash is of the scope and the key, never of a concatenation.
+ *   and compares no text; the hash is of the scope and the key, never of a concatenation. The
+ *   `set` that follows a `find` that missed (every new keyed emit) reuses that miss's hash and
+ *   the free slot its probe ended on, when the table has not changed in between.
  * - the records and the character ring are rings: in the steady state (a full window, one
  *   eviction per insert) nothing is moved or allocated. A removed entry leaves the table at once
  *   (backward-shift deletion, no tombstones); when a ring fills (many entries deleted behind a
@@ -88,6 +90,18 @@ export class IdempotencyWindow {
   private freeScopeIds: number[] = [];
   /** The scope of the last call: most emits repeat both flow and tenant. */
   private lastScope: Scope | null = null;
+  /** Bumped by every change of the table: a remembered miss holds only while it is unchanged. */
+  private version = 0;
+  /**
+   * The last miss of {@link find}: its key, scope, hash and the free slot its probe ended on. The
+   * `set` that follows a miss (every new keyed emit) puts its entry there without hashing the
+   * key and probing again.
+   */
+  private missKey: string | null = null;
+  private missScope: Scope | null = null;
+  private missHash = 0;
+  private missSlot = -1;
+  private missVersion = -1;
 
   /**
    * @param max most entries kept; the oldest go first.
@@ -123,8 +137,16 @@ export class IdempotencyWindow {
   find(flow: string, tenant: string, key: string, now: number): number {
     const scope = this.scope(flow, tenant, false);
     if (scope === null) return -1;
-    const r = this.lookup(scope.id, key, hashOf(scope, key));
-    if (r < 0) return -1;
+    const h = hashOf(scope, key);
+    const r = this.lookup(scope.id, key, h);
+    if (r < 0) {
+      this.missKey = key;
+      this.missScope = scope;
+      this.missHash = h;
+      this.missSlot = this.probeEnd;
+      this.missVersion = this.version;
+      return -1;
+    }
     if (this.expires[r]! <= now) {
       this.sweep(now);
       return -1;
@@ -169,14 +191,27 @@ export class IdempotencyWindow {
     idC = 0,
   ): void {
     const scope = this.scope(flow, tenant, true)!;
-    const h = hashOf(scope, key);
-    const old = this.lookup(scope.id, key, h);
-    if (old >= 0) this.remove(old);
+    // Counted first: the scope's last record may be the old entry of this key, removed below, and
+    // a reshape that drops it must not free the scope the new record goes into.
+    scope.refs++;
+    let h: number;
+    let slot = -1;
+    if (this.missVersion === this.version && this.missKey === key && this.missScope === scope) {
+      // `find` just missed this key and the table has not changed since: no old entry, and the
+      // new one goes where that probe ended.
+      h = this.missHash;
+      slot = this.missSlot;
+    } else {
+      h = hashOf(scope, key);
+      const old = this.lookup(scope.id, key, h);
+      if (old >= 0) this.remove(old);
+    }
+    this.missKey = null;
+    this.missScope = null;
     const asBits = idMs >= 0;
     const n = key.length + (asBits ? 0 : traceId.length) + (fingerprint === undefined ? 0 : fingerprint.length);
     if (this.count === this.slots.length || this.charsUsed + n > this.chars.length) this.reshape(n);
     const r = (this.head + this.count++) & this.rmask;
-    scope.refs++;
     const m = STRIDE * r;
     const meta = this.meta;
     let at = (this.charsHead + this.charsUsed) & this.amask;
@@ -198,8 +233,11 @@ export class IdempotencyWindow {
     if (!asBits) at = this.put(at, traceId);
     if (fingerprint !== undefined) this.put(at, fingerprint);
     this.expires[r] = now + this.ttlMs;
-    if (2 * (this.live + 1) > this.mask + 1) this.rehash(2 * (this.mask + 1)); // load at most one half
-    this.place(r, h);
+    if (2 * (this.live + 1) > this.mask + 1) {
+      this.rehash(2 * (this.mask + 1)); // load at most one half
+      slot = -1;
+    }
+    this.place(r, h, slot);
     this.live++;
     this.sweep(now);
   }
@@ -257,12 +295,18 @@ export class IdempotencyWindow {
     return scope;
   }
 
+  /** Where the last {@link lookup} that found nothing ended: the first free slot of its probe. */
+  private probeEnd = -1;
+
   private lookup(scopeId: number, key: string, h: number): number {
     const table = this.table;
     const mask = this.mask;
     for (let i = h & mask; ; i = (i + 1) & mask) {
       const e = table[2 * i + 1]!;
-      if (e === 0) return -1;
+      if (e === 0) {
+        this.probeEnd = i;
+        return -1;
+      }
       if (table[2 * i] === h && this.matches(e - 1, scopeId, key)) return e - 1;
     }
   }
@@ -304,12 +348,16 @@ export class IdempotencyWindow {
     return meta[m + 1]! + Math.max(0, meta[m + 3]!) + (fp === 0 ? 0 : fp - 1);
   }
 
-  /** Puts record `r` into the first free slot of its probe sequence. */
-  private place(r: number, h: number): void {
+  /** Puts record `r` into the first free slot of its probe sequence (`at` when known, else -1). */
+  private place(r: number, h: number, at = -1): void {
     const table = this.table;
     const mask = this.mask;
-    let i = h & mask;
-    while (table[2 * i + 1] !== 0) i = (i + 1) & mask;
+    let i = at;
+    if (i < 0) {
+      i = h & mask;
+      while (table[2 * i + 1] !== 0) i = (i + 1) & mask;
+    }
+    this.version++;
     table[2 * i] = h;
     table[2 * i + 1] = r + 1;
     this.slots[r] = i;
@@ -334,6 +382,7 @@ export class IdempotencyWindow {
       hole = j;
     }
     table[2 * hole + 1] = 0;
+    this.version++;
     slots[r] = -1;
     this.live--;
     this.liveChars -= this.length(r);
@@ -421,6 +470,7 @@ export class IdempotencyWindow {
   /** A table of `slots` slots, holding every live record again. */
   private rehash(slots: number): void {
     const old = this.table;
+    this.version++;
     this.table = new Int32Array(2 * slots);
     this.mask = slots - 1;
     for (let i = 0; i < old.length; i += 2) if (old[i + 1] !== 0) this.place(old[i + 1]! - 1, old[i]!);

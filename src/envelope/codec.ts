@@ -67,6 +67,39 @@ function oddPayload(payload: unknown): boolean {
   return type !== 'string' && type !== 'number' && type !== 'boolean';
 }
 
+/** The envelope's fields in the schema's order: the order Roost makes them in. */
+const FIELD_ORDER = ['v', 'id', 'traceId', 'parentId', 'tenant', 'from', 'to', 'kind', 'payload', 'headers', 'deadline', 'createdAt', 'attempt', 'idempotencyKey'];
+
+/**
+ * The JSON text of a validated envelope whose fields are in the schema's order, made piece by
+ * piece: exactly what JSON.stringify makes of it (the ids, names, kind and numbers need no
+ * escaping once validated; the payload, headers and key go through JSON.stringify), in half its
+ * time. Undefined for anything else (another field order, a class instance, headers that are not
+ * a plain object): the caller then uses JSON.stringify. The payload must not be odd.
+ */
+function quickText(envelope: Envelope): string | undefined {
+  if (Object.getPrototypeOf(envelope) !== Object.prototype) return undefined;
+  let i = 0;
+  for (const field in envelope) {
+    while (i < FIELD_ORDER.length && FIELD_ORDER[i] !== field) i++;
+    if (i++ === FIELD_ORDER.length) return undefined;
+  }
+  const e = envelope as unknown as Record<string, unknown>;
+  const headers = e['headers'];
+  if (headers !== undefined && Object.getPrototypeOf(headers) !== Object.prototype) return undefined;
+  const parentId = e['parentId'];
+  const deadline = e['deadline'] as number | null | undefined; // validated
+  const key = e['idempotencyKey'];
+  let text = `{"v":1,"id":"${envelope.id}","traceId":"${envelope.traceId}"`;
+  if (parentId !== undefined) text += parentId === null ? ',"parentId":null' : `,"parentId":"${parentId as string}"`;
+  text += `,"tenant":"${envelope.tenant}","from":"${envelope.from}","to":"${envelope.to}","kind":"${envelope.kind}","payload":${JSON.stringify(envelope.payload)}`;
+  if (headers !== undefined) text += `,"headers":${JSON.stringify(headers)}`;
+  if (deadline !== undefined) text += `,"deadline":${deadline === null ? 'null' : String(deadline)}`;
+  text += `,"createdAt":${envelope.createdAt},"attempt":${envelope.attempt}`;
+  if (key !== undefined) text += `,"idempotencyKey":${JSON.stringify(key)}`;
+  return `${text}}`;
+}
+
 /** Encodes a valid envelope as UTF-8 JSON bytes, within the cap. */
 export function encodeEnvelope(envelope: Envelope, options: CodecOptions = {}): Buffer {
   const max = options.maxBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
@@ -75,7 +108,19 @@ export function encodeEnvelope(envelope: Envelope, options: CodecOptions = {}): 
   // odd payload is serialised on its own for that; any other is serialised once, in the envelope.
   const payload: unknown = envelope.payload;
   if (oddPayload(payload)) toJsonWithin('envelope.payload', payload, Number.MAX_SAFE_INTEGER); // JSON-ness only; size is checked whole below
-  let text: string;
+  let text: string | undefined;
+  try {
+    text = oddPayload(payload) ? undefined : quickText(envelope);
+  } catch {
+    text = undefined; // a payload that is not JSON (a BigInt or a cycle inside): the checks below name it
+  }
+  if (text !== undefined) {
+    if (text.length * 3 > max) {
+      const size = Buffer.byteLength(text, 'utf8');
+      if (size > max) throw tooLarge('envelope', size, max);
+    }
+    return Buffer.from(text, 'utf8');
+  }
   try {
     text = toJsonWithin('envelope', envelope, max);
   } catch (error) {

@@ -220,6 +220,34 @@ describe('encodeEnvelope / decodeEnvelope round trip', () => {
     );
   });
 
+  it('encodes exactly the bytes of JSON.stringify, whatever the field order, absent or undefined optional fields, or the headers object', () => {
+    class Headers {
+      constructor(readonly traceparent: string) {}
+    }
+    fc.assert(
+      fc.property(
+        envelopeArb,
+        fc.subarray(Object.keys(OPTIONAL_DEFAULTS)),
+        fc.boolean(),
+        fc.constantFrom('plain', 'null-proto', 'class'),
+        fc.boolean(),
+        (env, drop, shuffle, headersKind, undefinedOnes) => {
+          let entries = Object.entries(env).filter(([k]) => !drop.includes(k));
+          if (undefinedOnes) entries = [...entries, ...drop.map((k): [string, unknown] => [k, undefined])];
+          if (shuffle) entries = [...entries].reverse();
+          const wire = Object.fromEntries(entries) as Record<string, unknown>;
+          if (wire['headers'] !== undefined && headersKind !== 'plain') {
+            wire['headers'] = headersKind === 'class' ? new Headers('00-x') : Object.assign(Object.create(null) as object, env.headers);
+          }
+          const text = JSON.stringify(wire);
+          if (Buffer.byteLength(text) > DEFAULT_MAX_ENVELOPE_BYTES) return;
+          expect(encodeEnvelope(wire as unknown as Envelope).toString('utf8')).toBe(text);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   it('turns -0 into 0, as JSON does', () => {
     const decoded = decodeEnvelope(encodeEnvelope(sample({ payload: { n: -0, list: [-0] } }) as unknown as Envelope));
     const payload = decoded.payload as { n: number; list: number[] };

@@ -245,7 +245,7 @@ export class JetStreamTransport extends NatsTransport {
   }
 
   protected override async send(topic: string, bytes: Buffer, envelope: Envelope): Promise<void> {
-    const subject = `${this.jetstream.subjectPrefix}.${natsSubject(topic.split('/'))}`;
+    const subject = `${this.jetstream.subjectPrefix}.${this.subjectOf(topic)}`;
     const js = this.client();
     try {
       await js.publish(subject, bytes, { msgID: envelope.id, timeout: this.jetstream.publishTimeoutMs });

@@ -157,7 +157,7 @@ export class NatsTransport extends TransportBase implements Transport {
   }
 
   protected async send(topic: string, bytes: Buffer, _envelope?: Envelope): Promise<void> {
-    const subject = natsSubject(topic.split('/'));
+    const subject = this.subjectOf(topic);
     const nc = this.conn();
     try {
       nc.publish(subject, bytes); // throws at once when closed, draining, or over the server's max_payload
@@ -248,7 +248,7 @@ export class NatsTransport extends TransportBase implements Transport {
   }
 
   /** The checked topic's subject, from the cache when it was checked before. */
-  private subjectOf(topic: string): string {
+  protected subjectOf(topic: string): string {
     let subject = this.subjects.get(topic);
     if (subject === undefined) {
       subject = natsSubject(topicSegments(topic, false));

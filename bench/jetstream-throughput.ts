@@ -25,9 +25,10 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { ENVELOPE_VERSION, SqliteStore, uuidv7, type Envelope } from '../src/index.js';
+import { SqliteStore, type Envelope } from '../src/index.js';
 import { JetStreamTransport, resolveJetStreamOptions } from '../src/transport/jetstream.js';
 import { privateBroker } from '../test/helpers/private-broker.js';
+import { taskEnvelope } from './lib/envelope.js';
 import { envInt, gcAvailable, measure, median, type Sample, type Target, type Variant } from './lib/measure.js';
 import { fixed, int, line, ratio, table } from './lib/format.js';
 
@@ -39,24 +40,10 @@ const WARMUP = Math.min(10_000, Math.max(2_000, Math.floor(MESSAGES / 4)));
 const TOPIC = 'bench/orders/eu';
 const DONE = { n: 1 } as const;
 
+const PAYLOAD = { order: 'A-1042', lines: [{ sku: 'X1', qty: 2 }], note: 'leave at the door' };
+
 function makeEnvelope(): Envelope {
-  const id = uuidv7();
-  return {
-    v: ENVELOPE_VERSION,
-    id,
-    traceId: id,
-    parentId: null,
-    tenant: 'default',
-    from: 'bench',
-    to: 'orders',
-    kind: 'task',
-    payload: { order: 'A-1042', lines: [{ sku: 'X1', qty: 2 }], note: 'leave at the door' },
-    headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' },
-    deadline: null,
-    createdAt: Date.now(),
-    attempt: 1,
-    idempotencyKey: null,
-  };
+  return taskEnvelope(PAYLOAD, { tenant: 'default', from: 'bench', to: 'orders', traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' });
 }
 
 // ---- the server ---------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { encodeEnvelope } from '../src/envelope/codec.js';
-import { ENVELOPE_VERSION, type Envelope } from '../src/envelope/envelope.js';
+import type { Envelope } from '../src/envelope/envelope.js';
 import { uuidv7 } from '../src/envelope/uuid.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import { Dedup } from '../src/transport/dedup.js';
@@ -65,6 +65,7 @@ import { MqttTransport } from '../src/transport/mqtt.js';
 import { NatsTransport } from '../src/transport/nats.js';
 import type { Responder, Transport } from '../src/transport/transport.js';
 import { privateBroker, type PrivateBroker } from '../test/helpers/private-broker.js';
+import { taskEnvelope } from './lib/envelope.js';
 import { envInt, gcAvailable, measure, median, type Payload, type Sample, type Target, type Variant } from './lib/measure.js';
 import { fixed, int, line, ratio as times, table } from './lib/format.js';
 
@@ -99,23 +100,7 @@ const REQUEST_PAYLOAD = { ticket: 'T-1', text: 'I was charged twice, please refu
 type BenchPayload = typeof REQUEST_PAYLOAD;
 
 function requestEnvelope(): Envelope<BenchPayload> {
-  const id = uuidv7();
-  return {
-    v: ENVELOPE_VERSION,
-    id,
-    traceId: id,
-    parentId: null,
-    tenant: 'bench',
-    from: 'requester',
-    to: 'responder',
-    kind: 'task',
-    payload: REQUEST_PAYLOAD,
-    headers: { traceparent: `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01` },
-    deadline: null,
-    createdAt: Date.now(),
-    attempt: 1,
-    idempotencyKey: null,
-  };
+  return taskEnvelope(REQUEST_PAYLOAD, { tenant: 'bench', from: 'requester', to: 'responder', traceparent: `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01` });
 }
 
 function replyEnvelope(request: Envelope): Envelope<BenchPayload> {

@@ -150,7 +150,7 @@ export abstract class TransportBase {
     const bytes = encodeEnvelope(envelope, { maxBytes: this.maxBytes }); // too big: refused now, never kept
     const outbox = this.outbox;
     if (outbox === null) return this.sendCounted(topic, bytes, envelope);
-    await outbox.ready();
+    if (!outbox.isReady) await outbox.ready(); // once: no await per publish after it
     if (outbox.mustKeep()) return outbox.keep(topic, envelope);
     try {
       // The connection may go while the broker's acknowledgement is awaited: the client then

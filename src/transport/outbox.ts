@@ -107,8 +107,10 @@ export class Outbox {
   private writes: { topic: string; envelope: Envelope }[] = [];
   private written: Promise<void> | null = null;
   private chain: Promise<void> = Promise.resolve();
-  keptCount = 0;
-  failedCount = 0;
+  private keptTotal = 0;
+  private failedTotal = 0;
+  /** True once what an earlier run left has been read. */
+  private loaded = false;
 
   constructor(
     /** The transport's kind (read when needed: a subclass sets it after this is made). */
@@ -133,6 +135,21 @@ export class Outbox {
     this.batch = optInt('outbox', o, 'batch', 1, 10_000, 256);
   }
 
+  /** Envelopes kept in all. */
+  get keptCount(): number {
+    return this.keptTotal;
+  }
+
+  /** Kept envelopes the broker refused for good when they were sent. */
+  get failedCount(): number {
+    return this.failedTotal;
+  }
+
+  /** Whether what an earlier run left has been read (then {@link ready} need not be awaited). */
+  get isReady(): boolean {
+    return this.loaded;
+  }
+
   /** Entries waiting now. */
   get waiting(): number {
     return this.size;
@@ -142,6 +159,7 @@ export class Outbox {
   ready(): Promise<void> {
     this.loading ??= this.store.outboxSize(this.source).then(
       (n) => {
+        this.loaded = true;
         this.size += n;
         if (this.size > 0) this.backlog = true;
       },
@@ -182,7 +200,7 @@ export class Outbox {
     }
     try {
       await written;
-      this.keptCount++;
+      this.keptTotal++;
     } catch (error) {
       this.size = Math.max(0, this.size - 1);
       throw new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `${this.kindOf()}: the broker is away and the outbox could not keep the envelope: ${ensureError(error).message}`, {
@@ -269,7 +287,7 @@ export class Outbox {
               wait = true; // away again, or not known to be for good: this one and the rest of its topic wait
               return;
             }
-            this.failedCount++;
+            this.failedTotal++;
             this.logger?.error(
               { err: error, transport: this.kindOf(), topic: entry.topic, envelopeId: entry.envelope.id },
               'the broker refused a kept envelope for good; it is dropped from the outbox',

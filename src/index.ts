@@ -102,3 +102,4 @@ export { MqttTransport, type MqttTransportOptions } from './transport/mqtt.js';
 export { NatsTransport, type NatsTransportOptions } from './transport/nats.js';
 export { JetStreamTransport, resolveJetStreamOptions, type JetStreamTransportOptions, type ResolvedJetStreamOptions } from './transport/jetstream.js';
 export { Dedup, type DedupOptions } from './transport/dedup.js';
+export { openTransport, type OpenTransportOptions } from './transport/open.js';

@@ -126,8 +126,30 @@ export interface StoreEvent {
   readonly error: EventError | null;
 }
 
+/** Why an envelope handed to a fleet worker went out again. */
+export type RedeliveryReason = 'lease_expired' | 'busy';
+
+/** An envelope handed to a worker of the fleet was sent again (src/fleet/dispatcher.ts). */
+export interface DispatchEvent {
+  readonly type: 'dispatch_redelivered';
+  readonly ts: number;
+  readonly flow: string;
+  readonly node: string;
+  readonly traceId: string;
+  readonly tenant: string;
+  readonly envelopeId: string;
+  /** The attempt (a redelivery does not start a new one). */
+  readonly attempt: number;
+  /** The delivery now going out: 2 for the first redelivery. */
+  readonly delivery: number;
+  /** The worker that held it, or null when none had acknowledged it. */
+  readonly worker: string | null;
+  /** `lease_expired`: no acknowledgement or heartbeat within the lease; `busy`: the worker had no room. */
+  readonly reason: RedeliveryReason;
+}
+
 /** Every event the runtime publishes. */
-export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent;
+export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent | DispatchEvent;
 
 /** Every event type, for docs and validation. */
 export const EVENT_TYPES: readonly RoostEvent['type'][] = [
@@ -157,6 +179,7 @@ export const EVENT_TYPES: readonly RoostEvent['type'][] = [
   'store_breaker_open',
   'store_breaker_half_open',
   'store_breaker_closed',
+  'dispatch_redelivered',
 ];
 
 /** A function told of every event. It must not throw (a throw is logged and ignored). */

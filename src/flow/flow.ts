@@ -139,14 +139,19 @@ export class Flow implements RunnerFlow, SubflowTarget {
     let concurrency = 0;
     const prepared = graph.nodes.map((n) => {
       const agent = n.agent;
-      const policy = resolvePolicy(`flow(${this.name}).node(${n.name}).policy`, n.policy, agent?.policy);
+      const resolved = resolvePolicy(`flow(${this.name}).node(${n.name}).policy`, n.policy, agent?.policy);
+      // A node the fleet's workers run: its handler sends the envelope to them, and its
+      // concurrency is the envelopes out with them at once (each worker has the node's own).
+      const remote = n.kind === 'handler' ? host.remoteNode(this.name, n.name) : null;
+      const policy = remote === null ? resolved : { ...resolved, concurrency: remote.concurrency };
       concurrency += n.kind === 'join' ? 0 : policy.concurrency;
-      return { n, agent, policy };
+      return { n, agent, policy, remote };
     });
     host.reserveRuns(this.name, concurrency);
-    for (const { n, agent, policy } of prepared) {
+    for (const { n, agent, policy, remote } of prepared) {
       const registered = agent === null ? null : host.resolveAgent(agent);
-      this.runners.set(n.name, new NodeRunner(this, n, registered, this.handlerOf(n, registered?.handler ?? null), policy));
+      const handler = remote?.handler ?? this.handlerOf(n, registered?.handler ?? null);
+      this.runners.set(n.name, new NodeRunner(this, n, registered, handler, policy, remote !== null));
     }
     for (const e of graph.edges) {
       const from = this.runners.get(e.from.name)!;
@@ -560,6 +565,15 @@ export class Flow implements RunnerFlow, SubflowTarget {
     const running: string[] = [];
     for (const trace of this.traces.values()) if (trace.running) running.push(trace.id);
     for (const traceId of running) void this.cancel(traceId);
+  }
+
+  /**
+   * @internal the runner of a handler node, for a worker of the fleet that runs it for the
+   * trace's owner elsewhere; undefined when the flow has no such node.
+   */
+  workerNode(name: string): NodeRunner | undefined {
+    const runner = this.runners.get(name);
+    return runner !== undefined && runner.node.kind === 'handler' && !runner.remote ? runner : undefined;
   }
 
   /** Traces admitted and not finished. */

@@ -10,7 +10,7 @@ import type { TimerQueue } from '../resilience/timer-queue.js';
 import type { Journal } from '../store/journal.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RoostEvent } from './events.js';
-import type { Middleware } from './handler.js';
+import type { Handler, Middleware } from './handler.js';
 
 /** @internal the runtime as its flows see it. */
 export interface FlowHost {
@@ -48,6 +48,16 @@ export interface FlowHost {
   assertStoreRoom(): void;
   /** Counts a trace resumed from the journal (not refused by the in-flight limit: it was accepted already). */
   traceResumed(): void;
+  /** How the fleet runs the handler node `node` of `flow` on its workers, or null when it runs here. */
+  remoteNode(flow: string, node: string): RemoteNode | null;
+}
+
+/** A node of a flow whose handler runs on the fleet's workers (src/fleet/dispatcher.ts). */
+export interface RemoteNode {
+  /** Sends the envelope to a worker and settles with what its handler returned or threw. */
+  readonly handler: Handler;
+  /** Envelopes out with workers at once, for this node of this process. */
+  readonly concurrency: number;
 }
 
 /** The outcome of a finished trace, kept until fetched or expired. */

@@ -58,6 +58,8 @@ export class NodeRunner implements RunOwner {
     readonly agent: Agent | null,
     readonly handler: Handler | null,
     readonly policy: ResolvedNodePolicy,
+    /** Its handler sends the envelope to the fleet's workers, which validate and run middlewares themselves. */
+    readonly remote = false,
   ) {
     this.name = node.name;
     this.middlewares = flow.host.middlewares;
@@ -160,8 +162,9 @@ export class NodeRunner implements RunOwner {
 
   /** Calls the handler through input validation and the middlewares. */
   invoke(env: Envelope, ctx: HandlerContext): unknown {
-    if (this.policy.validateInput !== null) checkSchema(this.policy.validateInput, env.payload, `${this.name}.input`);
     const handler = this.handler!;
+    if (this.remote) return handler(env, ctx);
+    if (this.policy.validateInput !== null) checkSchema(this.policy.validateInput, env.payload, `${this.name}.input`);
     if (this.middlewares.length === 0) return handler(env, ctx);
     const chain = this.middlewares;
     // `next` always returns a promise, even when the handler (or a middleware) throws at once.

@@ -9,7 +9,6 @@
  * whatever it returns later is discarded and counted as a late result. A handler that keeps
  * running after its abort counts against its agent's `maxAbandoned` until it settles.
  */
-import { createHash } from 'node:crypto';
 import type { Envelope } from '../envelope/envelope.js';
 import { toJsonWithin } from '../envelope/codec.js';
 import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
@@ -22,6 +21,7 @@ import { logContext } from '../telemetry/context.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Edge, Msg, RunnerFlow, RunnerInfo, Source } from './edge.js';
 import type { ContextEmitOptions, HandlerContext, StepInfo } from './handler.js';
+import { runKey, stepKey } from './keys.js';
 import { checkSchema, type ResolvedNodePolicy } from './policy.js';
 import type { Trace, TraceRun } from './trace.js';
 
@@ -233,10 +233,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
   get idempotencyKey(): string {
     const x = this.more();
     if (x.key === null) {
-      x.key = createHash('sha256')
-        .update(`${this.env.traceId}\u0000${this.owner.flow.name}\u0000${this.owner.name}\u0000${this.env.id}`)
-        .digest('hex')
-        .slice(0, 32);
+      x.key = runKey(this.env.traceId, this.owner.flow.name, this.owner.name, this.env.id);
     }
     return x.key;
   }
@@ -313,11 +310,7 @@ export class Run implements HandlerContext, Timed, LaneMember, TraceRun, Source,
       return Promise.reject(invalidOption('ctx.step.name', 'a string of 1 to 200 characters', name));
     }
     if (typeof fn !== 'function') return Promise.reject(invalidOption('ctx.step.fn', 'a function', fn));
-    const stepKey = createHash('sha256')
-      .update(`${this.env.traceId}\u0000${this.owner.flow.name}\u0000${this.owner.name}\u0000${this.env.id}\u0000${name}`)
-      .digest('hex')
-      .slice(0, 32);
-    return this.runStep(stepKey, fn);
+    return this.runStep(stepKey(this.env.traceId, this.owner.flow.name, this.owner.name, this.env.id, name), fn);
   }
 
   /**

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { DEFAULT_MAX_ENVELOPE_BYTES } from '../envelope/codec.js';
 import { invalidOption } from '../errors.js';
+import { resolveFleetOptions, type FleetOptions, type ResolvedFleetOptions } from '../fleet/fleet.js';
 import type { Middleware } from '../flow/handler.js';
 import { DEFAULT_STREAM_BUFFER } from '../flow/trace-stream.js';
 import type { Store } from '../store/store.js';
@@ -91,6 +92,11 @@ export interface RuntimeOptions {
   readonly storeTimeoutMs?: number;
   /** The circuit breaker around the store. */
   readonly storeBreaker?: { readonly failures?: number; readonly cooldownMs?: number };
+  /**
+   * Join a fleet of processes over a broker: send the runs of `remote` nodes to workers, run the
+   * `host` nodes for the others (src/fleet/fleet.ts). Without it, every node runs here.
+   */
+  readonly fleet?: FleetOptions;
 }
 
 /** Pruning of the journal and its size cap. */
@@ -124,6 +130,7 @@ export interface ResolvedRuntimeOptions {
   readonly retention: { readonly finishedMs: number; readonly intervalMs: number; readonly maxStoreBytes: number | null };
   readonly storeTimeoutMs: number;
   readonly storeBreaker: { readonly failures: number; readonly cooldownMs: number };
+  readonly fleet: ResolvedFleetOptions | null;
 }
 
 const MAX_MS = 2_147_483_647;
@@ -147,6 +154,7 @@ const TOP_KEYS = [
   'retention',
   'storeTimeoutMs',
   'storeBreaker',
+  'fleet',
 ];
 
 /** Validates quarantine options on top of `base`. */
@@ -219,6 +227,7 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
       failures: optInt('storeBreaker', breaker, 'failures', 1, 1_000_000, 5),
       cooldownMs: optInt('storeBreaker', breaker, 'cooldownMs', 1, MAX_MS, 5_000),
     }),
+    fleet: o['fleet'] === undefined ? null : resolveFleetOptions(o['fleet'], owner),
   });
 }
 

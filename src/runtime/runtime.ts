@@ -7,7 +7,8 @@ import { assertName } from '../envelope/names.js';
 import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
 import { eventError, type EventListener, type RoostEvent } from '../flow/events.js';
 import { Flow, type EmitOptions, type EmitResult, type FlowOptions } from '../flow/flow.js';
-import type { FlowHost } from '../flow/host.js';
+import { Fleet } from '../fleet/fleet.js';
+import type { FlowHost, RemoteNode } from '../flow/host.js';
 import type { Middleware } from '../flow/handler.js';
 import { OVERFLOW_POLICIES } from '../flow/bounded-queue.js';
 import { resolvePolicy } from '../flow/policy.js';
@@ -68,6 +69,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
   /** The store behind the journal, or null without one. */
   readonly store: GuardedStore | null;
   readonly journal: Journal | null;
+  /** This process's part in a fleet (the `fleet` option), or null. */
+  readonly fleet: Fleet | null;
   listening = false;
   private readonly ownsStore: boolean;
   private stateValue: RuntimeState = 'created';
@@ -113,6 +116,22 @@ export class Runtime implements FlowHost, AsyncDisposable {
             (error) => this.logger.error({ err: error }, 'journal commit failed'),
             () => this.checkStoreSize(),
           );
+    const fleet = this.options.fleet;
+    this.fleet =
+      fleet === null
+        ? null
+        : new Fleet(fleet, {
+            logger: this.logger,
+            journal: this.journal,
+            maxPayloadBytes: this.options.maxPayloadBytes,
+            publish: (e) => this.publish(e),
+            workerNode: (flow, node) => this.flows.get(flow)?.workerNode(node),
+          });
+  }
+
+  /** @internal how the fleet runs a node remotely, or null (FlowHost). */
+  remoteNode(flow: string, node: string): RemoteNode | null {
+    return this.fleet === null ? null : this.fleet.remoteNode(flow, node);
   }
 
   get journalEvents(): 'state' | 'all' | 'none' {
@@ -560,6 +579,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
   private async startUp(): Promise<void> {
     try {
       for (const agent of this.agents.values()) agent.setLifecycle('ready');
+      // The fleet first: traces resumed below may send their remote runs at once.
+      if (this.fleet !== null) await this.fleet.start();
+      const owns = this.fleet === null || this.fleet.options.role === 'owner';
       // Resume what the journal holds before taking new work: unfinished traces go on where
       // their last commit left them.
       if (this.store !== null) {
@@ -569,8 +591,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
         for (const d of [...letters].reverse()) {
           this.deadLetters.restore({ id: d.id, flow: d.flow, node: d.node, envelope: d.envelope, error: d.error, attempts: d.attempts, failedAt: d.createdAt });
         }
-        if (this.store.shared) await this.startOwnership(this.store);
-        else for (const flow of this.flows.values()) await flow.resume(this.store);
+        // A worker of a fleet runs nodes for others: it neither resumes nor takes over traces.
+        if (owns && this.store.shared) await this.startOwnership(this.store);
+        else if (owns) for (const flow of this.flows.values()) await flow.resume(this.store);
         await this.prune();
         await this.sizeCheck;
         this.pruneTimer = setInterval(() => {
@@ -585,6 +608,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
       this.stateValue = 'running';
     } catch (error) {
       this.stateValue = 'failed';
+      await this.fleet?.close(0).catch(() => {});
       throw ensureError(error);
     }
   }
@@ -734,6 +758,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
       } catch (error) {
         this.logger.error({ err: ensureError(error) }, 'shutdown failed during close');
         this.stateValue = 'stopped';
+      }
+      if (this.fleet !== null) {
+        await this.fleet.close(this.options.drainTimeoutMs).catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'leaving the fleet failed during close'));
       }
       if (this.journal !== null) {
         if (this.pruneTimer !== null) clearInterval(this.pruneTimer);

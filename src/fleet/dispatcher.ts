@@ -1,0 +1,313 @@
+/**
+ * The owner's side of a remote node: its handler sends the input envelope to a worker and
+ * settles with what the worker's handler returned or threw. Everything else about the run (its
+ * timeout and deadline, retries with backoff, dead letters, the trace, the edges after it) stays
+ * with the owner, in the flow, as for a local node.
+ *
+ * Redelivery is Roost's, not the broker's: each envelope handed to a worker holds a lease
+ * (`leaseMs`) that the worker's acknowledgement starts and its heartbeats renew. When the lease
+ * runs out (the worker died, or is cut off), the envelope is sent again to the node's worker group
+ * as the next delivery of the same attempt, so the same `ctx.idempotencyKey` and step keys apply
+ * and `ctx.step` keeps the effects single. A redelivery is not a retry: it does not spend the
+ * node's retry budget.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Envelope } from '../envelope/envelope.js';
+import { RoostError, ensureError, isRoostError } from '../errors.js';
+import type { DispatchEvent, RedeliveryReason } from '../flow/events.js';
+import type { Handler, HandlerContext } from '../flow/handler.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Subscription, Transport } from '../transport/transport.js';
+import {
+  H_DELIVERY,
+  H_EPOCH,
+  H_FLOW,
+  H_REPLY,
+  controlTopic,
+  dispatchKey,
+  fromWire,
+  messageEnvelope,
+  ownerTopic,
+  readWorkerMessage,
+  wireError,
+  workTopic,
+  workerTopic,
+  type ControlMessage,
+  type WorkerMessage,
+} from './protocol.js';
+
+/** What the dispatcher counted. */
+export interface DispatcherStats {
+  /** Envelopes out with workers now. */
+  readonly outstanding: number;
+  readonly dispatched: number;
+  readonly redelivered: number;
+  /** Worker messages that were not understood (dropped) or came for no outstanding dispatch (late). */
+  readonly dropped: number;
+  readonly late: number;
+}
+
+export interface DispatcherOptions {
+  readonly namespace: string;
+  /** This process (the owner of its traces). */
+  readonly id: string;
+  readonly transport: Transport;
+  readonly leaseMs: number;
+  readonly logger: Logger;
+  readonly publish: (event: DispatchEvent) => void;
+  /**
+   * The worker to send a first delivery of `flow`/`node` to (capability routing by the fleet's
+   * registry), or null to let the broker pick a member of the node's worker group.
+   */
+  readonly pick: ((flow: string, node: string, extraLoad: (worker: string) => number) => string | null) | null;
+}
+
+class Dispatch {
+  delivery = 1;
+  worker: string | null = null;
+  /** A worker picked for it by the registry: counted against that worker's load until it settles. */
+  picked: string | null = null;
+  leaseUntil: number;
+  /** ctx.emit / reply / chunk relayed from the worker, in order: the result waits for them. */
+  chain: Promise<unknown> = Promise.resolve();
+  busyTimer: ReturnType<typeof setTimeout> | null = null;
+  constructor(
+    readonly key: string,
+    readonly flow: string,
+    readonly node: string,
+    readonly env: Envelope,
+    readonly ctx: HandlerContext,
+    readonly resolve: (value: unknown) => void,
+    readonly reject: (error: Error) => void,
+    now: number,
+    leaseMs: number,
+  ) {
+    this.leaseUntil = now + leaseMs;
+  }
+}
+
+/** See the module comment. */
+export class Dispatcher {
+  private readonly out = new Map<string, Dispatch>();
+  private readonly perWorker = new Map<string, number>();
+  private readonly reply: string;
+  /** Names this run of the process: a worker keys what it remembers of aborts by it. */
+  readonly epoch = randomBytes(6).toString('hex');
+  private sub: Subscription | null = null;
+  private sweeper: ReturnType<typeof setInterval> | null = null;
+  private counts = { dispatched: 0, redelivered: 0, dropped: 0, late: 0 };
+
+  constructor(private readonly options: DispatcherOptions) {
+    this.reply = ownerTopic(options.namespace, options.id);
+  }
+
+  /** Subscribes to what workers send back; then the lease sweep runs. */
+  async start(): Promise<void> {
+    this.sub = await this.options.transport.subscribe(this.reply, (env) => this.onMessage(env));
+    const every = Math.max(20, Math.min(1_000, Math.floor(this.options.leaseMs / 4)));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  /** The handler of the remote node `node` of `flow`. */
+  handler(flow: string, node: string): Handler {
+    return (env, ctx) => this.dispatch(flow, node, env, ctx);
+  }
+
+  stats(): DispatcherStats {
+    return { outstanding: this.out.size, ...this.counts };
+  }
+
+  private dispatch(flow: string, node: string, env: Envelope, ctx: HandlerContext): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
+      const key = dispatchKey(env.id, env.attempt);
+      const signal = ctx.signal;
+      if (signal.aborted) {
+        reject(ensureError(signal.reason));
+        return;
+      }
+      const d = new Dispatch(key, flow, node, env, ctx, resolve, reject, Date.now(), this.options.leaseMs);
+      this.out.set(key, d);
+      this.counts.dispatched++;
+      signal.addEventListener('abort', () => this.aborted(d, ensureError(signal.reason)), { once: true });
+      const pick = this.options.pick;
+      if (pick !== null) {
+        const worker = pick(flow, node, (w) => this.perWorker.get(w) ?? 0);
+        if (worker !== null) {
+          d.picked = worker;
+          this.perWorker.set(worker, (this.perWorker.get(worker) ?? 0) + 1);
+        }
+      }
+      this.send(d);
+    });
+  }
+
+  /** Sends `d` (to its picked worker on a first delivery, else to the node's group). */
+  private send(d: Dispatch): void {
+    const ns = this.options.namespace;
+    const topic = d.delivery === 1 && d.picked !== null ? workerTopic(ns, d.picked) : workTopic(ns, d.flow, d.node);
+    const env = d.env;
+    const headers = { ...env.headers, [H_REPLY]: this.reply, [H_DELIVERY]: String(d.delivery), [H_FLOW]: d.flow, [H_EPOCH]: this.epoch };
+    const task: Envelope = { ...env, headers };
+    this.options.transport.publish(topic, task).catch((error: unknown) => {
+      const err = ensureError(error);
+      if (this.out.get(d.key) !== d) return;
+      if (isRoostError(err) && !err.retryable) {
+        // Refused for good (too large, not authorised): sending it again cannot help.
+        this.settle(d);
+        d.reject(err);
+        return;
+      }
+      // The broker is away: the lease sends it again when it runs out.
+      this.options.logger.warn({ err, traceId: env.traceId, node: d.node }, 'sending a task to the fleet failed; it goes again when its lease runs out');
+    });
+  }
+
+  private aborted(d: Dispatch, reason: Error): void {
+    if (this.out.get(d.key) !== d) return;
+    this.settle(d);
+    const cancelled = isRoostError(reason, 'ROOST_ERR_TRACE_CANCELLED');
+    const message: ControlMessage = cancelled
+      ? { op: 'cancel', traceId: d.env.traceId, epoch: this.epoch, e: wireError(reason) }
+      : { op: 'abort', k: d.key, traceId: d.env.traceId, epoch: this.epoch, e: wireError(reason) };
+    this.options.transport.publish(controlTopic(this.options.namespace), messageEnvelope(d.env, d.node, d.env.from, message)).catch((error: unknown) => {
+      this.options.logger.warn({ err: ensureError(error), traceId: d.env.traceId, node: d.node }, 'telling the workers of an abort failed; the worker finds out when it answers');
+    });
+    d.reject(reason);
+  }
+
+  /** Forgets `d`: it settles now. */
+  private settle(d: Dispatch): void {
+    this.out.delete(d.key);
+    if (d.busyTimer !== null) clearTimeout(d.busyTimer);
+    if (d.picked !== null) {
+      const n = (this.perWorker.get(d.picked) ?? 1) - 1;
+      if (n <= 0) this.perWorker.delete(d.picked);
+      else this.perWorker.set(d.picked, n);
+    }
+  }
+
+  private onMessage(env: Envelope): void {
+    const m = readWorkerMessage(env.payload);
+    if (m === null) {
+      this.counts.dropped++;
+      this.options.logger.warn({ envelopeId: env.id, from: env.from }, 'a message on the owner topic is not a worker message; dropped');
+      return;
+    }
+    const now = Date.now();
+    if (m.t === 'beat') {
+      for (const k of m.ks) {
+        const d = this.out.get(k);
+        if (d !== undefined) this.renew(d, m.w, now);
+      }
+      return;
+    }
+    const d = this.out.get(m.k);
+    if (d === undefined) {
+      this.counts.late++;
+      return;
+    }
+    this.handle(d, m, now);
+  }
+
+  private renew(d: Dispatch, worker: string, now: number): void {
+    d.worker = worker;
+    d.leaseUntil = now + this.options.leaseMs;
+  }
+
+  private handle(d: Dispatch, m: WorkerMessage, now: number): void {
+    const ctx = d.ctx;
+    switch (m.t) {
+      case 'ack':
+        this.renew(d, m.w, now);
+        return;
+      case 'emit':
+        this.renew(d, m.w, now);
+        d.chain = d.chain.then(() => ctx.emit(m.v, m.to === undefined ? undefined : { to: m.to })).catch((error: unknown) => this.relayFailed(d, error));
+        return;
+      case 'reply':
+        this.renew(d, m.w, now);
+        d.chain = d.chain.then(() => ctx.reply(m.v)).catch((error: unknown) => this.relayFailed(d, error));
+        return;
+      case 'chunk':
+        this.renew(d, m.w, now);
+        d.chain = d.chain.then(() => ctx.chunk(m.v));
+        return;
+      case 'done':
+        this.settle(d);
+        void d.chain.then(() => d.resolve(m.v));
+        return;
+      case 'fail':
+        this.settle(d);
+        void d.chain.then(() => d.reject(fromWire(m.e)));
+        return;
+      case 'busy':
+        this.redeliverLater(d, 'busy');
+        return;
+      case 'beat':
+        return; // handled in onMessage
+    }
+  }
+
+  private relayFailed(d: Dispatch, error: unknown): void {
+    this.options.logger.warn({ err: ensureError(error), traceId: d.env.traceId, node: d.node }, 'a ctx call relayed from a worker failed (the run is over)');
+  }
+
+  /** A busy worker: the envelope goes again soon, to the group. */
+  private redeliverLater(d: Dispatch, reason: RedeliveryReason): void {
+    if (d.busyTimer !== null) return;
+    const delay = 20 + Math.floor(Math.random() * 80);
+    d.leaseUntil = Date.now() + this.options.leaseMs;
+    d.busyTimer = setTimeout(() => {
+      d.busyTimer = null;
+      if (this.out.get(d.key) === d) this.redeliver(d, reason);
+    }, delay);
+    d.busyTimer.unref();
+  }
+
+  private redeliver(d: Dispatch, reason: RedeliveryReason): void {
+    const previous = d.worker;
+    d.delivery++;
+    d.worker = null;
+    d.leaseUntil = Date.now() + this.options.leaseMs;
+    this.counts.redelivered++;
+    const env = d.env;
+    this.options.publish({
+      type: 'dispatch_redelivered',
+      ts: Date.now(),
+      flow: d.flow,
+      node: d.node,
+      traceId: env.traceId,
+      tenant: env.tenant,
+      envelopeId: env.id,
+      attempt: env.attempt,
+      delivery: d.delivery,
+      worker: previous,
+      reason,
+    });
+    this.options.logger.info({ traceId: env.traceId, node: d.node, delivery: d.delivery, worker: previous, reason }, 'sending a task to the fleet again');
+    this.send(d);
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const lapsed: Dispatch[] = [];
+    for (const d of this.out.values()) if (d.leaseUntil <= now && d.busyTimer === null) lapsed.push(d);
+    for (const d of lapsed) this.redeliver(d, 'lease_expired');
+  }
+
+  /**
+   * Stops: what is still out is failed with `ROOST_ERR_TRANSPORT_CLOSED` (the flow has been
+   * drained or stopped before this, so normally nothing is).
+   */
+  async close(): Promise<void> {
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
+    for (const d of [...this.out.values()]) {
+      this.settle(d);
+      d.reject(new RoostError('ROOST_ERR_TRANSPORT_CLOSED', `the fleet of this process is closed; node ${d.node} got no answer`, { details: { node: d.node } }));
+    }
+    await this.sub?.unsubscribe().catch(() => {});
+    this.sub = null;
+  }
+}

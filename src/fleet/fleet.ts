@@ -1,0 +1,221 @@
+/**
+ * A runtime's part in a fleet: the transport it shares with the other processes, the dispatcher
+ * that sends the envelopes of its remote nodes to workers (dispatcher.ts), and the worker that
+ * runs the nodes it hosts for the others (worker.ts).
+ *
+ * A node is remote in the processes that list it in `remote` (`flow/node`): its runs go to the
+ * node's worker group. The processes that list it in `host` run it for the fleet. Every process
+ * loads the same application (the same flows), so a worker finds the node's handler, policy and
+ * middlewares by name. The trace stays with the process that accepted it (its owner): fetch,
+ * cancel, joins, retries, dead letters and the journal are the owner's, as in one process.
+ */
+import { invalidOption } from '../errors.js';
+import { isName } from '../envelope/names.js';
+import type { RemoteNode } from '../flow/host.js';
+import type { Journal } from '../store/journal.js';
+import type { Logger } from '../telemetry/logger.js';
+import { openTransport } from '../transport/open.js';
+import type { Transport } from '../transport/transport.js';
+import { checkObject, optEnum, optInt } from '../validate-options.js';
+import type { DispatchEvent } from '../flow/events.js';
+import { Dispatcher, type DispatcherStats } from './dispatcher.js';
+import { Worker, type WorkerNode, type WorkerStats } from './worker.js';
+
+const MAX_MS = 2_147_483_647;
+
+/** The runtime's `fleet` option. */
+export interface FleetOptions {
+  /** The transport the fleet shares: a connected or unconnected one, or a URL (`mqtt://…`, `nats://…`, `jetstream://…`). */
+  readonly transport: Transport | string;
+  /** The first segment of every fleet topic: fleets with different namespaces never meet (default `roost`). */
+  readonly namespace?: string;
+  /** This process in the fleet (default: the runtime's owner name, as a name). */
+  readonly id?: string;
+  /**
+   * `owner` (default): takes tasks and owns their traces. `worker`: only runs nodes for the
+   * others; it does not resume or take over traces from the journal.
+   */
+  readonly role?: 'owner' | 'worker';
+  /** Nodes whose runs go to the fleet's workers: `flow/node`. */
+  readonly remote?: readonly string[];
+  /** Nodes this process runs for the fleet: `flow/node`. */
+  readonly host?: readonly string[];
+  /** How long a worker holds an envelope without a heartbeat before it is sent again (default 10,000 ms). */
+  readonly leaseMs?: number;
+  /** Envelopes of one remote node out with workers at once, from this process (default 256). */
+  readonly maxInFlight?: number;
+  /** Tasks a worker holds per node beyond those running before it answers `busy` (default 1,024). */
+  readonly maxQueued?: number;
+}
+
+export interface ResolvedFleetOptions {
+  readonly transport: Transport | string;
+  readonly namespace: string;
+  readonly id: string;
+  readonly role: 'owner' | 'worker';
+  readonly remote: readonly string[];
+  readonly host: readonly string[];
+  readonly leaseMs: number;
+  readonly maxInFlight: number;
+  readonly maxQueued: number;
+}
+
+const KEYS = ['transport', 'namespace', 'id', 'role', 'remote', 'host', 'leaseMs', 'maxInFlight', 'maxQueued'];
+const NODE_REF = /^[A-Za-z0-9._-]{1,64}\/[A-Za-z0-9._-]{1,64}$/;
+const NAMESPACE = /^[A-Za-z0-9_-]{1,64}$/;
+
+function nodeList(field: string, value: unknown): readonly string[] {
+  if (value === undefined) return Object.freeze([]);
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || !NODE_REF.test(v))) {
+    throw invalidOption(field, 'an array of `flow/node` names', value);
+  }
+  return Object.freeze([...new Set(value as string[])]);
+}
+
+/** A name for this process made from its owner name (which may hold any character). */
+export function fleetId(owner: string): string {
+  const id = owner.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
+  return id.length > 0 ? id : 'roost';
+}
+
+/** Validates the `fleet` option (never mutating it). */
+export function resolveFleetOptions(value: unknown, owner: string): ResolvedFleetOptions {
+  const o = checkObject('fleet', value, KEYS);
+  const transport = o['transport'];
+  if (typeof transport !== 'string' && (typeof transport !== 'object' || transport === null || typeof (transport as Transport).publish !== 'function')) {
+    throw invalidOption('fleet.transport', 'a Transport or a transport URL (mqtt://, nats://, jetstream://)', transport);
+  }
+  const namespace = o['namespace'] ?? 'roost';
+  if (typeof namespace !== 'string' || !NAMESPACE.test(namespace)) throw invalidOption('fleet.namespace', '1 to 64 letters, digits, _ and -', namespace);
+  const id = o['id'] ?? fleetId(owner);
+  if (!isName(id)) throw invalidOption('fleet.id', 'a name of 1 to 64 letters, digits, . _ and -', id);
+  return Object.freeze({
+    transport: transport as Transport | string,
+    namespace,
+    id,
+    role: optEnum('fleet', o, 'role', ['owner', 'worker'], 'owner'),
+    remote: nodeList('fleet.remote', o['remote']),
+    host: nodeList('fleet.host', o['host']),
+    leaseMs: optInt('fleet', o, 'leaseMs', 50, MAX_MS, 10_000),
+    maxInFlight: optInt('fleet', o, 'maxInFlight', 1, 1_000_000, 256),
+    maxQueued: optInt('fleet', o, 'maxQueued', 0, 1_000_000, 1_024),
+  });
+}
+
+/** What the fleet needs of the runtime (an interface: `runtime/` imports `fleet/`, never back). */
+export interface FleetHost {
+  readonly logger: Logger;
+  readonly journal: Journal | null;
+  readonly maxPayloadBytes: number;
+  publish(event: FleetEvent): void;
+  /** The handler node `node` of the flow `flow` as a worker runs it, or undefined. */
+  workerNode(flow: string, node: string): WorkerNode | undefined;
+}
+
+/** Events the fleet publishes on the runtime's event stream. */
+export type FleetEvent = DispatchEvent;
+
+/** What the fleet counted. */
+export interface FleetStats {
+  readonly id: string;
+  readonly transport: string;
+  readonly dispatcher: DispatcherStats | null;
+  readonly worker: WorkerStats | null;
+}
+
+/** See the module comment. */
+export class Fleet {
+  readonly transport: Transport;
+  private readonly ownsTransport: boolean;
+  private readonly dispatcher: Dispatcher | null;
+  private readonly worker: Worker | null;
+  private readonly remoteUsed = new Set<string>();
+  private started = false;
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    readonly options: ResolvedFleetOptions,
+    private readonly host: FleetHost,
+  ) {
+    const t = options.transport;
+    this.ownsTransport = typeof t === 'string';
+    this.transport = typeof t === 'string' ? openTransport(t, { clientId: `roost-${options.id}`, logger: host.logger }, 'fleet.transport') : t;
+    const ns = options.namespace;
+    this.dispatcher =
+      options.remote.length === 0
+        ? null
+        : new Dispatcher({
+            namespace: ns,
+            id: options.id,
+            transport: this.transport,
+            leaseMs: options.leaseMs,
+            logger: host.logger,
+            publish: (e) => host.publish(e),
+            pick: null,
+          });
+    this.worker =
+      options.host.length === 0
+        ? null
+        : new Worker({
+            namespace: ns,
+            id: options.id,
+            transport: this.transport,
+            leaseMs: options.leaseMs,
+            logger: host.logger,
+            journal: host.journal,
+            maxPayloadBytes: host.maxPayloadBytes,
+            maxQueued: options.maxQueued,
+          });
+  }
+
+  get id(): string {
+    return this.options.id;
+  }
+
+  /** How the node `node` of `flow` runs on the fleet's workers, or null when it runs here. */
+  remoteNode(flow: string, node: string): RemoteNode | null {
+    const ref = `${flow}/${node}`;
+    if (this.dispatcher === null || !this.options.remote.includes(ref)) return null;
+    this.remoteUsed.add(ref);
+    return { handler: this.dispatcher.handler(flow, node), concurrency: this.options.maxInFlight };
+  }
+
+  /**
+   * Connects and subscribes: the owner topic (so answers for resumed traces arrive), then the
+   * worker's topics. Every `remote` and `host` entry must name a handler node of a flow.
+   */
+  async start(): Promise<void> {
+    if (this.started) return;
+    const missing = this.options.remote.filter((r) => !this.remoteUsed.has(r));
+    if (missing.length > 0) throw invalidOption('fleet.remote', 'handler nodes of flows registered before start (`flow/node`)', missing);
+    if (this.worker !== null) {
+      for (const ref of this.options.host) {
+        const [flow, node] = ref.split('/') as [string, string];
+        const found = this.host.workerNode(flow, node);
+        if (found === undefined) throw invalidOption('fleet.host', 'handler nodes of flows registered before start (`flow/node`), run here (not remote)', ref);
+        this.worker.host(flow, found);
+      }
+    }
+    if (this.transport.state !== 'connected') await this.transport.connect();
+    await this.dispatcher?.start();
+    await this.worker?.start();
+    this.started = true;
+  }
+
+  stats(): FleetStats {
+    return { id: this.options.id, transport: this.transport.kind, dispatcher: this.dispatcher?.stats() ?? null, worker: this.worker?.stats() ?? null };
+  }
+
+  /**
+   * Leaves the fleet: the worker stops taking tasks and lets the ones it holds finish for up to
+   * `graceMs`; what is still out with workers fails; a transport opened from a URL is closed.
+   */
+  close(graceMs: number): Promise<void> {
+    this.closing ??= (async () => {
+      await this.worker?.close(graceMs);
+      await this.dispatcher?.close();
+      if (this.ownsTransport) await this.transport.close();
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * The fleet's protocol between an owner and its workers, with every process in this one (the
+ * in-process transport, a broker of their own): what crosses processes for real is in
+ * fleet.test.ts.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { InProcessBroker, InProcessTransport, createRuntime, node, type Runtime, type RoostEvent, type Handler } from '../../src/index.js';
+import { until } from '../helpers/runtime.js';
+
+const open: Runtime[] = [];
+afterEach(async () => {
+  for (const rt of open.splice(0).reverse()) await rt.close();
+});
+
+interface App {
+  readonly mid: Handler;
+  readonly policy?: { timeoutMs?: number; retries?: number; concurrency?: number };
+}
+
+/** The same app on every process: a → mid → c. */
+function setup(rt: Runtime, app: App): void {
+  const a = node('a', (env) => ({ n: (env.payload as { n: number }).n + 1 }));
+  const mid = node('mid', app.mid, { concurrency: 4, ...app.policy });
+  const c = node('c', (env) => ({ ...(env.payload as object), c: true }));
+  rt.flow({ name: 'f', edges: [a.to(mid), mid.to(c), c.to()] });
+}
+
+async function fleet(app: App, options: { workers?: number; leaseMs?: number } = {}): Promise<{ owner: Runtime; workers: Runtime[]; events: RoostEvent[]; broker: InProcessBroker }> {
+  const broker = new InProcessBroker();
+  const ns = `t${Math.random().toString(36).slice(2, 8)}`;
+  const leaseMs = options.leaseMs ?? 2_000;
+  const workers: Runtime[] = [];
+  for (let i = 0; i < (options.workers ?? 1); i++) {
+    const w = createRuntime({ logger: false, drainTimeoutMs: 1_000, fleet: { transport: new InProcessTransport({ broker }), namespace: ns, id: `w${i}`, role: 'worker', host: ['f/mid'], leaseMs } });
+    setup(w, app);
+    open.push(w);
+    await w.start();
+    workers.push(w);
+  }
+  const owner = createRuntime({ logger: false, drainTimeoutMs: 1_000, fleet: { transport: new InProcessTransport({ broker }), namespace: ns, id: 'owner', remote: ['f/mid'], leaseMs } });
+  const events: RoostEvent[] = [];
+  owner.on((e) => events.push(e));
+  setup(owner, app);
+  open.push(owner);
+  await owner.start();
+  return { owner, workers, events, broker };
+}
+
+describe('fleet over the in-process transport', () => {
+  it('runs a remote node on a worker and the rest on the owner', async () => {
+    const seen: string[] = [];
+    const { owner, workers } = await fleet({
+      mid: (env, ctx) => {
+        seen.push(ctx.node);
+        return { ...(env.payload as object), mid: ctx.attempt };
+      },
+    });
+    const flow = owner.getFlow('f')!;
+    const { traceId } = await flow.emit({ n: 1 });
+    await expect(flow.fetch(traceId)).resolves.toEqual({ n: 2, mid: 1, c: true });
+    expect(seen).toEqual(['mid']);
+    expect(workers[0]!.fleet!.stats().worker).toMatchObject({ completed: 1, failed: 0 });
+    expect(owner.fleet!.stats().dispatcher).toMatchObject({ dispatched: 1, outstanding: 0 });
+  });
+
+  it('relays ctx.emit, ctx.chunk and steps, and the error of a throwing handler drives the owner\'s retries', async () => {
+    let calls = 0;
+    let effects = 0;
+    const { owner } = await fleet({
+      policy: { retries: 2 },
+      mid: async (env, ctx) => {
+        calls++;
+        ctx.chunk({ progress: calls });
+        await ctx.step('charge', () => ++effects);
+        if (calls < 3) throw new Error(`flaky ${calls}`);
+        await ctx.emit({ extra: true });
+        return undefined;
+      },
+    });
+    const flow = owner.getFlow('f')!;
+    const { traceId } = await flow.emit({ n: 1 });
+    await expect(flow.fetch(traceId)).resolves.toEqual({ extra: true, c: true });
+    expect(calls).toBe(3);
+    expect(effects).toBe(1); // the step ran once over three attempts (retries keep the input's step key)
+  });
+
+  it('a terminal error fails the trace with the worker\'s code; a plain error is wrapped as locally', async () => {
+    const { owner } = await fleet({
+      mid: (env) => {
+        if ((env.payload as { n: number }).n === 2) throw Object.assign(new Error('no'), { retryable: false });
+        throw new TypeError('bad');
+      },
+      policy: { retries: 3 },
+    });
+    const flow = owner.getFlow('f')!;
+    const one = await flow.emit({ n: 1 });
+    await expect(flow.fetch(one.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_NODE_FAILED', message: expect.stringContaining('after 1 attempt(s): no') });
+    const two = await flow.emit({ n: 5 });
+    await expect(flow.fetch(two.traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_NODE_FAILED', message: expect.stringContaining('after 4 attempt(s): bad') });
+    expect(owner.deadLetters.size).toBe(2);
+  });
+
+  it('cancel on the owner aborts the handler on the worker', async () => {
+    let aborted: unknown = null;
+    const started: string[] = [];
+    const { owner } = await fleet({
+      mid: (env, ctx) =>
+        new Promise((_, reject) => {
+          started.push(env.traceId);
+          ctx.signal.addEventListener('abort', () => {
+            aborted = ctx.signal.reason;
+            reject(ctx.signal.reason as Error);
+          });
+        }),
+    });
+    const flow = owner.getFlow('f')!;
+    const { traceId } = await flow.emit({ n: 1 });
+    await until(() => started.length === 1, 5_000, 'the worker started');
+    await flow.cancel(traceId);
+    await expect(flow.fetch(traceId)).rejects.toMatchObject({ code: 'ROOST_ERR_TRACE_CANCELLED' });
+    await until(() => aborted !== null, 5_000, 'the worker saw the abort');
+    expect(aborted).toMatchObject({ code: 'ROOST_ERR_TRACE_CANCELLED' });
+  });
+
+  it('a node timeout at the owner aborts the worker\'s handler, and the retry runs again', async () => {
+    const reasons: string[] = [];
+    let calls = 0;
+    const { owner } = await fleet({
+      policy: { timeoutMs: 200, retries: 1 },
+      mid: (env, ctx) => {
+        calls++;
+        if (calls === 2) return env.payload;
+        return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => {
+          reasons.push((ctx.signal.reason as { code: string }).code);
+          reject(ctx.signal.reason as Error);
+        }));
+      },
+    });
+    const flow = owner.getFlow('f')!;
+    const { traceId } = await flow.emit({ n: 1 });
+    await expect(flow.fetch(traceId)).resolves.toEqual({ n: 2, c: true });
+    await until(() => reasons.length === 1, 5_000, 'the first attempt aborted on the worker');
+    expect(reasons[0]).toBe('ROOST_ERR_NODE_TIMEOUT');
+  });
+
+  it('a worker that stops answering: the lease runs out and another worker gets the envelope', async () => {
+    let first = true;
+    const { owner, workers, events } = await fleet(
+      {
+        mid: async (env) => {
+          if (first) {
+            first = false;
+            await new Promise(() => {}); // the first run never settles: its worker hangs
+          }
+          return env.payload;
+        },
+      },
+      { workers: 2, leaseMs: 300 },
+    );
+    // The hanging worker's heartbeats would renew the lease: cut it off by closing its transport.
+    const flow = owner.getFlow('f')!;
+    const { traceId } = await flow.emit({ n: 1 });
+    await until(() => workers.some((w) => w.fleet!.stats().worker!.held === 1), 5_000, 'a worker holds it');
+    const stuck = workers.find((w) => w.fleet!.stats().worker!.held === 1)!;
+    void stuck.fleet!.transport.close(); // its subscriptions end now; its close waits for the hanging run
+    await expect(flow.fetch(traceId)).resolves.toEqual({ n: 2, c: true });
+    expect(events.filter((e) => e.type === 'dispatch_redelivered')).toHaveLength(1);
+  });
+
+  it('refuses options that name no node, and bad option values', async () => {
+    expect(() => createRuntime({ fleet: { transport: 'ftp://x' } })).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: 'fleet.transport' }));
+    expect(() => createRuntime({ fleet: { transport: new InProcessTransport(), remote: ['nope'] } })).toThrow(expect.objectContaining({ field: 'fleet.remote' }));
+    expect(() => createRuntime({ fleet: { transport: new InProcessTransport(), leaseMs: 1 } })).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION' }));
+    const rt = createRuntime({ logger: false, fleet: { transport: new InProcessTransport(), remote: ['f/zzz'] } });
+    setup(rt, { mid: (e) => e.payload });
+    await expect(rt.start()).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION', field: 'fleet.remote' });
+    await rt.close();
+  });
+});

@@ -5,6 +5,7 @@
  * (journal.ts).
  *
  *   roost serve [--config roost.toml]
+ *   roost worker [--config roost.toml] [--nodes flow/node,…]
  *   roost config check | roost doctor
  *   roost submit <flow> [json|@file|-] [--wait]
  *   roost version
@@ -18,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { decodeEnvelope } from '../envelope/codec.js';
 import { ensureError, isRoostError } from '../errors.js';
-import { describeConfig, loadConfig } from '../config/load.js';
+import { describeConfig, loadConfig, nodeList } from '../config/load.js';
 import { doctor } from './doctor.js';
 import { UsageError, journalCommand } from './journal.js';
 import { loadOrExplain, serve } from './serve.js';
@@ -28,6 +29,7 @@ const USAGE = `usage: roost <command>
 
 commands:
   serve [--config FILE]            run the service: the configured app, the HTTP API, the journal
+  worker [--nodes flow/node,…]     run nodes for the fleet ([fleet] in the config): no tasks of its own
   config check [--config FILE]     print the resolved configuration (secrets hidden); exit 2 if invalid
   doctor [--config FILE]           check what serve needs (config, app, store, ports) and say what to fix
   submit <flow> [json|@file|-]     submit a task to a running server (--url, --tenant, --key, --wait)
@@ -87,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
         tenant: { type: 'string' },
         key: { type: 'string' },
         wait: { type: 'boolean', short: 'w' },
+        nodes: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -107,6 +110,14 @@ async function main(argv: string[]): Promise<number> {
   const io = { env: process.env, cwd: process.cwd(), out: (line: string) => process.stdout.write(`${line}\n`), err: (line: string) => process.stderr.write(`${line}\n`) };
   const config = v.config === undefined ? {} : { config: v.config };
   if (command === 'serve') return serve({ ...config, version: version() }, io);
+  if (command === 'worker') {
+    const nodes = v.nodes === undefined ? null : nodeList(v.nodes);
+    if (v.nodes !== undefined && (nodes!.length === 0 || nodes!.some((n) => !/^[A-Za-z0-9._-]{1,64}\/[A-Za-z0-9._-]{1,64}$/.test(n)))) {
+      process.stderr.write(`--nodes: expected comma-separated flow/node names, got ${JSON.stringify(v.nodes)}\n`);
+      return 2;
+    }
+    return serve({ ...config, version: version(), worker: { nodes } }, io);
+  }
   if (command === 'doctor') return doctor(config, io);
   if (command === 'config') {
     if (rest[0] !== 'check') {
@@ -198,5 +209,5 @@ for (const stream of [process.stdout, process.stderr]) {
 
 const code = await main(process.argv.slice(2));
 // serve has closed what it opened; anything left (a library's timer) must not keep the process up.
-if (process.argv[2] === 'serve') process.exit(code);
+if (process.argv[2] === 'serve' || process.argv[2] === 'worker') process.exit(code);
 process.exitCode = code;

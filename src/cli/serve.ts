@@ -11,6 +11,7 @@
  * signal exits at once (1): the journal still holds every accepted task, so the next start
  * resumes them.
  */
+import type { FleetOptions } from '../fleet/fleet.js';
 import { createRuntime, type Runtime } from '../runtime/runtime.js';
 import { loadConfig, where, type ServiceConfig } from '../config/load.js';
 import { ensureError, isRoostError } from '../errors.js';
@@ -43,9 +44,32 @@ export function loadOrExplain(file: string | undefined, io: ServeIo): ServiceCon
   }
 }
 
-/** Options of the runtime `roost serve` runs, from the configuration. */
-export function runtimeOptions(config: ServiceConfig, logger: PinoLogger, tracing: Tracing | null): Parameters<typeof createRuntime>[0] {
+/** What `roost worker` runs: the nodes it hosts for the fleet (default: the configuration's `fleet.host`). */
+export interface WorkerRole {
+  readonly nodes: readonly string[] | null;
+}
+
+/** The runtime's `fleet` option from the configuration (null: no fleet). */
+export function fleetOptions(config: ServiceConfig, worker: WorkerRole | null): FleetOptions | null {
+  const f = config.fleet;
+  if (f === null) return null;
   return {
+    transport: f.transport,
+    namespace: f.namespace,
+    ...(f.id === null ? {} : { id: f.id }),
+    role: worker === null ? 'owner' : 'worker',
+    remote: worker === null ? f.remote : [],
+    host: worker?.nodes ?? f.host,
+    leaseMs: f.leaseMs,
+    maxInFlight: f.maxInFlight,
+  };
+}
+
+/** Options of the runtime `roost serve` (or `roost worker`) runs, from the configuration. */
+export function runtimeOptions(config: ServiceConfig, logger: PinoLogger, tracing: Tracing | null, worker: WorkerRole | null = null): Parameters<typeof createRuntime>[0] {
+  const fleet = fleetOptions(config, worker);
+  return {
+    ...(fleet === null ? {} : { fleet }),
     store: config.store.url,
     storeTimeoutMs: config.store.timeoutMs,
     journalEvents: config.store.journalEvents,
@@ -60,13 +84,29 @@ export function runtimeOptions(config: ServiceConfig, logger: PinoLogger, tracin
   };
 }
 
-/** Runs the service until a signal stops it; resolves with the exit code. */
-export async function serve(args: { readonly config?: string; readonly version: string }, io: ServeIo): Promise<number> {
+/**
+ * Runs the service until a signal stops it; resolves with the exit code. With `worker`, it is
+ * `roost worker`: the same process (the app, the journal, the HTTP API for probes, metrics and
+ * listings), but in the fleet's worker role: it runs the hosted nodes for the owners of their
+ * traces and takes no tasks of its own.
+ */
+export async function serve(args: { readonly config?: string; readonly version: string; readonly worker?: WorkerRole }, io: ServeIo): Promise<number> {
   const config = loadOrExplain(args.config, io);
   if (config === null) return EXIT.usage;
   if (config.app === null) {
     io.err(`ROOST_ERR_CONFIG_INVALID: app: expected a path to the application module (set \`app\` in roost.toml or ROOST_APP), got nothing`);
     return EXIT.usage;
+  }
+  const worker = args.worker ?? null;
+  if (worker !== null) {
+    if (config.fleet === null) {
+      io.err('ROOST_ERR_CONFIG_INVALID: fleet.transport: a worker needs the fleet\'s broker (set [fleet] transport in roost.toml or ROOST_FLEET_TRANSPORT), got nothing');
+      return EXIT.usage;
+    }
+    if ((worker.nodes ?? config.fleet.host).length === 0) {
+      io.err('ROOST_ERR_CONFIG_INVALID: fleet.host: a worker needs the nodes it runs (--nodes flow/node,… or [fleet] host), got none');
+      return EXIT.usage;
+    }
   }
   const logger = serviceLogger({ level: config.log.level, format: config.log.format, correlate: config.log.correlate });
   const fromEnv = [...config.values.entries()].filter(([, v]) => v.source.kind === 'env').map(([path, v]) => `${path} (${where(v.source)})`);
@@ -75,7 +115,7 @@ export async function serve(args: { readonly config?: string; readonly version: 
   const tracing = startTracing(io.env, { name: 'roost', version: args.version });
   let runtime: Runtime;
   try {
-    runtime = createRuntime(runtimeOptions(config, logger, tracing));
+    runtime = createRuntime(runtimeOptions(config, logger, tracing, worker));
   } catch (error) {
     const e = ensureError(error);
     logger.fatal({ err: e, store: hidePassword(config.store.url) }, `cannot open the journal: ${e.message}`);
@@ -96,7 +136,11 @@ export async function serve(args: { readonly config?: string; readonly version: 
     const { url, healthUrl } = await service.listen();
     await runtime.start();
     service.health.started();
-    logger.info({ url, healthUrl, flows: runtime.flowNames(), store: runtime.store?.durable === true ? 'durable' : 'memory', owner: runtime.owner }, `roost serving on ${url}`);
+    const fleet = runtime.fleet === null ? undefined : { id: runtime.fleet.id, role: runtime.fleet.options.role, remote: runtime.fleet.options.remote, host: runtime.fleet.options.host };
+    logger.info(
+      { url, healthUrl, flows: runtime.flowNames(), store: runtime.store?.durable === true ? 'durable' : 'memory', owner: runtime.owner, fleet },
+      worker === null ? `roost serving on ${url}` : `roost worker ${runtime.fleet!.id} running ${runtime.fleet!.options.host.join(', ')}; probes on ${url}`,
+    );
   } catch (error) {
     const e = ensureError(error);
     if (isRoostError(e, 'ROOST_ERR_APP_INVALID')) io.err(`${e.code}: ${e.message}`);

@@ -47,6 +47,16 @@ export interface ServiceConfig {
   readonly shutdown: { readonly graceMs: number };
   readonly websocket: { readonly firstFrameTimeoutMs: number; readonly pingIntervalMs: number; readonly maxBufferedBytes: number };
   readonly sse: { readonly bufferEvents: number };
+  /** The fleet, or null when `fleet.transport` is unset. */
+  readonly fleet: {
+    readonly transport: string;
+    readonly namespace: string;
+    readonly id: string | null;
+    readonly remote: readonly string[];
+    readonly host: readonly string[];
+    readonly leaseMs: number;
+    readonly maxInFlight: number;
+  } | null;
   /** Every value by dotted path, and its source (for `roost config check`). */
   readonly values: ReadonlyMap<string, { readonly value: ConfigValue; readonly source: ConfigSource }>;
 }
@@ -158,8 +168,26 @@ export function loadConfig(options: LoadConfigOptions = {}): ServiceConfig {
       maxBufferedBytes: int('websocket.max_buffered_bytes'),
     }),
     sse: Object.freeze({ bufferEvents: int('sse.buffer_events') }),
+    fleet:
+      v('fleet.transport') === null
+        ? null
+        : Object.freeze({
+            transport: str('fleet.transport'),
+            namespace: str('fleet.namespace'),
+            id: v('fleet.id') as string | null,
+            remote: nodeList(v('fleet.remote')),
+            host: nodeList(v('fleet.host')),
+            leaseMs: int('fleet.lease_ms'),
+            maxInFlight: int('fleet.max_in_flight'),
+          }),
     values,
   });
+}
+
+/** A comma-separated list of `flow/node` names (checked already), as an array. */
+export function nodeList(value: ConfigValue): readonly string[] {
+  if (typeof value !== 'string') return Object.freeze([]);
+  return Object.freeze(value.split(',').map((s) => s.trim()).filter((s) => s !== ''));
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

@@ -27,6 +27,8 @@ export interface ConfigKey {
 }
 
 const MAX_MS = 2_147_483_647;
+/** A comma-separated list of `flow/node` names. */
+const NODE_LIST = /^\s*[A-Za-z0-9._-]{1,64}\/[A-Za-z0-9._-]{1,64}(\s*,\s*[A-Za-z0-9._-]{1,64}\/[A-Za-z0-9._-]{1,64})*\s*$/;
 const PORT = { kind: 'int', min: 0, max: 65_535 } as const;
 
 /** Every key, in the order `roost config check` prints them. */
@@ -88,6 +90,32 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   { path: 'websocket.first_frame_timeout_ms', type: { kind: 'int', min: 100, max: MAX_MS }, default: 15_000, doc: 'a WebSocket client must send its first frame within this long' },
   { path: 'websocket.ping_interval_ms', type: { kind: 'int', min: 100, max: MAX_MS }, default: 15_000, doc: 'the server pings every client this often; one that has not answered the last ping is closed' },
   { path: 'websocket.max_buffered_bytes', type: { kind: 'int', min: 1_024, max: 1024 * 1024 * 1024 }, default: 1_048_576, doc: 'a client whose unsent frames exceed this is too slow: it is closed (code 1013)' },
+  {
+    path: 'fleet.transport',
+    type: { kind: 'string', min: 1, max: 4096, pattern: /^(mqtts?|nats|tls|jetstreams?):\/\//, expected: 'a broker URL: mqtt://, mqtts://, nats://, tls://, jetstream:// or jetstreams://' },
+    default: null,
+    env: 'ROOST_FLEET_TRANSPORT',
+    secret: true,
+    doc: 'join a fleet of processes over this broker (unset: no fleet, every node runs here); credentials may be in the URL',
+  },
+  { path: 'fleet.namespace', type: { kind: 'string', pattern: /^[A-Za-z0-9_-]{1,64}$/, expected: '1 to 64 letters, digits, _ and -' }, default: 'roost', env: 'ROOST_FLEET_NAMESPACE', doc: 'the first segment of every fleet topic: fleets in different namespaces never meet on one broker' },
+  { path: 'fleet.id', type: { kind: 'string', pattern: /^[A-Za-z0-9._-]{1,64}$/, expected: 'a name of 1 to 64 letters, digits, . _ and -' }, default: null, env: 'ROOST_FLEET_ID', doc: 'this process in the fleet (default: `runtime.owner` made a name)' },
+  {
+    path: 'fleet.remote',
+    type: { kind: 'string', max: 65_536, pattern: NODE_LIST, expected: 'comma-separated `flow/node` names' },
+    default: null,
+    env: 'ROOST_FLEET_REMOTE',
+    doc: 'nodes whose runs this process sends to the fleet\'s workers (`roost serve`)',
+  },
+  {
+    path: 'fleet.host',
+    type: { kind: 'string', max: 65_536, pattern: NODE_LIST, expected: 'comma-separated `flow/node` names' },
+    default: null,
+    env: 'ROOST_FLEET_HOST',
+    doc: 'nodes this process runs for the fleet (`roost worker`, or `roost serve` for both; `roost worker --nodes` overrides it)',
+  },
+  { path: 'fleet.lease_ms', type: { kind: 'int', min: 50, max: MAX_MS }, default: 10_000, env: 'ROOST_FLEET_LEASE_MS', doc: 'how long a worker holds a task without a heartbeat before the owner sends it again (workers beat every third of it)' },
+  { path: 'fleet.max_in_flight', type: { kind: 'int', min: 1, max: 1_000_000 }, default: 256, doc: 'envelopes of one remote node out with workers at once, from this process' },
   {
     path: 'sse.buffer_events',
     type: { kind: 'int', min: 16, max: 10_000_000 },

@@ -129,9 +129,12 @@ export interface StoreEvent {
 /** Why an envelope handed to a fleet worker went out again. */
 export type RedeliveryReason = 'lease_expired' | 'busy';
 
+/** Types of the events about envelopes handed to the fleet's workers. */
+export type DispatchEventType = 'dispatch_redelivered';
+
 /** An envelope handed to a worker of the fleet was sent again (src/fleet/dispatcher.ts). */
 export interface DispatchEvent {
-  readonly type: 'dispatch_redelivered';
+  readonly type: DispatchEventType;
   readonly ts: number;
   readonly flow: string;
   readonly node: string;

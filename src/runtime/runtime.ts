@@ -164,6 +164,15 @@ export class Runtime implements FlowHost, AsyncDisposable {
 
   /** @internal */
   assertAccepting(operation: string): void {
+    if (this.fleet !== null && this.fleet.options.role === 'worker') {
+      // A worker's traces would have no owner to resume them: it runs nodes for others only.
+      throw new RoostError('ROOST_ERR_INVALID_STATE', `${operation}: this process is a worker of the fleet; it runs nodes for the owners of their traces and takes no tasks`, {
+        field: 'fleet.role',
+        expected: 'owner',
+        received: 'worker',
+        retryable: false,
+      });
+    }
     if (this.stateValue !== 'running') {
       throw new RoostError('ROOST_ERR_INVALID_STATE', `${operation}: the runtime is ${this.stateValue}, not running`, {
         field: 'runtime.state',

@@ -37,6 +37,7 @@ export class RuntimeMetrics {
   private readonly timeouts = this.counter('roost_node_timeouts_total', 'Attempts cut off by their timeout or the deadline.', ['flow', 'node']);
   private readonly lateResults = this.counter('roost_node_late_results_total', 'Results that arrived after their attempt was abandoned (discarded).', ['flow', 'node']);
   private readonly deadlineSkips = this.counter('roost_deadline_skips_total', 'Envelopes not run because their deadline had passed.', ['flow', 'node']);
+  private readonly redeliveries = this.counter('roost_dispatch_redeliveries_total', 'Envelopes of remote nodes sent again to the fleet (lease expired, or the worker was busy).', ['flow', 'node', 'reason']);
   private readonly overflows = this.counter('roost_queue_overflows_total', 'Envelopes a full edge refused or evicted.', ['flow', 'node']);
   private readonly cancellations = this.counter('roost_trace_cancellations_total', 'Traces cancelled.', ['flow']);
   private readonly deadLettersAdded = this.counter('roost_dead_letters_added_total', 'Envelopes put in the dead-letter queue.', ['flow', 'node']);
@@ -185,6 +186,9 @@ export class RuntimeMetrics {
         return;
       case 'agent_quarantined':
         this.quarantines.inc([event.agent, event.reason ?? 'manual']);
+        return;
+      case 'dispatch_redelivered':
+        this.redeliveries.inc([event.flow, event.node, event.reason]);
         return;
       default:
         return;

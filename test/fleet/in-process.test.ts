@@ -68,7 +68,7 @@ describe('fleet over the in-process transport', () => {
     let effects = 0;
     const { owner } = await fleet({
       policy: { retries: 2 },
-      mid: async (env, ctx) => {
+      mid: async (_env, ctx) => {
         calls++;
         ctx.chunk({ progress: calls });
         await ctx.step('charge', () => ++effects);

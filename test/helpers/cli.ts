@@ -64,9 +64,9 @@ export interface Server {
   signal(name: NodeJS.Signals): void;
 }
 
-/** Starts `roost serve` in `dir` and waits for its "serving" line (or its early exit). */
-export function startServer(dir: string, env: Record<string, string> = {}, timeoutMs = 30_000): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', TSX, MAIN, 'serve'], { cwd: dir, env: cleanEnv({ ROOST_HTTP_PORT: '0', ...env }) });
+/** Starts `roost serve` (or `roost worker …`: `args`) in `dir` and waits for its "serving" line (or its early exit). */
+export function startServer(dir: string, env: Record<string, string> = {}, timeoutMs = 30_000, args: readonly string[] = ['serve']): Promise<Server> {
+  const child = spawn(process.execPath, ['--import', TSX, MAIN, ...args], { cwd: dir, env: cleanEnv({ ROOST_HTTP_PORT: '0', ...env }) });
   const lines: Record<string, unknown>[] = [];
   let stderr = '';
   let buffer = '';
@@ -88,7 +88,7 @@ export function startServer(dir: string, env: Record<string, string> = {}, timeo
           parsed = { text: line };
         }
         lines.push(parsed);
-        if (typeof parsed['url'] === 'string' && String(parsed['msg']).startsWith('roost serving')) {
+        if (typeof parsed['url'] === 'string' && /^roost (serving|worker)/.test(String(parsed['msg']))) {
           clearTimeout(timer);
           resolve({ child, url: parsed['url'], lines, stderr: () => stderr, exited, signal: (s) => child.kill(s) });
         }

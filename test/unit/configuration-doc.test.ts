@@ -71,6 +71,10 @@ describe('docs/reference/configuration.md lists exactly the accepted keys', () =
     }
   });
 
+  it('FleetOptions', () => {
+    expectSameKeys('FleetOptions', documented('FleetOptions'), knownKeys((u) => createRuntime({ fleet: { transport: 'inprocess:', ...u } })));
+  });
+
   it('QuarantineOptions, AgentOptions, NodePolicy, BackoffOptions', () => {
     expectSameKeys('QuarantineOptions', documented('QuarantineOptions'), knownKeys((u) => createRuntime({ quarantine: u })));
     const r = createRuntime({ logger: false });

@@ -38,7 +38,7 @@ function unionMembers(source: string, name: string): string[] {
 }
 
 /** Event interfaces and the union of their `type`s. */
-const FAMILIES = ['NodeEvent', 'TraceEvent', 'AgentEvent', 'DeadLetterEvent', 'StoreEvent'] as const;
+const FAMILIES = ['NodeEvent', 'TraceEvent', 'AgentEvent', 'DeadLetterEvent', 'StoreEvent', 'DispatchEvent'] as const;
 
 describe('docs/reference/events.md', () => {
   it('heads every type of EVENT_TYPES, and nothing else', () => {

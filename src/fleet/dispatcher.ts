@@ -16,6 +16,8 @@ import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import type { DispatchEvent, RedeliveryReason } from '../flow/events.js';
 import type { Handler, HandlerContext } from '../flow/handler.js';
+import type { Journal } from '../store/journal.js';
+import type { DispatchLease } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Subscription, Transport } from '../transport/transport.js';
 import {
@@ -36,6 +38,9 @@ import {
   type WorkerMessage,
 } from './protocol.js';
 
+/** Leases of resumed envelopes kept at most (a bound on memory; normally far fewer). */
+const MAX_JOURNALED = 100_000;
+
 /** What the dispatcher counted. */
 export interface DispatcherStats {
   /** Envelopes out with workers now. */
@@ -55,6 +60,8 @@ export interface DispatcherOptions {
   readonly leaseMs: number;
   readonly logger: Logger;
   readonly publish: (event: DispatchEvent) => void;
+  /** Where leases are journaled (null: no journal), so that a new owner knows what a worker may still hold. */
+  readonly journal: Journal | null;
   /**
    * The worker to send a first delivery of `flow`/`node` to (capability routing by the fleet's
    * registry), or null to let the broker pick a member of the node's worker group.
@@ -96,6 +103,10 @@ export class Dispatcher {
   private sub: Subscription | null = null;
   private sweeper: ReturnType<typeof setInterval> | null = null;
   private counts = { dispatched: 0, redelivered: 0, dropped: 0, late: 0 };
+  /** Leases read back from the journal for envelopes resumed here, until they are sent again. */
+  private readonly journaled = new Map<string, DispatchLease>();
+  /** Closing with the traces left in the journal: aborts are not sent to the workers. */
+  private suspended = false;
 
   constructor(private readonly options: DispatcherOptions) {
     this.reply = ownerTopic(options.namespace, options.id);
@@ -114,6 +125,25 @@ export class Dispatcher {
     return (env, ctx) => this.dispatch(flow, node, env, ctx);
   }
 
+  /**
+   * From now on the runs that end are not aborted on the workers: the process is closing and
+   * leaves its traces in the journal, so whoever resumes them gets the answer of the run a
+   * worker still holds (it sends the envelope again; the worker answers it instead of running it twice).
+   */
+  suspend(): void {
+    this.suspended = true;
+  }
+
+  /**
+   * A pending envelope resumed from the journal (a restart, or a takeover of a lapsed owner's
+   * traces) had this lease: when it is sent again, it goes as the next delivery, and a worker that
+   * holds it still answers the new owner instead of running it again.
+   */
+  resumed(envelopeId: string, lease: DispatchLease): void {
+    if (this.journaled.size >= MAX_JOURNALED) this.journaled.clear(); // envelopes of traces that ended before they were sent
+    this.journaled.set(envelopeId, lease);
+  }
+
   stats(): DispatcherStats {
     return { outstanding: this.out.size, ...this.counts };
   }
@@ -129,6 +159,12 @@ export class Dispatcher {
       const d = new Dispatch(key, flow, node, env, ctx, resolve, reject, Date.now(), this.options.leaseMs);
       this.out.set(key, d);
       this.counts.dispatched++;
+      const before = this.journaled.get(env.id);
+      if (before !== undefined) {
+        this.journaled.delete(env.id);
+        d.delivery = before.delivery + 1;
+        this.redelivered(d, before.worker, 'resumed');
+      }
       signal.addEventListener('abort', () => this.aborted(d, ensureError(signal.reason)), { once: true });
       const pick = this.options.pick;
       if (pick !== null) {
@@ -149,6 +185,7 @@ export class Dispatcher {
     const env = d.env;
     const headers = { ...env.headers, [H_REPLY]: this.reply, [H_DELIVERY]: String(d.delivery), [H_FLOW]: d.flow, [H_EPOCH]: this.epoch };
     const task: Envelope = { ...env, headers };
+    this.options.journal?.lease({ envelopeId: env.id, worker: d.picked, delivery: d.delivery, until: d.leaseUntil });
     this.options.transport.publish(topic, task).catch((error: unknown) => {
       const err = ensureError(error);
       if (this.out.get(d.key) !== d) return;
@@ -166,6 +203,10 @@ export class Dispatcher {
   private aborted(d: Dispatch, reason: Error): void {
     if (this.out.get(d.key) !== d) return;
     this.settle(d);
+    if (this.suspended) {
+      d.reject(reason);
+      return;
+    }
     const cancelled = isRoostError(reason, 'ROOST_ERR_TRACE_CANCELLED');
     const message: ControlMessage = cancelled
       ? { op: 'cancel', traceId: d.env.traceId, epoch: this.epoch, e: wireError(reason) }
@@ -211,8 +252,11 @@ export class Dispatcher {
   }
 
   private renew(d: Dispatch, worker: string, now: number): void {
-    d.worker = worker;
     d.leaseUntil = now + this.options.leaseMs;
+    if (d.worker === worker) return;
+    d.worker = worker;
+    // Who holds it is journaled (once per holder; heartbeats renew the lease in memory only).
+    this.options.journal?.lease({ envelopeId: d.env.id, worker, delivery: d.delivery, until: d.leaseUntil });
   }
 
   private handle(d: Dispatch, m: WorkerMessage, now: number): void {
@@ -270,6 +314,11 @@ export class Dispatcher {
     d.delivery++;
     d.worker = null;
     d.leaseUntil = Date.now() + this.options.leaseMs;
+    this.redelivered(d, previous, reason);
+    this.send(d);
+  }
+
+  private redelivered(d: Dispatch, previous: string | null, reason: RedeliveryReason): void {
     this.counts.redelivered++;
     const env = d.env;
     this.options.publish({
@@ -286,7 +335,6 @@ export class Dispatcher {
       reason,
     });
     this.options.logger.info({ traceId: env.traceId, node: d.node, delivery: d.delivery, worker: previous, reason }, 'sending a task to the fleet again');
-    this.send(d);
   }
 
   private sweep(): void {

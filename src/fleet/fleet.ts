@@ -13,6 +13,7 @@ import { invalidOption } from '../errors.js';
 import { isName } from '../envelope/names.js';
 import type { RemoteNode } from '../flow/host.js';
 import type { Journal } from '../store/journal.js';
+import type { DispatchLease } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { openTransport } from '../transport/open.js';
 import type { Transport } from '../transport/transport.js';
@@ -151,6 +152,7 @@ export class Fleet {
             leaseMs: options.leaseMs,
             logger: host.logger,
             publish: (e) => host.publish(e),
+            journal: host.journal,
             pick: null,
           });
     this.worker =
@@ -178,6 +180,16 @@ export class Fleet {
     if (this.dispatcher === null || !this.options.remote.includes(ref)) return null;
     this.remoteUsed.add(ref);
     return { handler: this.dispatcher.handler(flow, node), concurrency: this.options.maxInFlight };
+  }
+
+  /** The runtime is closing and leaves its unfinished traces in the journal: workers are not told to abort them. */
+  suspend(): void {
+    this.dispatcher?.suspend();
+  }
+
+  /** A pending envelope of a remote node resumed from the journal had this lease. */
+  resumedLease(envelopeId: string, lease: DispatchLease): void {
+    this.dispatcher?.resumed(envelopeId, lease);
   }
 
   /**

@@ -127,7 +127,7 @@ export interface StoreEvent {
 }
 
 /** Why an envelope handed to a fleet worker went out again. */
-export type RedeliveryReason = 'lease_expired' | 'busy';
+export type RedeliveryReason = 'lease_expired' | 'busy' | 'resumed';
 
 /** Types of the events about envelopes handed to the fleet's workers. */
 export type DispatchEventType = 'dispatch_redelivered';
@@ -147,7 +147,10 @@ export interface DispatchEvent {
   readonly delivery: number;
   /** The worker that held it, or null when none had acknowledged it. */
   readonly worker: string | null;
-  /** `lease_expired`: no acknowledgement or heartbeat within the lease; `busy`: the worker had no room. */
+  /**
+   * `lease_expired`: no acknowledgement or heartbeat within the lease; `busy`: the worker had no
+   * room; `resumed`: resumed from the journal by a new owner (a restart or a takeover).
+   */
   readonly reason: RedeliveryReason;
 }
 

@@ -709,6 +709,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       }
       trace.pending++; // counted before any is queued, so an early finish cannot end the trace
       (trace.more().replayIds ??= new Set()).add(p.envelope.id);
+      if (p.lease !== null && runner.remote) this.host.resumedLease(p.envelope.id, p.lease);
       queue.push({ runner, p, trace });
     }
     for (const trace of resumed.values()) {

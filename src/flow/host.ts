@@ -8,6 +8,7 @@ import type { Agent, AgentOptions } from '../runtime/agent.js';
 import type { DeadLetterQueue } from '../runtime/dead-letters.js';
 import type { TimerQueue } from '../resilience/timer-queue.js';
 import type { Journal } from '../store/journal.js';
+import type { DispatchLease } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { RoostEvent } from './events.js';
 import type { Handler, Middleware } from './handler.js';
@@ -50,6 +51,8 @@ export interface FlowHost {
   traceResumed(): void;
   /** How the fleet runs the handler node `node` of `flow` on its workers, or null when it runs here. */
   remoteNode(flow: string, node: string): RemoteNode | null;
+  /** A pending envelope of a remote node, resumed from the journal, had this lease (a worker may hold it still). */
+  resumedLease(envelopeId: string, lease: DispatchLease): void;
 }
 
 /** A node of a flow whose handler runs on the fleet's workers (src/fleet/dispatcher.ts). */

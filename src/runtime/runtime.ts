@@ -18,7 +18,7 @@ import { traceHistory } from '../store/history.js';
 import { Journal } from '../store/journal.js';
 import { openStore } from '../store/open.js';
 import { addRequest, takeRequests } from '../store/requests.js';
-import type { Store, StoredEvent, StoredTrace, TracePage, TraceQuery } from '../store/store.js';
+import type { DispatchLease, Store, StoredEvent, StoredTrace, TracePage, TraceQuery } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
 import { Agent, type AgentInfo, type AgentOptions } from './agent.js';
@@ -127,6 +127,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
             publish: (e) => this.publish(e),
             workerNode: (flow, node) => this.flows.get(flow)?.workerNode(node),
           });
+  }
+
+  /** @internal (FlowHost) */
+  resumedLease(envelopeId: string, lease: DispatchLease): void {
+    this.fleet?.resumedLease(envelopeId, lease);
   }
 
   /** @internal how the fleet runs a node remotely, or null (FlowHost). */
@@ -734,11 +739,21 @@ export class Runtime implements FlowHost, AsyncDisposable {
           ? 'drain timed out; the traces still running stop here and resume from the journal on the next start'
           : 'drain timed out; cancelling the traces still running',
       );
+      this.suspendFleet();
       for (const flow of this.flows.values()) flow.stop(this.journal !== null);
     }
   }
 
+  /**
+   * With a journal, traces stopped by a close stay unfinished in it: the fleet's workers are not
+   * told to abort them, so the run a worker holds can answer the next owner that resumes them.
+   */
+  private suspendFleet(): void {
+    if (this.journal !== null) this.fleet?.suspend();
+  }
+
   private shutdown(): void {
+    this.suspendFleet();
     for (const flow of this.flows.values()) flow.stop(this.journal !== null);
     this.timers.close();
     for (const agent of this.agents.values()) agent.setLifecycle('stopped');

@@ -8,7 +8,7 @@
  * (50 ms doubling to 2 s) before anything newer: accepted work is never dropped for an outage.
  */
 import { RoostError, ensureError, isRoostError } from '../errors.js';
-import type { CheckpointWrite, EventWrite, OutputWrite, PendingWrite, Store, StoredDeadLetter, StepWrite, TraceWrite } from './store.js';
+import type { CheckpointWrite, EventWrite, LeaseWrite, OutputWrite, PendingWrite, Store, StoredDeadLetter, StepWrite, TraceWrite } from './store.js';
 
 /**
  * What the journal keeps on a trace while its batches are open: where its write sits in the
@@ -45,6 +45,7 @@ interface Batch {
   /** Some trace was created and ended in this batch: its envelopes and outputs are left out. */
   gone: boolean;
   consumed: string[];
+  leases: LeaseWrite[];
   attempts: { envelopeId: string; attempt: number }[];
   outputs: OutputWrite[];
   outputTrace: JournalTrace[];
@@ -75,6 +76,7 @@ function newBatch(no: number): Batch {
     acceptedTrace: [],
     gone: false,
     consumed: [],
+    leases: [],
     attempts: [],
     outputs: [],
     outputTrace: [],
@@ -158,6 +160,11 @@ export class Journal {
       return;
     }
     batch.consumed.push(envelopeId);
+  }
+
+  /** The lease of a pending envelope handed to a fleet worker (a write of no trace; applied after the accepted ones). */
+  lease(write: LeaseWrite): void {
+    this.open().leases.push(write);
   }
 
   attempt(envelopeId: string, attempt: number, e: JournalEnvelope | null = null): void {
@@ -286,6 +293,7 @@ export class Journal {
           traces: batch.traces,
           accepted: keptAccepted(batch),
           consumed: batch.consumed,
+          leases: batch.leases,
           attempts: batch.attempts,
           outputs: batch.gone ? batch.outputs.filter((_, i) => batch.outputTrace[i]!.jGone !== batch.no) : batch.outputs,
           ended: batch.ended,

@@ -119,7 +119,12 @@ export class MemoryStore implements Store {
         hops: p.hops,
         seq: ++this.seq,
         firstAttempt: p.firstAttempt ?? p.envelope.attempt,
+        lease: null,
       });
+    }
+    for (const l of batch.leases ?? []) {
+      const p = this.pending.get(l.envelopeId);
+      if (p !== undefined) this.pending.set(l.envelopeId, { ...p, lease: { worker: l.worker, delivery: l.delivery, until: l.until } });
     }
     for (const id of batch.consumed ?? []) this.pending.delete(id);
     for (const a of batch.attempts ?? []) {

@@ -31,7 +31,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
-import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, leaseOf, type LeaseRow } from './store.js';
 
 const MIGRATIONS = new URL('./migrations/postgres/', import.meta.url);
 const MIN_SERVER_VERSION = 130000;
@@ -271,6 +271,14 @@ export class PostgresStore implements Store {
         ],
       );
     }
+    const leases = b.leases ?? [];
+    if (leases.length > 0) {
+      await c.query(
+        `UPDATE pending p SET lease_worker = l.worker, lease_delivery = l.delivery, lease_until = l.until
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[]) AS l(id, worker, delivery, until) WHERE p.envelope_id = l.id`,
+        [leases.map((l) => l.envelopeId), leases.map((l) => l.worker), leases.map((l) => l.delivery), leases.map((l) => l.until)],
+      );
+    }
     if ((b.consumed ?? []).length > 0) await c.query('DELETE FROM pending WHERE envelope_id = ANY($1::text[])', [b.consumed]);
     const attempts = b.attempts ?? [];
     if (attempts.length > 0) {
@@ -424,11 +432,11 @@ export class PostgresStore implements Store {
 
   pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]> {
     return this.run(async () => {
-      const { rows } = await this.pool.query<{ seq: number; flow: string; node: string; hops: number; envelope: Envelope; first_attempt: number }>(
-        'SELECT seq, flow, node, hops, envelope, first_attempt FROM pending WHERE flow = $1 ORDER BY seq',
+      const { rows } = await this.pool.query<LeaseRow & { seq: number; flow: string; node: string; hops: number; envelope: Envelope; first_attempt: number }>(
+        'SELECT seq, flow, node, hops, envelope, first_attempt, lease_worker, lease_delivery, lease_until FROM pending WHERE flow = $1 ORDER BY seq',
         [flow],
       );
-      return rows.map((r) => ({ seq: r.seq, flow: r.flow, node: r.node, hops: r.hops, envelope: r.envelope, firstAttempt: r.first_attempt }));
+      return rows.map((r) => ({ seq: r.seq, flow: r.flow, node: r.node, hops: r.hops, envelope: r.envelope, firstAttempt: r.first_attempt, lease: leaseOf(r) }));
     });
   }
 

@@ -33,7 +33,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
-import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, leaseOf, type LeaseRow } from './store.js';
 
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
@@ -167,7 +167,8 @@ export class SqliteStore implements Store {
       runningOwned: db.prepare(
         "SELECT * FROM traces WHERE flow = ? AND status = 'running' AND (owner = ? OR owner IS NULL) ORDER BY created_at, trace_id",
       ),
-      pending: db.prepare('SELECT seq, flow, node, hops, envelope, first_attempt FROM pending WHERE flow = ? ORDER BY seq'),
+      pending: db.prepare('SELECT seq, flow, node, hops, envelope, first_attempt, lease_worker, lease_delivery, lease_until FROM pending WHERE flow = ? ORDER BY seq'),
+      lease: db.prepare('UPDATE pending SET lease_worker = ?, lease_delivery = ?, lease_until = ? WHERE envelope_id = ?'),
       getStep: db.prepare('SELECT value FROM steps WHERE step_key = ?'),
       history: db.prepare('SELECT seq, trace_id, type, ts, event FROM events WHERE trace_id = ? ORDER BY seq'),
       getDeadLetter: db.prepare('SELECT * FROM dead_letters WHERE id = ?'),
@@ -236,6 +237,7 @@ export class SqliteStore implements Store {
         for (const p of accepted) values.push(p.envelope.id, p.flow, p.node, p.envelope.traceId, p.hops, json(p.envelope), p.firstAttempt ?? p.envelope.attempt);
         accept.run(values);
       }
+      for (const l of batch.leases ?? []) s.lease.run(l.worker, l.delivery, l.until, l.envelopeId);
       for (const id of batch.consumed ?? []) s.consume.run(id);
       for (const a of batch.attempts ?? []) s.attempt.run(a.attempt, a.envelopeId);
       for (const o of batch.outputs ?? []) s.output.run(o.flow, o.traceId, json(o.value));
@@ -326,7 +328,7 @@ export class SqliteStore implements Store {
 
   pendingEnvelopes(flow: string): Promise<readonly PendingEnvelope[]> {
     return this.run(() =>
-      (this.statements.pending.all(flow) as { seq: number; flow: string; node: string; hops: number; envelope: string; first_attempt: number }[]).map(
+      (this.statements.pending.all(flow) as (LeaseRow & { seq: number; flow: string; node: string; hops: number; envelope: string; first_attempt: number })[]).map(
         (r) => ({
           seq: r.seq,
           flow: r.flow,
@@ -334,6 +336,7 @@ export class SqliteStore implements Store {
           hops: r.hops,
           envelope: JSON.parse(r.envelope) as Envelope,
           firstAttempt: r.first_attempt,
+          lease: leaseOf(r),
         }),
       ),
     );

@@ -72,6 +72,23 @@ export interface PendingEnvelope {
   readonly seq: number;
   /** Its attempt number when it was accepted there: its retry budget counts from it. */
   readonly firstAttempt: number;
+  /** Its lease, when it was handed to a worker of the fleet; else null. */
+  readonly lease: DispatchLease | null;
+}
+
+/** The lease of a pending envelope a worker of the fleet was handed (src/fleet/dispatcher.ts), as last journaled. */
+export interface DispatchLease {
+  /** The worker that acknowledged it (its fleet id), or null when none had. */
+  readonly worker: string | null;
+  /** Its delivery at its attempt: 1 for the first, 2… when it was sent again. */
+  readonly delivery: number;
+  /** Epoch ms the lease runs out unless renewed (heartbeats renew it in memory, not in the journal). */
+  readonly until: number;
+}
+
+/** A lease to journal on a pending envelope. */
+export interface LeaseWrite extends DispatchLease {
+  readonly envelopeId: string;
 }
 
 /** An envelope to journal as pending at `node`. */
@@ -173,6 +190,8 @@ export interface StoreBatch {
   readonly accepted?: readonly PendingWrite[];
   /** Ids of envelopes no longer pending (consumed by their node, dropped or dead-lettered). */
   readonly consumed?: readonly string[];
+  /** Leases of pending envelopes handed to fleet workers (applied after `accepted`). */
+  readonly leases?: readonly LeaseWrite[];
   /** Pending envelopes whose attempt number rose (a retry): resume keeps the count. */
   readonly attempts?: readonly { readonly envelopeId: string; readonly attempt: number }[];
   /** Outputs of running traces (an egress node's value), kept until the trace's result is written. */
@@ -316,3 +335,16 @@ export const RECEIVE_MARK_PREFIX = 'roost:seen:';
 
 /** The first key after every receive mark (`:` + 1 is `;`): the end of their key range. */
 export const RECEIVE_MARK_END = 'roost:seen;';
+
+
+/** The lease columns of a pending row. */
+export interface LeaseRow {
+  readonly lease_worker: string | null;
+  readonly lease_delivery: number;
+  readonly lease_until: number | string | null;
+}
+
+/** A pending row's lease, or null when it was never handed to a worker. */
+export function leaseOf(r: LeaseRow): DispatchLease | null {
+  return r.lease_delivery === 0 || r.lease_until === null ? null : { worker: r.lease_worker, delivery: r.lease_delivery, until: Number(r.lease_until) };
+}

@@ -24,6 +24,17 @@ interface Child {
 }
 
 const children: Child[] = [];
+
+/** Polls `sql` (a count) until it reaches `n`; returns the count. */
+async function eventuallyRows(pool: ReturnType<typeof effectsPool>, sql: string, n: number, timeoutMs = 15_000): Promise<{ rows: number }> {
+  const start = Date.now();
+  for (;;) {
+    const { rows } = await pool.query<{ n: string }>(sql);
+    const count = Number(rows[0]!.n);
+    if (count >= n || Date.now() - start > timeoutMs) return { rows: count };
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 const runtimes: Runtime[] = [];
 const pools: { end(): Promise<void> }[] = [];
 
@@ -75,14 +86,14 @@ describe.each(TRANSPORTS)('fleet over $name', ({ url, kind }) => {
     await assertPgReachable();
   });
 
-  async function owner(store: string, ns: string, leaseMs: number): Promise<{ rt: Runtime; events: RoostEvent[]; pool: ReturnType<typeof effectsPool> }> {
+  async function owner(store: string, ns: string, leaseMs: number, drainTimeoutMs = 2_000): Promise<{ rt: Runtime; events: RoostEvent[]; pool: ReturnType<typeof effectsPool> }> {
     const pool = effectsPool(store);
     pools.push(pool);
     const rt = createRuntime({
       logger: false,
       store,
       owner: `owner-${ns}`,
-      drainTimeoutMs: 2_000,
+      drainTimeoutMs,
       fleet: { transport: url, namespace: ns, remote: ['pipe/a', 'pipe/b', 'pipe/c'], leaseMs },
     });
     const events: RoostEvent[] = [];
@@ -146,6 +157,27 @@ describe.each(TRANSPORTS)('fleet over $name', ({ url, kind }) => {
     expect(rows).toHaveLength(K * 3); // every node's effect happened for every trace …
     expect(rows.every((r) => Number(r.n) === 1)).toBe(true); // … once, under one step key
   }, 90_000);
+
+  it('an owner that stops mid-run and starts again: the worker still holding the run answers the new owner, and runs it once', async () => {
+    const { ns, store } = await setup();
+    const w = spawnWorker(url, store, ns, 'wr', 'a,b,c', 5_000);
+    await w.ready;
+    const first = await owner(store, ns, 5_000, 100);
+    const { traceId } = await first.rt.getFlow('pipe')!.emit({ i: 7, sleepMs: 2_000, sleepNode: 'b' } satisfies PipeTask);
+    // Wait until b's step ran on the worker (it then sleeps 2 s), then close the owner: the drain
+    // times out, the trace stays unfinished in the journal, and the worker is not told to abort.
+    const { rows: started } = await eventuallyRows(first.pool, "SELECT count(*) AS n FROM effects WHERE node = 'b'", 1);
+    expect(started).toBe(1);
+    await first.rt.close();
+    runtimes.splice(runtimes.indexOf(first.rt), 1);
+    const second = await owner(store, ns, 5_000);
+    const redelivered = second.events.filter((e) => e.type === 'dispatch_redelivered');
+    const result = (await second.rt.getFlow('pipe')!.fetch(traceId)) as PipeTask;
+    expect(result).toEqual({ i: 7, sleepMs: 2_000, sleepNode: 'b', path: ['a@wr', 'b@wr', 'c@wr'] });
+    expect(redelivered).toEqual([expect.objectContaining({ reason: 'resumed', node: 'b', delivery: 2, worker: 'wr' })]);
+    const { rows } = await second.pool.query<{ n: string }>("SELECT count(*) AS n FROM effect_runs r JOIN effects e ON e.step_key = r.step_key WHERE e.node = 'b'");
+    expect(Number(rows[0]!.n)).toBe(1); // b's step ran once: the worker's run answered the new owner
+  }, 60_000);
 
   it('cancel on the owner reaches the worker running the trace', async () => {
     const { ns, store } = await setup();

@@ -121,6 +121,24 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.pendingOutputs('f')).toEqual([]);
     });
 
+    it('keeps the lease of a pending envelope handed to a fleet worker, in the same batch as its acceptance or later', async () => {
+      const t = uuidv7();
+      const [e1, e2] = [envelope(t, 'a', 1), envelope(t, 'b', 2)];
+      const until = Date.now() + 10_000;
+      await store.commit({
+        traces: [trace('f', t, 1)],
+        accepted: [{ flow: 'f', node: 'a', envelope: e1, hops: 0 }, { flow: 'f', node: 'b', envelope: e2, hops: 0 }],
+        leases: [{ envelopeId: e1.id, worker: null, delivery: 1, until }],
+      });
+      let pending = await store.pendingEnvelopes('f');
+      expect(pending.map((p) => p.lease)).toEqual([{ worker: null, delivery: 1, until }, null]);
+      await store.commit({ leases: [{ envelopeId: e1.id, worker: 'w-1', delivery: 2, until: until + 1 }, { envelopeId: 'no-such-envelope', worker: 'w', delivery: 1, until }] });
+      pending = await store.pendingEnvelopes('f');
+      expect(pending[0]!.lease).toEqual({ worker: 'w-1', delivery: 2, until: until + 1 });
+      await store.commit({ consumed: [e1.id] });
+      expect((await store.pendingEnvelopes('f')).map((p) => p.envelope.id)).toEqual([e2.id]);
+    });
+
     it('a batch lands whole: the trace, its accepted envelope, its event', async () => {
       const t = uuidv7();
       const e = envelope(t, 'a', { x: 1 });

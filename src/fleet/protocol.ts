@@ -95,7 +95,11 @@ export type ControlMessage =
   /** The trace was cancelled: abort all of its runs, and refuse its tasks still on the way. */
   | { readonly op: 'cancel'; readonly traceId: string; readonly epoch: string; readonly e: WireError };
 
-const WORKER_TYPES = new Set(['ack', 'beat', 'emit', 'reply', 'chunk', 'done', 'fail', 'busy']);
+/** Every `t` of a {@link WorkerMessage}. */
+export const WORKER_MESSAGE_TYPES: readonly WorkerMessage['t'][] = ['ack', 'beat', 'emit', 'reply', 'chunk', 'done', 'fail', 'busy'];
+/** Every `op` of a {@link ControlMessage}. */
+export const CONTROL_OPS: readonly ControlMessage['op'][] = ['abort', 'cancel'];
+const WORKER_TYPES = new Set<string>(WORKER_MESSAGE_TYPES);
 
 function isWireError(e: unknown): e is WireError {
   if (e === null || typeof e !== 'object') return false;

@@ -1,6 +1,6 @@
 /** Liveness reads the event loop's recent stalls without resetting them, and the store probe uses one key. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { createRuntime, MemoryStore, type Runtime } from '../../src/index.js';
+import { createRuntime, InProcessTransport, MemoryStore, type Runtime } from '../../src/index.js';
 import { Health } from '../../src/telemetry/health.js';
 
 const open: { health: Health; runtime: Runtime }[] = [];
@@ -41,5 +41,18 @@ describe('Health', () => {
     }
     expect((await store.getValue('roost:health'))?.version).toBe(2);
     expect(await store.getValue('roost:health:p1')).toBeUndefined();
+  });
+
+  it('readiness follows the fleet\'s broker: connected passes, closed fails', async () => {
+    const transport = new InProcessTransport();
+    const runtime = createRuntime({ logger: false, fleet: { transport } });
+    await runtime.start();
+    const health = new Health(runtime);
+    open.push({ health, runtime });
+    const fleet = async (): Promise<string> => (await health.ready()).checks.find((c) => c.name === 'fleet')!.status;
+    expect(await fleet()).toBe('pass');
+    await transport.close();
+    expect(await fleet()).toBe('fail');
+    expect((await health.ready()).status).toBe('fail');
   });
 });

@@ -6,6 +6,7 @@
  * - app: the application module loads and adds its flows (on a throw-away in-memory runtime);
  * - store: the journal is reachable and writable (a key written and read back);
  * - ports: the HTTP (and health) ports are free on the configured host;
+ * - fleet: with `[fleet]`, its broker accepts a connection;
  * - tracing: whether the `OTEL_*` variables turn tracing on, and where spans go.
  *
  * Exit 0 when nothing failed, 1 otherwise.
@@ -17,6 +18,7 @@ import { ensureError, isRoostError } from '../errors.js';
 import { hidePassword } from '../redact.js';
 import { createRuntime } from '../runtime/runtime.js';
 import { openStore } from '../store/open.js';
+import { openTransport } from '../transport/open.js';
 import { tracingExporter } from '../telemetry/tracing.js';
 import { appPath, loadApp } from './app.js';
 
@@ -113,6 +115,24 @@ function portFree(host: string, port: number): Promise<string | null> {
   });
 }
 
+/** With a fleet: its broker accepts a connection (connect, then close). */
+async function checkFleet(config: ServiceConfig): Promise<Finding | null> {
+  const fleet = config.fleet;
+  if (fleet === null) return null;
+  const shown = hidePassword(fleet.transport);
+  let transport;
+  try {
+    transport = openTransport(fleet.transport, { clientId: `roost-doctor-${process.pid}` }, 'fleet.transport');
+    await withTimeout(transport.connect(), STORE_CHECK_MS, `the broker at ${shown}`);
+    return { check: 'fleet', status: 'ok', message: `${shown}: connected (namespace ${fleet.namespace}; remote: ${fleet.remote.join(', ') || 'none'}; host: ${fleet.host.join(', ') || 'none'})` };
+  } catch (error) {
+    const e = ensureError(error);
+    return { check: 'fleet', status: 'FAIL', message: `${shown}: ${isRoostError(e) ? `${e.code}: ` : ''}${e.message}`, fix: 'start the broker (see the README\'s development section), or fix [fleet] transport / ROOST_FLEET_TRANSPORT' };
+  } finally {
+    await transport?.close().catch(() => {});
+  }
+}
+
 async function checkPorts(config: ServiceConfig): Promise<Finding[]> {
   const out: Finding[] = [];
   const { host, port, healthPort } = config.http;
@@ -160,6 +180,8 @@ export async function diagnose(args: { readonly config?: string }, io: Pick<Doct
   const findings: Finding[] = [{ check: 'config', status: 'ok', message: `${config.file ?? 'no roost.toml: defaults and the environment'}: valid` }];
   findings.push(await checkApp(config));
   findings.push(await checkStore(config));
+  const fleet = await checkFleet(config);
+  if (fleet !== null) findings.push(fleet);
   findings.push(...(await checkPorts(config)));
   findings.push(checkTracing(io.env));
   return findings;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { node, type Envelope, type Runtime } from '../../src/index.js';
 import { spawn } from 'node:child_process';
+import { MQTT_URL } from '../helpers/brokers.js';
 import { MAIN, SERVE_APP, TSX, cleanEnv, roost, roostAsync, workDir } from '../helpers/cli.js';
 import { startService, type Running } from '../helpers/service.js';
 
@@ -155,6 +156,18 @@ describe('roost doctor', () => {
     expect(r.stdout).toMatch(/^FAIL {2}store .*sqlite:not-a-directory\/roost\.db: .*cannot open the SQLite journal/m);
     expect(r.stdout).toMatch(new RegExp(`^FAIL {2}ports .*127\\.0\\.0\\.1:${port} \\(http\\.port\\) cannot be bound: EADDRINUSE\\n +fix: stop what listens there, or set http\\.port \\(ROOST_HTTP_PORT\\)`, 'm'));
     expect(r.stdout).toContain('3 problems to fix');
+  });
+
+  it('checks the fleet\'s broker: a broker that answers is ok, one that does not is a problem with its fix', () => {
+    const good = workDir(`app = "${SERVE_APP}"\n[http]\nport = 0\n[store]\nurl = "memory:"\n[fleet]\ntransport = "${MQTT_URL}"\nremote = "echo/echo"\n`);
+    const bad = workDir(`app = "${SERVE_APP}"\n[http]\nport = 0\n[store]\nurl = "memory:"\n[fleet]\ntransport = "nats://127.0.0.1:1"\n`);
+    dirs.push(good, bad);
+    const ok = roost(['doctor'], { cwd: good.dir });
+    expect(ok.stdout).toMatch(/^ok {4}fleet +mqtt:\/\/127\.0\.0\.1:1883: connected \(namespace roost; remote: echo\/echo; host: none\)$/m);
+    expect(ok.status).toBe(0);
+    const down = roost(['doctor'], { cwd: bad.dir });
+    expect(down.stdout).toMatch(/^FAIL {2}fleet +nats:\/\/127\.0\.0\.1:1: ROOST_ERR_TRANSPORT_UNAVAILABLE/m);
+    expect(down.status).toBe(1);
   });
 
   it('an invalid configuration is the one finding (exit 1)', () => {

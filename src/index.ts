@@ -40,6 +40,7 @@ export type {
   TraceQuery,
   TracePage,
   Lease,
+  Fence,
   Versioned,
   OutboxEntry,
   OutboxWrite,

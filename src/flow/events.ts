@@ -2,6 +2,8 @@
  * Typed runtime events: a union tagged by `type`. Events are the one source that metrics, logs
  * and trace streams derive from. Every field is listed in `docs/reference/events.md`.
  */
+import type { LeaderEvent } from '../fleet/events.js';
+
 /** An error as it appears in an event: code and message, never a stack. */
 export interface EventError {
   /** A `ROOST_ERR_…` code (see `docs/reference/errors.md`). */
@@ -127,7 +129,7 @@ export interface StoreEvent {
 }
 
 /** Every event the runtime publishes. */
-export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent;
+export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent | LeaderEvent;
 
 /** Every event type, for docs and validation. */
 export const EVENT_TYPES: readonly RoostEvent['type'][] = [
@@ -157,6 +159,8 @@ export const EVENT_TYPES: readonly RoostEvent['type'][] = [
   'store_breaker_open',
   'store_breaker_half_open',
   'store_breaker_closed',
+  'leader_elected',
+  'leader_lost',
 ];
 
 /** A function told of every event. It must not throw (a throw is logged and ignored). */

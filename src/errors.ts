@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   ROOST_ERR_STORE_UNSUPPORTED: { retryable: false },
   ROOST_ERR_STORE_FULL: { retryable: true },
   ROOST_ERR_IDEMPOTENCY_CONFLICT: { retryable: false },
+  ROOST_ERR_FENCED: { retryable: false },
   ROOST_ERR_TRANSPORT_UNAVAILABLE: { retryable: true },
   ROOST_ERR_TRANSPORT_CLOSED: { retryable: false },
   ROOST_ERR_PUBLISH_REFUSED: { retryable: false },

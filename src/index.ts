@@ -40,6 +40,7 @@ export type {
   TraceQuery,
   TracePage,
   Lease,
+  Fence,
   Versioned,
   OutboxEntry,
   OutboxWrite,
@@ -62,6 +63,9 @@ export type {
   EventListener,
   QuarantineReason,
 } from './flow/events.js';
+export type { LeaderEvent, LeaderEventType, LeaderLostReason } from './fleet/events.js';
+export { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, resolveSingletonOptions } from './fleet/singleton.js';
+export type { SingletonOptions, ResolvedSingletonOptions, SingletonContext, SingletonFn, SingletonHandle, SingletonState } from './fleet/singleton.js';
 export type { TraceStreamItem, ChunkItem, StreamGapItem, TraceEndItem } from './flow/trace-stream.js';
 export type { BackoffOptions, ResolvedBackoffOptions } from './resilience/backoff.js';
 export type { ErrorCode, RoostErrorOptions } from './errors.js';

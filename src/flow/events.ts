@@ -2,6 +2,8 @@
  * Typed runtime events: a union tagged by `type`. Events are the one source that metrics, logs
  * and trace streams derive from. Every field is listed in `docs/reference/events.md`.
  */
+import type { LeaderEvent } from '../fleet/events.js';
+
 /** An error as it appears in an event: code and message, never a stack. */
 export interface EventError {
   /** A `ROOST_ERR_…` code (see `docs/reference/errors.md`). */
@@ -155,7 +157,7 @@ export interface DispatchEvent {
 }
 
 /** Every event the runtime publishes. */
-export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent | DispatchEvent;
+export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent | DispatchEvent | LeaderEvent;
 
 /** Every event type, for docs and validation. */
 export const EVENT_TYPES: readonly RoostEvent['type'][] = [
@@ -186,6 +188,8 @@ export const EVENT_TYPES: readonly RoostEvent['type'][] = [
   'store_breaker_half_open',
   'store_breaker_closed',
   'dispatch_redelivered',
+  'leader_elected',
+  'leader_lost',
 ];
 
 /** A function told of every event. It must not throw (a throw is logged and ignored). */

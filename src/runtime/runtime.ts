@@ -6,6 +6,7 @@
 import { assertName } from '../envelope/names.js';
 import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.js';
 import { eventError, type EventListener, type RoostEvent } from '../flow/events.js';
+import { Singletons, type SingletonFn, type SingletonHandle, type SingletonOptions } from '../fleet/singleton.js';
 import { Flow, type EmitOptions, type EmitResult, type FlowOptions } from '../flow/flow.js';
 import { Fleet } from '../fleet/fleet.js';
 import type { FlowHost, RemoteNode } from '../flow/host.js';
@@ -84,6 +85,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
   private idle: (() => void)[] = [];
   private draining: Promise<void> | null = null;
   private closing: Promise<void> | null = null;
+  private readonly singletons = new Singletons(this);
 
   constructor(options: RuntimeOptions = {}) {
     this.options = resolveRuntimeOptions(options);
@@ -529,6 +531,17 @@ export class Runtime implements FlowHost, AsyncDisposable {
     return fn(this.store);
   }
 
+  /**
+   * Runs `fn` on exactly one process of the fleet at a time: every process calls this with the
+   * same `name`; the one holding the lease in the store runs `fn(ctx)` until `ctx.signal` aborts,
+   * and writes through `ctx.putValue` / `ctx.commit` are fenced by its term's token. Needs a
+   * store and a running runtime; stopped (the lease released) on close. See src/fleet/singleton.ts.
+   */
+  singleton(name: string, fn: SingletonFn, options?: SingletonOptions): SingletonHandle {
+    this.assertAccepting('singleton');
+    return this.singletons.start(name, fn, options);
+  }
+
   /** Subscribes to every event; returns the unsubscribe function. */
   on(listener: EventListener): () => void {
     if (typeof listener !== 'function') throw invalidOption('listener', 'a function', listener);
@@ -767,6 +780,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
   close(): Promise<void> {
     if (this.closing !== null) return this.closing;
     this.closing = (async () => {
+      // Singleton duties first: their leases go to other processes at once, before the drain.
+      await this.singletons.stopAll().catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'stopping singletons failed during close'));
       try {
         if (this.stateValue === 'running') await this.drain({ timeoutMs: this.options.drainTimeoutMs });
         else if (this.draining !== null) {

@@ -9,6 +9,7 @@
 import { RoostError, ensureError, isRoostError } from '../errors.js';
 import { CircuitBreaker, type BreakerState } from '../resilience/breaker.js';
 import type {
+  Fence,
   OutboxEntry,
   IdempotentTrace,
   Lease,
@@ -107,6 +108,12 @@ export class GuardedStore implements Store {
   }
 
   commit(batch: StoreBatch): Promise<void> {
+    if (batch.fence !== undefined) {
+      // A fenced batch is a singleton's write, not the journal's: it may run beside a journal
+      // commit, so its timeout aborts a signal of its own rather than the journal's.
+      const own = new AbortController();
+      return this.call('commit', () => this.inner.commit(batch, own.signal), own);
+    }
     // A commit that timed out must not land later, after the journal retried it and went on.
     if (this.commitAbort.signal.aborted) this.commitAbort = new AbortController();
     const abort = this.commitAbort;
@@ -174,8 +181,8 @@ export class GuardedStore implements Store {
   getValue(key: string): Promise<Versioned | undefined> {
     return this.call('getValue', () => this.inner.getValue(key));
   }
-  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null> {
-    return this.call('putValue', () => this.inner.putValue(key, value, expectedVersion));
+  putValue(key: string, value: unknown, expectedVersion: number, fence?: Fence): Promise<number | null> {
+    return this.call('putValue', () => this.inner.putValue(key, value, expectedVersion, fence));
   }
   usedBytes(): Promise<number | null> {
     return this.call('usedBytes', () => this.inner.usedBytes());

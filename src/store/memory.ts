@@ -10,7 +10,9 @@
 import { RoostError, ensureError } from '../errors.js';
 import { checkObject, optInt } from '../validate-options.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { assertFence, checkFence } from './fence.js';
 import type {
+  Fence,
   OutboxEntry,
   IdempotentTrace,
   Lease,
@@ -84,6 +86,13 @@ export class MemoryStore implements Store {
 
   commit(batch: StoreBatch): Promise<void> {
     if (this.closed) return Promise.reject(closedError());
+    if (batch.fence !== undefined) {
+      try {
+        this.checkFence(batch.fence);
+      } catch (error) {
+        return Promise.reject(ensureError(error));
+      }
+    }
     for (const t of batch.traces ?? []) {
       const key = traceKey(t.flow, t.traceId);
       const before = this.traces.get(key);
@@ -375,13 +384,20 @@ export class MemoryStore implements Store {
     });
   }
 
-  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null> {
+  putValue(key: string, value: unknown, expectedVersion: number, fence?: Fence): Promise<number | null> {
     return this.run(() => {
+      if (fence !== undefined) this.checkFence(fence);
       const current = this.values.get(key)?.version ?? 0;
       if (current !== expectedVersion) return null;
       this.values.set(key, { value: copy(value), version: current + 1 });
       return current + 1;
     });
+  }
+
+  /** Throws `ROOST_ERR_FENCED` unless the fence holds now (one thread: nothing can change between check and write). */
+  private checkFence(fence: Fence): void {
+    const f = checkFence(fence);
+    assertFence(f, this.leases.get(f.name) ?? null, Date.now());
   }
 
   prune(before: number): Promise<number> {

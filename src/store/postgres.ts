@@ -16,7 +16,9 @@ import { RoostError, ensureError, invalidOption, isRoostError } from '../errors.
 import { hidePassword } from '../redact.js';
 import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { assertFence, checkFence } from './fence.js';
 import type {
+  Fence,
   OutboxEntry,
   IdempotentTrace,
   Lease,
@@ -213,6 +215,7 @@ export class PostgresStore implements Store {
       try {
         signal?.throwIfAborted(); // the caller gave up while this waited for a connection
         await client.query('BEGIN');
+        if (batch.fence !== undefined) await this.checkFence(client, batch.fence);
         await this.apply(client, batch);
         signal?.throwIfAborted(); // ... or while it ran: roll back rather than land late
         await client.query('COMMIT');
@@ -567,15 +570,42 @@ export class PostgresStore implements Store {
     });
   }
 
-  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null> {
+  putValue(key: string, value: unknown, expectedVersion: number, fence?: Fence): Promise<number | null> {
     return this.run(async () => {
       const text = json(value);
-      const { rowCount } =
-        expectedVersion === 0
-          ? await this.pool.query('INSERT INTO kv (key, value, version) VALUES ($1, $2::jsonb, 1) ON CONFLICT (key) DO NOTHING', [key, text])
-          : await this.pool.query('UPDATE kv SET value = $2::jsonb, version = version + 1 WHERE key = $1 AND version = $3', [key, text, expectedVersion]);
-      return rowCount === 1 ? expectedVersion + 1 : null;
+      const write = async (c: pg.Pool | pg.PoolClient): Promise<number | null> => {
+        const { rowCount } =
+          expectedVersion === 0
+            ? await c.query('INSERT INTO kv (key, value, version) VALUES ($1, $2::jsonb, 1) ON CONFLICT (key) DO NOTHING', [key, text])
+            : await c.query('UPDATE kv SET value = $2::jsonb, version = version + 1 WHERE key = $1 AND version = $3', [key, text, expectedVersion]);
+        return rowCount === 1 ? expectedVersion + 1 : null;
+      };
+      if (fence === undefined) return write(this.pool);
+      const client = await this.pool.connect();
+      try {
+        await client.query('BEGIN');
+        await this.checkFence(client, fence);
+        const version = await write(client);
+        await client.query('COMMIT');
+        return version;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
     });
+  }
+
+  /**
+   * Throws `ROOST_ERR_FENCED` unless the fence holds now. Runs first in the write's transaction
+   * and locks the lease row (FOR UPDATE) until it commits: `acquireLease` (an upsert of that row)
+   * waits for the lock, so no new holder can slip in between this check and the write.
+   */
+  private async checkFence(c: pg.PoolClient, fence: Fence): Promise<void> {
+    const f = checkFence(fence);
+    const { rows } = await c.query<Lease>('SELECT holder, token, until FROM leases WHERE name = $1 FOR UPDATE', [f.name]);
+    assertFence(f, rows[0] ?? null, Date.now());
   }
 
   prune(before: number): Promise<number> {

@@ -17,8 +17,10 @@ import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError } from '../errors.js';
 import type { EventError } from '../flow/events.js';
 import { decodeCursor, encodeCursor, pageLimit } from './cursor.js';
+import { assertFence, checkFence } from './fence.js';
 import { ManyRows } from './sqlite-many.js';
 import type {
+  Fence,
   OutboxEntry,
   IdempotentTrace,
   Lease,
@@ -114,7 +116,8 @@ export class SqliteStore implements Store {
   readonly shared = false;
   private readonly db: Database.Database;
   private readonly statements;
-  private readonly commitTx: (batch: StoreBatch) => void;
+  private readonly commitTx: Database.Transaction<(batch: StoreBatch) => void>;
+  private readonly putValueTx: Database.Transaction<(key: string, text: string, expectedVersion: number, fence: Fence) => number | null>;
   private closed = false;
 
   /** Opens (creating when missing) the journal at `path` and applies pending migrations. */
@@ -210,6 +213,7 @@ export class SqliteStore implements Store {
     );
     const events = new ManyRows(db, 'INSERT INTO events (trace_id, type, ts, event)', 4);
     this.commitTx = db.transaction((batch: StoreBatch) => {
+      if (batch.fence !== undefined) this.checkFence(batch.fence);
       const traces = batch.traces ?? [];
       if (traces.length > 0) {
         const values: unknown[] = [];
@@ -260,6 +264,17 @@ export class SqliteStore implements Store {
       for (const o of batch.outbox ?? []) s.outboxAdd.run(o.source, o.topic, json(o.envelope), o.createdAt);
       for (const seq of batch.outboxSent ?? []) s.outboxSent.run(seq);
     });
+    this.putValueTx = db.transaction((key: string, text: string, expectedVersion: number, fence: Fence): number | null => {
+      this.checkFence(fence);
+      if (expectedVersion === 0) return s.insertValue.run(key, text).changes === 1 ? 1 : null;
+      return s.updateValue.run(text, key, expectedVersion).changes === 1 ? expectedVersion + 1 : null;
+    });
+  }
+
+  /** Throws `ROOST_ERR_FENCED` unless the fence holds now; called inside the write's transaction. */
+  private checkFence(fence: Fence): void {
+    const f = checkFence(fence);
+    assertFence(f, (this.statements.getLease.get(f.name) as Lease | undefined) ?? null, Date.now());
   }
 
   /** PRAGMAs as the connection reports them (for `roost doctor` and the benchmark). */
@@ -272,7 +287,9 @@ export class SqliteStore implements Store {
   }
 
   commit(batch: StoreBatch): Promise<void> {
-    return this.run(() => this.commitTx(batch));
+    // A fenced batch takes the write lock before it reads the lease (IMMEDIATE): no other
+    // connection can take the lease between the check and the write.
+    return this.run(() => (batch.fence === undefined ? this.commitTx(batch) : this.commitTx.immediate(batch)));
   }
 
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null> {
@@ -450,9 +467,11 @@ export class SqliteStore implements Store {
     });
   }
 
-  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null> {
+  putValue(key: string, value: unknown, expectedVersion: number, fence?: Fence): Promise<number | null> {
     return this.run(() => {
       const text = json(value);
+      // Fenced: the check and the write in one transaction under the write lock (IMMEDIATE).
+      if (fence !== undefined) return this.putValueTx.immediate(key, text, expectedVersion, fence);
       if (expectedVersion === 0) return this.statements.insertValue.run(key, text).changes === 1 ? 1 : null;
       return this.statements.updateValue.run(text, key, expectedVersion).changes === 1 ? expectedVersion + 1 : null;
     });

@@ -184,8 +184,22 @@ export interface OutboxWrite {
   readonly createdAt: number;
 }
 
+/**
+ * A write made under a lease (a singleton's leader writing): the lease's name and the token it
+ * was granted with. The store checks, in the write's own transaction, that lease `name` is still
+ * held with `token` and has not lapsed (by the writing process's clock, as leases are taken by
+ * the caller's clock), and otherwise refuses the whole write with `ROOST_ERR_FENCED`: a deposed
+ * leader's late write never lands after a newer leader's.
+ */
+export interface Fence {
+  readonly name: string;
+  readonly token: number;
+}
+
 /** One group commit: every part is optional; all of it lands or none does. */
 export interface StoreBatch {
+  /** When set, the batch lands only while this lease is held with this token (see {@link Fence}). */
+  readonly fence?: Fence;
   readonly traces?: readonly TraceWrite[];
   readonly accepted?: readonly PendingWrite[];
   /** Ids of envelopes no longer pending (consumed by their node, dropped or dead-lettered). */
@@ -271,6 +285,7 @@ export interface Store {
    * `signal` aborts (the caller gave up on this commit: a timeout), a commit that has not sent
    * its COMMIT yet rolls back instead, so a commit the caller was told failed never lands after
    * a later one. A trace's status, once finished, is never set back to `running` by a write.
+   * With `batch.fence`, nothing lands unless the fence holds (`ROOST_ERR_FENCED`).
    */
   commit(batch: StoreBatch, signal?: AbortSignal): Promise<void>;
   getTrace(flow: string, traceId: string): Promise<StoredTrace | null>;
@@ -307,14 +322,16 @@ export interface Store {
    * trace: when several processes claim at once, each trace goes to exactly one. Returns the ids moved.
    */
   claimTraces(flow: string, from: string | null, to: string): Promise<readonly string[]>;
-  /** Gives the lease up if `holder` holds it with `token`. */
+  /** Gives the lease up if `holder` holds it with `token` (it lapses at once; the next holder's token is still higher). */
   releaseLease(name: string, holder: string, token: number): Promise<void>;
   getValue(key: string): Promise<Versioned | undefined>;
   /**
    * Writes `value` when the key's version is `expectedVersion` (0: the key must not exist);
-   * returns the new version, or null when the version did not match (compare-and-set).
+   * returns the new version, or null when the version did not match (compare-and-set). With a
+   * `fence`, the write is refused with `ROOST_ERR_FENCED` unless the fence holds (checked first,
+   * in the same transaction).
    */
-  putValue(key: string, value: unknown, expectedVersion: number): Promise<number | null>;
+  putValue(key: string, value: unknown, expectedVersion: number, fence?: Fence): Promise<number | null>;
   /** The outbox entries of `source` after `afterSeq` (0: from the first), oldest first, at most `limit`. */
   outboxEntries(source: string, afterSeq: number, limit: number): Promise<readonly OutboxEntry[]>;
   /** How many outbox entries `source` has. */

@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics of a runtime, derived from its events (and a few gauges read when scraped).
- * Labels are bounded: flow, node, agent, outcome, status, store operation, HTTP route template.
- * No trace id or other unbounded value is ever a label. Every metric here is listed in
+ * Labels are bounded: flow, node, agent, outcome, status, store operation, HTTP route template,
+ * singleton name. No trace id or other unbounded value is ever a label. Every metric here is listed in
  * `docs/reference/metrics.md`; `test/unit/metrics-doc.test.ts` keeps the two in step.
  */
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
@@ -49,6 +49,9 @@ export class RuntimeMetrics {
     STORE_BUCKETS,
     this.registry,
   );
+  /** 1 while this process leads singleton `name`, 0 once it stopped (no series before it first led). */
+  private readonly leader = new Gauge({ name: 'roost_leader', help: 'Whether this process leads the singleton duty: 1 leading, 0 not.', labelNames: ['name'], registers: [this.registry] });
+  private readonly leaderChanges = this.counter('roost_leader_changes_total', 'Times this process became the leader of the singleton duty (summed over the fleet: the changes of leader).', ['name']);
   /** HTTP requests, by method, route template and status (filled by the service). */
   readonly httpRequests = this.counter('roost_http_requests_total', 'HTTP requests served, by method, route and status.', ['method', 'route', 'status']);
   readonly httpDuration = new HistogramVec('roost_http_request_duration_seconds', 'HTTP request time, by method and route.', ['method', 'route'], DURATION_BUCKETS, this.registry);
@@ -189,6 +192,13 @@ export class RuntimeMetrics {
         return;
       case 'dispatch_redelivered':
         this.redeliveries.inc([event.flow, event.node, event.reason]);
+        return;
+      case 'leader_elected':
+        this.leader.set({ name: event.name }, 1);
+        this.leaderChanges.inc([event.name]);
+        return;
+      case 'leader_lost':
+        this.leader.set({ name: event.name }, 0);
         return;
       default:
         return;

@@ -341,6 +341,107 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.getValue('cfg')).toEqual({ value: { a: 2 }, version: 2 });
     });
 
+    it('fenced putValue: lands while the lease is held with the token; refused with ROOST_ERR_FENCED once a newer term holds it', async () => {
+      const now = Date.now();
+      const old = (await store.acquireLease('duty', 'p1', 60_000, now))!;
+      expect(await store.putValue('state', { by: 'p1' }, 0, { name: 'duty', token: old.token })).toBe(1);
+      // p2 takes over (p1 "missed its renewals": p2's clock says the lease has lapsed).
+      const next = (await store.acquireLease('duty', 'p2', 60_000, old.until + 1))!;
+      expect(next).toMatchObject({ holder: 'p2', token: old.token + 1 });
+      const late = store.putValue('state', { by: 'p1', late: true }, 1, { name: 'duty', token: old.token });
+      await expect(late).rejects.toMatchObject({
+        name: 'RoostError',
+        code: 'ROOST_ERR_FENCED',
+        retryable: false,
+        details: { lease: 'duty', token: old.token, currentToken: next.token, currentHolder: 'p2', failure: 'superseded' },
+      });
+      expect(await store.getValue('state')).toEqual({ value: { by: 'p1' }, version: 1 }); // nothing landed
+      // The current term writes; compare-and-set still applies under the fence.
+      expect(await store.putValue('state', { by: 'p2' }, 1, { name: 'duty', token: next.token })).toBe(2);
+      expect(await store.putValue('state', { by: 'p2' }, 1, { name: 'duty', token: next.token })).toBeNull();
+      expect(await store.getValue('state')).toEqual({ value: { by: 'p2' }, version: 2 });
+    });
+
+    it('fenced writes are refused once the lease is released, once it lapsed, and when there is no such lease', async () => {
+      const now = Date.now();
+      const lease = (await store.acquireLease('duty', 'p1', 60_000, now))!;
+      await store.releaseLease('duty', 'p1', lease.token);
+      await expect(store.putValue('k', 1, 0, { name: 'duty', token: lease.token })).rejects.toMatchObject({
+        code: 'ROOST_ERR_FENCED',
+        details: { failure: 'released', currentToken: lease.token },
+      });
+      // The same holder taking it again starts a new term: the old token stays refused.
+      const again = (await store.acquireLease('duty', 'p1', 60_000, now))!;
+      expect(again.token).toBeGreaterThan(lease.token);
+      await expect(store.putValue('k', 1, 0, { name: 'duty', token: lease.token })).rejects.toMatchObject({ code: 'ROOST_ERR_FENCED', details: { failure: 'superseded' } });
+      expect(await store.putValue('k', 1, 0, { name: 'duty', token: again.token })).toBe(1);
+      // Lapsed by the writer's clock, though nobody took it yet.
+      const lapsed = (await store.acquireLease('brief', 'p1', 1_000, now - 10_000))!;
+      await expect(store.commit({ fence: { name: 'brief', token: lapsed.token }, steps: [{ stepKey: 's', traceId: 't', value: 1, ts: 1 }] })).rejects.toMatchObject({
+        code: 'ROOST_ERR_FENCED',
+        details: { failure: 'lapsed', until: lapsed.until },
+      });
+      expect(await store.getStep('s')).toBeUndefined();
+      await expect(store.putValue('k', 2, 1, { name: 'never-taken', token: 1 })).rejects.toMatchObject({ code: 'ROOST_ERR_FENCED', details: { failure: 'no_lease', currentToken: null } });
+      expect(await store.getValue('k')).toEqual({ value: 1, version: 1 });
+    });
+
+    it('a fenced batch lands whole while the fence holds, and not at all once it does not', async () => {
+      const lease = (await store.acquireLease('duty', 'p1', 60_000, Date.now()))!;
+      const fence = { name: 'duty', token: lease.token };
+      const [a, b] = [uuidv7(), uuidv7()];
+      await store.commit({ fence, traces: [trace('f', a, 1)], events: [{ traceId: a, type: 'node_start', ts: 1, event: { n: 1 } }] });
+      expect(await store.getTrace('f', a)).toMatchObject({ status: 'running' });
+      await store.acquireLease('duty', 'p2', 60_000, lease.until + 1);
+      await expect(
+        store.commit({
+          fence,
+          traces: [trace('f', b, 2)],
+          events: [{ traceId: a, type: 'node_success', ts: 2, event: { n: 2 } }],
+          checkpoints: [{ key: 'c', traceId: a, value: 1, ts: 2 }],
+          deadLetters: [],
+        }),
+      ).rejects.toMatchObject({ code: 'ROOST_ERR_FENCED' });
+      expect(await store.getTrace('f', b)).toBeNull();
+      expect((await store.history(a)).map((e) => e.type)).toEqual(['node_start']);
+      expect(await store.getCheckpoint('c')).toBeUndefined();
+      await store.commit({ traces: [trace('f', b, 2)] }); // an unfenced batch is not checked
+      expect(await store.getTrace('f', b)).not.toBeNull();
+    });
+
+    it('a takeover racing fenced writes: no write of the old term lands after the new term began', async () => {
+      for (let round = 0; round < 10; round++) {
+        const name = `race-${round}`;
+        const traceId = `race-trace-${round}`;
+        const old = (await store.acquireLease(name, 'p1', 60_000, Date.now()))!;
+        const fence = { name, token: old.token };
+        const writes = Array.from({ length: 40 }, (_, i) =>
+          store.commit({ fence, events: [{ traceId, type: 'old', ts: i, event: { i } }] }).then(
+            () => 'landed',
+            (error: unknown) => (error as { code?: string }).code,
+          ),
+        );
+        // p2's clock runs ahead: to it the lease has lapsed, to p1 it has not. It takes over
+        // while p1's writes are in flight, and its first write marks the start of its term.
+        const next = (await store.acquireLease(name, 'p2', 60_000, old.until + 1))!;
+        await store.commit({ fence: { name, token: next.token }, events: [{ traceId, type: 'new', ts: 0, event: {} }] });
+        const outcomes = await Promise.all(writes);
+        expect(outcomes.every((o) => o === 'landed' || o === 'ROOST_ERR_FENCED'), JSON.stringify(outcomes)).toBe(true);
+        const events = await store.history(traceId);
+        const marker = events.find((e) => e.type === 'new')!;
+        const oldEvents = events.filter((e) => e.type === 'old');
+        expect(oldEvents.length).toBe(outcomes.filter((o) => o === 'landed').length);
+        expect(oldEvents.filter((e) => e.seq > marker.seq)).toEqual([]);
+      }
+    });
+
+    it('refuses a malformed fence with ROOST_ERR_INVALID_OPTION', async () => {
+      for (const fence of [{ name: '', token: 1 }, { name: 'duty', token: 0 }, { name: 'duty', token: 1.5 }, { name: 'duty' }]) {
+        await expect(store.putValue('k', 1, 0, fence as never)).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION' });
+        await expect(store.commit({ fence: fence as never })).rejects.toMatchObject({ code: 'ROOST_ERR_INVALID_OPTION' });
+      }
+    });
+
     it('prunes finished traces older than a time, with their events and steps; running ones stay', async () => {
       const [old, recent, running] = [uuidv7(), uuidv7(), uuidv7()];
       await store.commit({

@@ -12,6 +12,7 @@ import { duplicates, headings, missing, readReference, section, tableNames } fro
 const doc = readReference('events.md');
 const eventsSource = readFileSync(new URL('../../src/flow/events.ts', import.meta.url), 'utf8');
 const streamSource = readFileSync(new URL('../../src/flow/trace-stream.ts', import.meta.url), 'utf8');
+const leaderSource = readFileSync(new URL('../../src/fleet/events.ts', import.meta.url), 'utf8');
 
 /** A heading that is exactly a snake_case identifier (optionally in backticks) names an event type. */
 const TYPE_HEADING = /^`?([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`?$/;
@@ -38,7 +39,12 @@ function unionMembers(source: string, name: string): string[] {
 }
 
 /** Event interfaces and the union of their `type`s. */
-const FAMILIES = ['NodeEvent', 'TraceEvent', 'AgentEvent', 'DeadLetterEvent', 'StoreEvent', 'DispatchEvent'] as const;
+const FAMILIES = ['NodeEvent', 'TraceEvent', 'AgentEvent', 'DeadLetterEvent', 'StoreEvent', 'DispatchEvent', 'LeaderEvent'] as const;
+
+/** The file each family is declared in: the leader events live with the fleet code. */
+function sourceOf(family: string): string {
+  return family === 'LeaderEvent' ? leaderSource : eventsSource;
+}
 
 describe('docs/reference/events.md', () => {
   it('heads every type of EVENT_TYPES, and nothing else', () => {
@@ -50,7 +56,7 @@ describe('docs/reference/events.md', () => {
   });
 
   it('EVENT_TYPES lists every member of the event type unions (the array is not checked by the compiler)', () => {
-    const members = FAMILIES.flatMap((f) => unionMembers(eventsSource, `${f}Type`));
+    const members = FAMILIES.flatMap((f) => unionMembers(sourceOf(f), `${f}Type`));
     expect(members.length).toBeGreaterThanOrEqual(FAMILIES.length);
     expect(missing(members, EVENT_TYPES), 'union members missing from EVENT_TYPES').toEqual([]);
     expect(missing(EVENT_TYPES, members), 'EVENT_TYPES entries in no union').toEqual([]);
@@ -59,7 +65,7 @@ describe('docs/reference/events.md', () => {
   it('heads each type inside the section of its interface', () => {
     const all = headings(doc);
     const familyOf = new Map<string, string>();
-    for (const f of FAMILIES) for (const t of unionMembers(eventsSource, `${f}Type`)) familyOf.set(t, f);
+    for (const f of FAMILIES) for (const t of unionMembers(sourceOf(f), `${f}Type`)) familyOf.set(t, f);
     for (const { type, line } of documentedTypes()) {
       const parent = all.filter((h) => h.level === 2 && h.line < line).at(-1);
       expect({ type, section: parent?.text }).toEqual({ type, section: expect.stringContaining(`\`${familyOf.get(type)}\``) });
@@ -68,7 +74,7 @@ describe('docs/reference/events.md', () => {
 
   it('lists exactly the fields of each event interface in its section’s table', () => {
     for (const name of [...FAMILIES, 'EventError']) {
-      const fields = interfaceFields(eventsSource, name);
+      const fields = interfaceFields(sourceOf(name), name);
       expect(fields.length, name).toBeGreaterThan(1);
       const body = section(doc, (h) => h.level === 2 && h.text.includes(`\`${name}\``));
       // Only the table before the first sub-heading: the per-type sections hold no field tables.

@@ -143,8 +143,9 @@ export class PresenceRegistryImpl implements PresenceRegistry {
         ? (e: PresenceInfo) => e.agents.some((a) => a.name === capability.slice(6))
         : (e: PresenceInfo) => e.agents.some((a) => a.capabilities.includes(capability));
     let best: { info: PresenceInfo; full: boolean; ratio: number }[] = [];
-    for (const e of this.list()) {
-      if (e.status !== 'available' || !has(e)) continue;
+    const now = Date.now();
+    for (const e of this.entries.values()) {
+      if (e.status !== 'available' || e.expiresAt <= now || !has(e)) continue;
       const extra = extraLoad?.(e.id) ?? 0;
       const load = e.load + (Number.isFinite(extra) && extra > 0 ? extra : 0);
       const full = e.capacity > 0 && load >= e.capacity;

@@ -132,7 +132,8 @@ export class MqttPresenceChannel implements PresenceChannel {
     const payload = packet.payload;
     const record = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
     const expiry = packet.properties?.messageExpiryInterval;
-    const meta: PresenceRecordMeta = { remainingMs: typeof expiry === 'number' ? expiry * 1000 : null };
+    // Whole seconds, counted down by the broker's clock in whole seconds: up to a second more is left.
+    const meta: PresenceRecordMeta = { remainingMs: typeof expiry === 'number' ? (expiry + 1) * 1000 : null };
     if (record.length === 0) this.heard.delete(id);
     else this.heard.set(id, { record, heardAt: Date.now(), remainingMs: meta.remainingMs });
     for (const listener of [...this.listeners]) listener(id, record.length === 0 ? null : record, meta);

@@ -1,8 +1,9 @@
 /**
  * Presence records on NATS (core NATS and JetStream alike; see `PresenceChannel` in
  * transport.ts), in the JetStream KV bucket `<namespace>-presence` (`@nats-io/kv`): key = the
- * process id escaped by {@link presenceKey}, history 1, memory storage (presence is soft state:
- * every heartbeat writes it again).
+ * process id escaped by {@link presenceKey}, history 1, file storage (so the bucket, and the
+ * `unavailable` of a clean close, outlive a server restart; a heartbeat every few seconds per
+ * process is little to write).
  *
  * nats-server 2.9 has no per-key TTL (2.11) and no last will: the bucket's `max_age` is the
  * longest record lifetime any process asked for (it only grows, so a process with a short expiry
@@ -19,6 +20,17 @@ import { checkNamespace, type PresenceChannel, type PresenceListener, type Prese
 
 /** The bucket's `max_age` when a reader makes it (the default presence expiry, 3 × 5 s). */
 const DEFAULT_MAX_AGE_MS = 15_000;
+
+/** How often a watch checks that its bucket is still the one it watches. */
+const RECHECK_MS = 10_000;
+
+/** A watch of the bucket. */
+interface Watching {
+  readonly kv: KV;
+  /** The creation time of the bucket's stream when the watch began. */
+  readonly created: string;
+  readonly entries: QueuedIterator<KvWatchEntry>;
+}
 
 /** What the channel needs of its NatsTransport. */
 export interface NatsPresenceHost {
@@ -65,6 +77,7 @@ export class NatsPresenceChannel implements PresenceChannel {
     try {
       await kv.put(presenceKey(id), record);
     } catch (error) {
+      this.opened = null; // the bucket may be gone (deleted, a server back without it): make it again next time
       throw this.failed(error, `a presence write to bucket ${this.bucket} failed`);
     }
   }
@@ -79,33 +92,87 @@ export class NatsPresenceChannel implements PresenceChannel {
   }
 
   async watch(listener: PresenceListener): Promise<PresenceWatch> {
-    const kv = await this.open(0);
-    let entries: QueuedIterator<KvWatchEntry>;
-    try {
-      entries = await kv.watch({ key: '>' });
-    } catch (error) {
-      throw this.failed(error, `cannot watch presence bucket ${this.bucket}`);
-    }
+    let current: Watching | null = await this.startWatch();
+    let stopped = false;
+    const pause: { wake: (() => void) | null } = { wake: null };
+    // The watch is an ordered consumer: nats.js makes it again after a reconnect or a server
+    // restart. A bucket deleted and made again (by an operator, a server back without its store)
+    // starts its sequences over, which the consumer never notices: a check every
+    // RECHECK_MS compares the stream's creation time and watches again when it changed. A watch
+    // that ends or fails is made again with a growing pause, until stopped or the transport
+    // closed; the records then come again (updates to the registry).
     const loop = (async () => {
-      try {
-        for await (const e of entries) listener(presenceIdOf(e.key), e.operation === 'PUT' ? e.value : null, { remainingMs: null });
-      } catch (error) {
-        this.host.logger?.warn({ err: error, transport: this.host.kind, bucket: this.bucket }, 'presence: the KV watch ended');
+      for (let attempt = 0; !stopped; ) {
+        if (current !== null) {
+          const watching = current;
+          const check = setInterval(() => void this.recheck(watching), RECHECK_MS);
+          check.unref();
+          try {
+            for await (const e of watching.entries) {
+              attempt = 0;
+              listener(presenceIdOf(e.key), e.operation === 'PUT' ? e.value : null, { remainingMs: null });
+            }
+          } catch (error) {
+            this.host.logger?.warn({ err: error, transport: this.host.kind, bucket: this.bucket }, 'presence: the KV watch failed');
+          } finally {
+            clearInterval(check);
+          }
+          current = null;
+        }
+        if (stopped) return;
+        await new Promise<void>((resolve) => {
+          pause.wake = resolve;
+          setTimeout(resolve, Math.min(5_000, 250 * 2 ** Math.min(attempt++, 5))).unref();
+        });
+        if (stopped) return;
+        try {
+          current = await this.startWatch();
+          this.host.logger?.info({ transport: this.host.kind, bucket: this.bucket }, 'presence: watching the KV bucket again');
+        } catch (error) {
+          if (error instanceof RoostError && error.code === 'ROOST_ERR_TRANSPORT_CLOSED') return;
+          this.host.logger?.warn({ err: error, transport: this.host.kind, bucket: this.bucket, attempt }, 'presence: cannot watch the KV bucket yet');
+        }
       }
     })();
     return {
       stop: async () => {
-        entries.stop();
+        stopped = true;
+        current?.entries.stop();
+        pause.wake?.();
         await loop;
       },
     };
+  }
+
+  /** A watch of the whole bucket, with the creation time of its stream then. */
+  private async startWatch(): Promise<Watching> {
+    const kv = await this.open(0);
+    try {
+      const created = (await kv.status()).streamInfo.created;
+      return { kv, created, entries: await kv.watch({ key: '>' }) };
+    } catch (error) {
+      this.opened = null; // the bucket may be gone: make it again on the next try
+      throw this.failed(error, `cannot watch presence bucket ${this.bucket}`);
+    }
+  }
+
+  /** Ends a watch whose bucket is gone or was made again since (the loop then watches anew). */
+  private async recheck(watching: Watching): Promise<void> {
+    try {
+      const created = (await watching.kv.status()).streamInfo.created;
+      if (created === watching.created) return;
+    } catch (error) {
+      if (!(error instanceof JetStreamApiError) && !/not found/i.test(ensureError(error).message)) return; // the server away: the consumer rides it out
+    }
+    this.opened = null;
+    watching.entries.stop();
   }
 
   /** The bucket, made when missing, with a `max_age` of at least `ttlMs` (it only grows). */
   private async open(ttlMs: number): Promise<KV> {
     const nc = this.host.conn();
     if (this.opened === null || this.opened.nc !== nc) {
-      const kv = new Kvm(nc).create(this.bucket, { history: 1, storage: StorageType.Memory, ttl: Math.max(ttlMs, DEFAULT_MAX_AGE_MS) }).then(
+      const kv = new Kvm(nc).create(this.bucket, { history: 1, storage: StorageType.File, ttl: Math.max(ttlMs, DEFAULT_MAX_AGE_MS) }).then(
         async (bucket) => {
           this.maxAgeMs = (await bucket.status()).ttl;
           return bucket;

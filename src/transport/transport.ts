@@ -129,8 +129,9 @@ export interface Transport {
 /** What the broker says of a presence record it delivers. */
 export interface PresenceRecordMeta {
   /**
-   * How much longer the broker keeps the record, in ms, when it says (MQTT 5: the message expiry
-   * interval left, in whole seconds); null when it does not (NATS KV, in-process).
+   * How much longer the broker keeps the record at most, in ms, when it says (MQTT 5: the message
+   * expiry interval left, whole seconds, plus one for its rounding); null when it does not (NATS
+   * KV). In-process: exact.
    */
   readonly remainingMs: number | null;
 }

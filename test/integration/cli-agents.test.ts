@@ -48,7 +48,8 @@ async function publisher(t: Transport, namespace: string, id: string): Promise<v
   });
 }
 
-describe('roost agents', () => {
+// Each test starts `roost` child processes (tsx compiles on start): slow on a busy machine.
+describe('roost agents', { timeout: 60_000 }, () => {
   it('against MQTT: a table (id, status, load/capacity, agents and capabilities, nodes, last seen), and JSON with --json', async () => {
     const ns = `roost-test-${randomUUID().slice(0, 8)}`;
     const id = `w-${randomUUID().slice(0, 6)}`;
@@ -87,25 +88,28 @@ describe('roost agents', () => {
   });
 
   it('bad usage exits 2 and says why; a broker that does not answer exits 1', async () => {
-    const none = await roostAsync(['agents']);
+    // Independent runs, side by side: each is a child process starting tsx.
+    const [none, wait, scheme, ns, down] = await Promise.all([
+      roostAsync(['agents']),
+      roostAsync(['agents', '--transport', MQTT_URL, '--wait-ms', 'soon']),
+      roostAsync(['agents', '--transport', 'carrier-pigeon://x']),
+      roostAsync(['agents', '--transport', MQTT_URL, '--namespace', 'a/b', '--wait-ms', '0']),
+      roostAsync(['agents', '--transport', 'mqtt://127.0.0.1:1', '--wait-ms', '0']),
+    ]);
     expect(none.status).toBe(2);
     expect(none.stderr).toContain('--transport');
-    const wait = await roostAsync(['agents', '--transport', MQTT_URL, '--wait-ms', 'soon']);
     expect(wait.status).toBe(2);
     expect(wait.stderr).toContain('--wait-ms');
-    const scheme = await roostAsync(['agents', '--transport', 'carrier-pigeon://x']);
     expect(scheme.status).toBe(2);
     expect(scheme.stderr).toContain('ROOST_ERR_INVALID_OPTION');
-    const ns = await roostAsync(['agents', '--transport', MQTT_URL, '--namespace', 'a/b', '--wait-ms', '0']);
     expect(ns.status).toBe(2);
     expect(ns.stderr).toContain('namespace');
-    const down = await roostAsync(['agents', '--transport', 'mqtt://127.0.0.1:1', '--wait-ms', '0']);
     expect(down.status).toBe(1);
     expect(down.stderr).toContain('ROOST_ERR_TRANSPORT_UNAVAILABLE');
   });
 });
 
-describe('GET /v1/agents with a fleet registry', () => {
+describe('GET /v1/agents with a fleet registry', { timeout: 60_000 }, () => {
   it('shows the fleet beside the local agents (and roost_fleet_processes counts it); roost agents --url prints it', async () => {
     const broker = new InProcessBroker();
     const ns = `ns-${randomUUID().slice(0, 8)}`;

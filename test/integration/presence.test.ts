@@ -148,7 +148,8 @@ const BROKERS = [
   },
 ] as const;
 
-describe.each(BROKERS)('presence on $name', (broker) => {
+// Each test starts a child process (tsx compiles on start): slow on a busy machine.
+describe.each(BROKERS)('presence on $name', { timeout: 60_000 }, (broker) => {
   it('a child process is seen available with its capabilities and load; a clean close publishes unavailable; malformed records are ignored', async () => {
     const ns = `roost-test-${randomUUID().slice(0, 8)}`;
     const id = `worker.${randomUUID().slice(0, 6)}:1`; // a dot and a colon: escaped in the topic and the key
@@ -184,7 +185,7 @@ describe.each(BROKERS)('presence on $name', (broker) => {
   });
 });
 
-describe('presence: a SIGKILLed process', () => {
+describe('presence: a SIGKILLed process', { timeout: 60_000 }, () => {
   it('MQTT: the broker publishes its last will and the registry shows it unavailable within the bound (not by expiry)', async () => {
     const ns = `roost-test-${randomUUID().slice(0, 8)}`;
     const id = `killed-${randomUUID().slice(0, 6)}`;

@@ -64,7 +64,7 @@ export type {
   QuarantineReason,
 } from './flow/events.js';
 export type { LeaderEvent, LeaderEventType, LeaderLostReason } from './fleet/events.js';
-export { DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, resolveSingletonOptions } from './fleet/singleton.js';
+export { DEFAULT_HEARTBEAT_MS as DEFAULT_SINGLETON_HEARTBEAT_MS, DEFAULT_LEASE_MS as DEFAULT_SINGLETON_LEASE_MS, resolveSingletonOptions } from './fleet/singleton.js';
 export type { SingletonOptions, ResolvedSingletonOptions, SingletonContext, SingletonFn, SingletonHandle, SingletonState } from './fleet/singleton.js';
 export type { TraceStreamItem, ChunkItem, StreamGapItem, TraceEndItem } from './flow/trace-stream.js';
 export type { BackoffOptions, ResolvedBackoffOptions } from './resilience/backoff.js';
@@ -77,7 +77,7 @@ export type { Logger, LogFn } from './telemetry/logger.js';
 export { createService, Service, type ServiceOptions } from './service/server.js';
 export { loadConfig, configFile, describeConfig, type ServiceConfig, type LoadConfigOptions, type ConfigSource, type ConfigValue } from './config/load.js';
 export { CONFIG_KEYS, type ConfigKey, type ConfigType } from './config/schema.js';
-export { RuntimeMetrics } from './telemetry/metrics.js';
+export { RuntimeMetrics, type RuntimeMetricsOptions } from './telemetry/metrics.js';
 export { Health, type HealthReport, type CheckResult, type CheckStatus } from './telemetry/health.js';
 export { Tracing, startTracing, tracingExporter, TRACEPARENT } from './telemetry/tracing.js';
 export { serviceLogger, REDACTED_PATHS, type ServiceLoggerOptions } from './telemetry/logger.js';
@@ -98,6 +98,10 @@ export {
   type RespondOptions,
   type RequestOptions,
   type Subscription,
+  type PresenceChannel,
+  type PresenceListener,
+  type PresenceRecordMeta,
+  type PresenceWatch,
 } from './transport/transport.js';
 export type { TransportBaseOptions, TransportTlsOptions } from './transport/base.js';
 export type { TransportOutboxOptions } from './transport/outbox.js';
@@ -107,3 +111,27 @@ export { NatsTransport, type NatsTransportOptions } from './transport/nats.js';
 export { JetStreamTransport, resolveJetStreamOptions, type JetStreamTransportOptions, type ResolvedJetStreamOptions } from './transport/jetstream.js';
 export { Dedup, type DedupOptions } from './transport/dedup.js';
 export { openTransport, type OpenTransportOptions } from './transport/open.js';
+
+// Presence and the fleet registry: who runs where, how busy, on the fleet's transport.
+export {
+  preparePresence,
+  startPresence,
+  watchPresence,
+  resolvePresenceOptions,
+  DEFAULT_HEARTBEAT_MS as DEFAULT_PRESENCE_HEARTBEAT_MS,
+  DEFAULT_EXPIRY_HEARTBEATS,
+  type PresenceOptions,
+  type ResolvedPresenceOptions,
+  type PresenceSnapshot,
+  type PresenceHandle,
+  type WatchPresenceOptions,
+  type PresenceAgent,
+  type PresenceInfo,
+  type PresenceStatus,
+  type PresenceRegistry,
+  type PresenceRegistryStats,
+  type PresenceChange,
+  type FleetView,
+} from './fleet/presence.js';
+export { PRESENCE_STATUSES, PRESENCE_RECORD_VERSION, MAX_PRESENCE_RECORD_BYTES } from './fleet/presence-record.js';
+export { roostVersion } from './version.js';

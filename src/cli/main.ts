@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /**
  * The `roost` command: the service (serve.ts), its configuration and checks (doctor.ts), task
- * submission to a running server (submit.ts), envelope checks and the journal commands
- * (journal.ts).
+ * submission to a running server (submit.ts), the fleet's presence (agents.ts), envelope checks
+ * and the journal commands (journal.ts).
  *
  *   roost serve [--config roost.toml]
  *   roost worker [--config roost.toml] [--nodes flow/node,…]
  *   roost config check | roost doctor
  *   roost submit <flow> [json|@file|-] [--wait]
+ *   roost agents [--transport URL] [--namespace NS] [--json] [--wait-ms N] | [--url URL]
  *   roost version
  *   roost validate [file|-] [--max-bytes N]   one envelope per line (or one JSON document)
  *   roost trace|replay|dlq|backup|prune …     see journal.ts (--store URL)
@@ -17,6 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { agentsCommand } from './agents.js';
 import { decodeEnvelope } from '../envelope/codec.js';
 import { ensureError, isRoostError } from '../errors.js';
 import { describeConfig, loadConfig, nodeList } from '../config/load.js';
@@ -24,6 +26,7 @@ import { doctor } from './doctor.js';
 import { UsageError, journalCommand } from './journal.js';
 import { loadOrExplain, serve } from './serve.js';
 import { submit } from './submit.js';
+import { roostVersion } from '../version.js';
 
 const USAGE = `usage: roost <command>
 
@@ -33,6 +36,9 @@ commands:
   config check [--config FILE]     print the resolved configuration (secrets hidden); exit 2 if invalid
   doctor [--config FILE]           check what serve needs (config, app, store, ports) and say what to fix
   submit <flow> [json|@file|-]     submit a task to a running server (--url, --tenant, --key, --wait)
+  agents [--transport URL]         the fleet by presence: id, status, load, agents, nodes, last seen
+         [--namespace NS] [--json] (transport default $ROOST_FLEET_TRANSPORT, namespace roost; --wait-ms N
+         [--wait-ms N] [--url URL] to listen, default 1000; --url asks a running server instead)
   version                          print the version
   validate [file|-] [--max-bytes N] check envelopes (one JSON per line, or one document)
   trace <trace-id>                 a trace's journaled history as a timeline
@@ -47,10 +53,7 @@ overrides it (docs/reference/configuration.md)
 journal commands take --store URL (default: the configuration's store.url: $ROOST_STORE_URL, else roost.toml, else sqlite:.roost/roost.db)
 `;
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+const version = roostVersion;
 
 /** Checks each envelope of `text`; returns the lines to print and whether all were valid. */
 export function validateText(text: string, maxBytes?: number): { lines: string[]; ok: boolean } {
@@ -90,6 +93,10 @@ async function main(argv: string[]): Promise<number> {
         key: { type: 'string' },
         wait: { type: 'boolean', short: 'w' },
         nodes: { type: 'string' },
+        transport: { type: 'string' },
+        namespace: { type: 'string' },
+        json: { type: 'boolean' },
+        'wait-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -142,6 +149,13 @@ async function main(argv: string[]): Promise<number> {
       }
       throw error;
     }
+  }
+  if (command === 'agents') {
+    if (rest.length > 0) {
+      process.stderr.write(`agents: takes no arguments (got ${rest.join(' ')})\n${USAGE}`);
+      return 2;
+    }
+    return agentsCommand({ transport: v.transport, namespace: v.namespace, url: v.url, json: v.json === true, waitMs: v['wait-ms'] }, io);
   }
   if (command === 'validate') {
     const source = rest[0] ?? '-';
@@ -208,6 +222,7 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 const code = await main(process.argv.slice(2));
-// serve has closed what it opened; anything left (a library's timer) must not keep the process up.
-if (process.argv[2] === 'serve' || process.argv[2] === 'worker') process.exit(code);
+// serve, worker and agents have closed what they opened; anything left (a library's timer, a
+// broker client's reconnect) must not keep the process up.
+if (process.argv[2] === 'serve' || process.argv[2] === 'worker' || process.argv[2] === 'agents') process.exit(code);
 process.exitCode = code;

@@ -7,6 +7,7 @@ import type { Span } from '@opentelemetry/api';
 import type { FastifyRequest } from 'fastify';
 import type { ServiceConfig } from '../config/load.js';
 import { DEFAULT_TENANT, isName } from '../envelope/names.js';
+import type { FleetView } from '../fleet/presence-registry.js';
 import { RoostError } from '../errors.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Store, StoredTrace } from '../store/store.js';
@@ -35,6 +36,8 @@ export interface ServiceContext {
   readonly tracing: Tracing | null;
   /** The span of a request (null tracing: none). */
   readonly spanOf: (request: FastifyRequest) => Span | undefined;
+  /** The fleet registry (presence of the other processes), when the service has one; else null. */
+  readonly fleet: FleetView | null;
   /** True once shutdown began: new work is refused with `ROOST_ERR_DRAINING`. */
   readonly draining: () => boolean;
 }

@@ -1,7 +1,8 @@
 /**
  * Operations over HTTP: the dead-letter queue (list, show, replay, delete; scoped by tenant) and
- * the agents (state, capabilities, load; quarantine and restore). Replays, deletions,
- * quarantines and restores are written as audit lines.
+ * the agents (state, capabilities, load; quarantine and restore; and the fleet's processes as
+ * their presence tells them, when the service has a registry). Replays, deletions, quarantines
+ * and restores are written as audit lines.
  */
 import type { FastifyInstance } from 'fastify';
 import { NAME_PATTERN } from '../envelope/names.js';
@@ -20,7 +21,7 @@ function letterView(d: StoredDeadLetter): Record<string, unknown> {
 
 /** Registers the routes (see the module comment). */
 export function opsRoutes(app: FastifyInstance, ctx: ServiceContext): void {
-  const { runtime, store } = ctx;
+  const { runtime, store, fleet } = ctx;
 
   const tenantLetter = async (id: string, tenant: string): Promise<StoredDeadLetter> => {
     const letter = await store.getDeadLetter(id);
@@ -90,9 +91,11 @@ export function opsRoutes(app: FastifyInstance, ctx: ServiceContext): void {
     return { ...info };
   };
 
-  app.get('/v1/agents', { schema: { summary: 'The agents: state, capabilities and load (runs and failures in the window)', tags: ['agents'] } }, () => ({
-    agents: runtime.listAgents(),
-  }));
+  app.get(
+    '/v1/agents',
+    { schema: { summary: "This process's agents (state, capabilities, load), and the fleet's processes by presence when the service has a registry", tags: ['agents'] } },
+    () => (fleet === null ? { agents: runtime.listAgents() } : { agents: runtime.listAgents(), fleet: fleet.list() }),
+  );
 
   app.get<{ Params: { name: string } }>(
     '/v1/agents/:name',

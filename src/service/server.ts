@@ -14,6 +14,7 @@ import type { Logger as PinoLogger } from 'pino';
 import type { WebSocketServer } from 'ws';
 import { uuidv7 } from '../envelope/uuid.js';
 import { RoostError } from '../errors.js';
+import type { FleetView } from '../fleet/presence-registry.js';
 import type { RoostEvent } from '../flow/events.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { Health } from '../telemetry/health.js';
@@ -39,6 +40,11 @@ export interface ServiceOptions {
   readonly version?: string;
   /** OpenTelemetry tracing (from `startTracing`): a span per request, and the traces submitted under it. */
   readonly tracing?: Tracing | null;
+  /**
+   * The fleet registry (`watchPresence(…)`, or anything with `list()`): `GET /v1/agents` then
+   * shows the fleet beside this process's agents, and `roost_fleet_processes` counts it.
+   */
+  readonly fleet?: FleetView | null;
 }
 
 /** Shared JSON schemas, referenced by the routes and the OpenAPI document. */
@@ -106,7 +112,11 @@ export class Service {
     }
     const settings = options.settings;
     const health = new Health(runtime);
-    const metrics = new RuntimeMetrics(runtime);
+    const fleet = options.fleet ?? null;
+    if (fleet !== null && (typeof fleet !== 'object' || typeof fleet.list !== 'function')) {
+      throw new RoostError('ROOST_ERR_INVALID_OPTION', 'createService: fleet is a registry with list() (watchPresence), or null', { field: 'fleet', expected: 'an object with a list() method, or null' });
+    }
+    const metrics = new RuntimeMetrics(runtime, { fleet });
     const ring = new EventRing(settings.sse.bufferEvents);
     let service: Service | null = null;
     const tracing = options.tracing ?? null;
@@ -122,6 +132,7 @@ export class Service {
       health,
       ring,
       admission: new Admission(runtime, settings.admission),
+      fleet,
       draining: () => service?.drainingValue ?? false,
     };
     const sockets: { server: WebSocketServer | null } = { server: null };

@@ -5,6 +5,8 @@
  * `docs/reference/metrics.md`; `test/unit/metrics-doc.test.ts` keeps the two in step.
  */
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { FleetView } from '../fleet/presence-registry.js';
+import { PRESENCE_STATUSES } from '../fleet/presence-record.js';
 import type { RoostEvent } from '../flow/events.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { CounterVec, HistogramVec } from './metric-vec.js';
@@ -15,6 +17,12 @@ const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 const STORE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10];
 
 const BREAKER_STATES = { closed: 0, half_open: 1, open: 2 } as const;
+
+/** What else the metrics read besides the runtime. */
+export interface RuntimeMetricsOptions {
+  /** The fleet registry (presence), for `roost_fleet_processes`; none: that gauge has no series. */
+  readonly fleet?: FleetView | null;
+}
 
 /** The metrics of one runtime (and its HTTP service), in a registry of their own. */
 export class RuntimeMetrics {
@@ -58,8 +66,21 @@ export class RuntimeMetrics {
   /** Open streaming clients (set by the service). */
   readonly streamClients = new Gauge({ name: 'roost_stream_clients', help: 'Open Server-Sent Events and WebSocket clients.', labelNames: ['kind'], registers: [this.registry] });
 
-  constructor(runtime: Runtime) {
+  constructor(runtime: Runtime, options: RuntimeMetricsOptions = {}) {
     collectDefaultMetrics({ register: this.registry });
+    const fleet = options.fleet ?? null;
+    new Gauge({
+      name: 'roost_fleet_processes',
+      help: 'Processes in the fleet registry (presence not expired), by status.',
+      labelNames: ['status'],
+      registers: [this.registry],
+      collect() {
+        if (fleet === null) return;
+        const counts = new Map<string, number>(PRESENCE_STATUSES.map((s) => [s, 0]));
+        for (const p of fleet.list()) counts.set(p.status, (counts.get(p.status) ?? 0) + 1);
+        for (const [status, n] of counts) this.set({ status }, n);
+      },
+    });
     new Gauge({
       name: 'roost_traces_in_flight',
       help: 'Traces admitted and not finished, across flows.',

@@ -2,11 +2,14 @@
  * The in-process transport: the contract within one process, through a broker object (one per
  * process by default; tests make their own). Envelopes are still encoded and decoded, so the
  * size cap and the validation hold as on a wire, and delivery is asynchronous, as on a wire.
+ * Presence records live in the broker object, each kept for its `ttlMs` (no will: nothing in
+ * one process can vanish without closing).
  */
 import type { Envelope } from '../envelope/envelope.js';
 import { TransportBase, type TransportBaseOptions } from './base.js';
 import {
   checkGroup,
+  checkNamespace,
   checkRespondOptions,
   noResponders,
   requestTimeout,
@@ -20,8 +23,17 @@ import {
   type Responder,
   type SubscribeOptions,
   type Subscription,
+  type PresenceChannel,
+  type PresenceListener,
+  type PresenceWatch,
   type Transport,
 } from './transport.js';
+
+/** The presence records of one namespace in a broker object. */
+interface PresenceSpace {
+  readonly records: Map<string, { readonly bytes: Uint8Array; readonly expiresAt: number }>;
+  readonly listeners: Set<PresenceListener>;
+}
 
 interface Entry {
   readonly pattern: readonly string[];
@@ -36,6 +48,19 @@ interface Entry {
 export class InProcessBroker {
   private readonly entries = new Set<Entry>();
   private readonly turns = new Map<string, number>();
+  private readonly spaces = new Map<string, PresenceSpace>();
+
+  /** @internal the presence records of `namespace` (expired ones removed). */
+  presenceSpace(namespace: string): PresenceSpace {
+    let space = this.spaces.get(namespace);
+    if (space === undefined) {
+      space = { records: new Map(), listeners: new Set() };
+      this.spaces.set(namespace, space);
+    }
+    const now = Date.now();
+    for (const [id, r] of space.records) if (r.expiresAt <= now) space.records.delete(id);
+    return space;
+  }
 
   /** @internal */
   add(entry: Entry): () => void {
@@ -160,6 +185,49 @@ export class InProcessTransport extends TransportBase implements Transport {
 
   private ready(): void {
     if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
+  }
+
+  presence(namespace: string): PresenceChannel {
+    const ns = checkNamespace(namespace);
+    const broker = this.broker;
+    const tell = (space: PresenceSpace, id: string, record: Uint8Array | null, remainingMs: number | null): void => {
+      for (const listener of [...space.listeners]) listener(id, record, { remainingMs });
+    };
+    return {
+      lastWill: false,
+      setWill: () => {},
+      put: async (id, record, ttlMs) => {
+        this.ready();
+        await Promise.resolve(); // asynchronous, as on a wire
+        const space = broker.presenceSpace(ns);
+        const bytes = Uint8Array.from(record);
+        space.records.set(id, { bytes, expiresAt: Date.now() + ttlMs });
+        tell(space, id, bytes, ttlMs);
+      },
+      remove: async (id) => {
+        this.ready();
+        await Promise.resolve();
+        const space = broker.presenceSpace(ns);
+        if (space.records.delete(id)) tell(space, id, null, null);
+      },
+      watch: async (listener): Promise<PresenceWatch> => {
+        this.ready();
+        await Promise.resolve();
+        const space = broker.presenceSpace(ns);
+        const now = Date.now();
+        for (const [id, r] of space.records) listener(id, r.bytes, { remainingMs: r.expiresAt - now });
+        space.listeners.add(listener);
+        const stop = (): void => void space.listeners.delete(listener);
+        this.removers.add(stop);
+        return {
+          stop: () => {
+            stop();
+            this.removers.delete(stop);
+            return Promise.resolve();
+          },
+        };
+      },
+    };
   }
 
   private add(pattern: string, options: SubscribeOptions, entry: Omit<Entry, 'pattern' | 'group'>): Subscription {

@@ -16,6 +16,12 @@
  *   publish or a request of its own thus never waits on the socket its pacing stopped reading.
  * - Reconnects use Roost's capped, jittered backoff; every change is a state event (connected
  *   when both connections are).
+ * - Presence (mqtt-presence.ts): retained records with an MQTT 5 message expiry, and a last will
+ *   on the sending connection. That is the connection that publishes the heartbeats, so the will
+ *   comes after every heartbeat it sent (the broker publishes it once that connection is gone),
+ *   and it is never paced: a busy process does not miss its keepalive and look dead. A receiving
+ *   connection that is gone while the sending one lives fires no will, but the transport is not
+ *   `connected` then, presence sends no heartbeat, and its record expires.
  */
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -25,6 +31,7 @@ import { RoostError, ensureError, invalidOption } from '../errors.js';
 import { checkObject, optInt } from '../validate-options.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
+import { MqttPresenceChannel, type MqttWill } from './mqtt-presence.js';
 import {
   checkGroup,
   checkRespondOptions,
@@ -37,6 +44,7 @@ import {
   type RequestOptions,
   type RespondOptions,
   type Responder,
+  type PresenceChannel,
   type SubscribeOptions,
   type Subscription,
   type Transport,
@@ -61,6 +69,12 @@ export interface MqttTransportOptions extends TransportBaseOptions {
    * lost to it.
    */
   readonly session?: { readonly expirySeconds: number };
+  /**
+   * The MQTT keepalive, in seconds (default 60; 0: none). A connection whose socket closed (its
+   * process killed) is gone for the broker at once; one that just fell silent (a host gone, a
+   * network cut) only after 1.5 × this, and only then does the broker publish its last will.
+   */
+  readonly keepaliveSeconds?: number;
 }
 
 /**
@@ -132,6 +146,12 @@ export class MqttTransport extends TransportBase implements Transport {
   private nextSubscriptionId = 1;
   /** Seconds the broker keeps this client's session after it left (0: a clean session). */
   private readonly sessionExpiry: number = 0;
+  private readonly keepalive: number;
+  /** The sending connection's last will (presence), set before connect(). */
+  private will: MqttWill | null = null;
+  /** True once connect() began: the will can no longer change. */
+  private connectBegan = false;
+  private readonly presenceChannels = new Map<string, MqttPresenceChannel>();
 
   constructor(private readonly options: MqttTransportOptions) {
     super(options);
@@ -140,6 +160,7 @@ export class MqttTransport extends TransportBase implements Transport {
     this.replyTopic = `_roost/reply/${this.clientId}`;
     // MQTT 5 allows 1 to 65,535; 0 would stop the client reading for good.
     this.receiveMaximum = optInt('', options as unknown as Record<string, unknown>, 'receiveMaximum', 1, 65_535, 64);
+    this.keepalive = optInt('', options as unknown as Record<string, unknown>, 'keepaliveSeconds', 0, 65_535, 60);
     if (options.session !== undefined) {
       const session = checkObject('session', options.session, ['expirySeconds']);
       this.sessionExpiry = optInt('session', session, 'expirySeconds', 1, 4_294_967_295, 0);
@@ -151,6 +172,7 @@ export class MqttTransport extends TransportBase implements Transport {
   async connect(): Promise<void> {
     if (this.stateValue === 'closed' || this.closing !== null) throw transportClosed(this.kind);
     if (this.client !== null) return;
+    this.connectBegan = true;
     // Two connections: one reads subscriptions, paced by receiveMaximum; the other sends. A
     // handler that publishes (or asks) and awaits the broker's answer then never waits on the
     // socket its own pacing stopped reading.
@@ -196,6 +218,8 @@ export class MqttTransport extends TransportBase implements Transport {
       clientId,
       clean: !session,
       connectTimeout: this.options.connectTimeoutMs ?? 5_000,
+      keepalive: this.keepalive,
+      ...(role === 'out' && this.will !== null ? { will: { ...this.will, properties: { ...this.will.properties } } } : {}),
       reconnectPeriod: backoffDelay(DEFAULT_BACKOFF, 1),
       properties: role === 'in' ? { receiveMaximum: this.receiveMaximum, ...(session ? { sessionExpiryInterval: this.sessionExpiry } : {}) } : {},
     });
@@ -345,6 +369,35 @@ export class MqttTransport extends TransportBase implements Transport {
       this.closed();
     })();
     return this.closing;
+  }
+
+  /** The presence records of `namespace` (mqtt-presence.ts); one channel per namespace. */
+  presence(namespace: string): PresenceChannel {
+    let channel = this.presenceChannels.get(namespace);
+    if (channel === undefined) {
+      channel = new MqttPresenceChannel(namespace, {
+        setWill: (will) => {
+          if (this.connectBegan) {
+            throw new RoostError('ROOST_ERR_INVALID_STATE', 'mqtt: a last will is set before connect() (the broker takes it with the connection)', { details: { transport: this.kind } });
+          }
+          if (this.will !== null && this.will.topic !== will.topic) {
+            throw new RoostError('ROOST_ERR_INVALID_STATE', `mqtt: this transport has a last will for ${this.will.topic} already (one per connection)`, { details: { transport: this.kind, will: this.will.topic } });
+          }
+          this.will = will;
+        },
+        publishRetained: async (topic, payload, expiry) => {
+          const client = this.outConn();
+          try {
+            await this.bounded(() => client.publishAsync(topic, payload, { qos: 1, retain: true, ...(expiry === null ? {} : { properties: { messageExpiryInterval: expiry } }) }));
+          } catch (error) {
+            throw error instanceof RoostError ? error : this.publishError(topic, error);
+          }
+        },
+        subscribePackets: (pattern, onPacket) => this.add(topicSegments(pattern, true, 'pattern'), pattern, onPacket),
+      });
+      this.presenceChannels.set(namespace, channel);
+    }
+    return channel;
   }
 
   /** Every received publish: dispatched, and paced by the number handled at once. */

@@ -7,13 +7,15 @@
  * (`<inbox>.*`, as nats.js's own `request()` does), with Roost's own table of waiting requests:
  * nats.js's `request()` also makes an Error per request (its "cancelled" rejection after the
  * answer came), a tenth of a request's CPU. `JetStreamTransport` (jetstream.ts) extends this class for delivery
- * that outlives a restart; the members it shares are `protected`.
+ * that outlives a restart; the members it shares are `protected`. Presence (both transports) is a
+ * KV bucket: nats-presence.ts.
  */
 import { connect, createInbox, InvalidArgumentError, type Msg, type NatsConnection, type Subscription as NatsSubscription } from '@nats-io/transport-node';
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError } from '../errors.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import { TransportBase, connectError, readTls, type TransportBaseOptions } from './base.js';
+import { NatsPresenceChannel } from './nats-presence.js';
 import {
   checkGroup,
   checkRespondOptions,
@@ -27,6 +29,7 @@ import {
   type RequestOptions,
   type RespondOptions,
   type Responder,
+  type PresenceChannel,
   type SubscribeOptions,
   type Subscription,
   type Transport,
@@ -79,6 +82,7 @@ export class NatsTransport extends TransportBase implements Transport {
   private reconnects = 0;
   /** The wait before the next reconnect attempt: backoff by attempts made, fixed until the next one. */
   private reconnectDelay = backoffDelay(DEFAULT_BACKOFF, 1);
+  private readonly presenceChannels = new Map<string, NatsPresenceChannel>();
 
   constructor(protected readonly options: NatsTransportOptions) {
     super(options);
@@ -245,6 +249,16 @@ export class NatsTransport extends TransportBase implements Transport {
         reject(this.unavailable(error));
       }
     });
+  }
+
+  /** The presence records of `namespace`: a KV bucket (nats-presence.ts); one channel per namespace. */
+  presence(namespace: string): PresenceChannel {
+    let channel = this.presenceChannels.get(namespace);
+    if (channel === undefined) {
+      channel = new NatsPresenceChannel(namespace, { kind: this.kind, conn: () => this.conn(), logger: this.logger });
+      this.presenceChannels.set(namespace, channel);
+    }
+    return channel;
   }
 
   /** The checked topic's subject, from the cache when it was checked before. */

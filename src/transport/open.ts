@@ -23,6 +23,8 @@ export interface OpenTransportOptions extends TransportBaseOptions {
   readonly receiveMaximum?: number;
   /** MQTT only. */
   readonly session?: MqttTransportOptions['session'];
+  /** MQTT only. */
+  readonly keepaliveSeconds?: number;
   /** JetStream only. */
   readonly jetstream?: Omit<JetStreamTransportOptions, keyof TransportBaseOptions | 'url' | 'name'>;
 }
@@ -33,7 +35,7 @@ const EXPECTED = 'a transport URL: mqtt://, mqtts://, nats://, tls://, jetstream
 export function openTransport(url: unknown, options: OpenTransportOptions = {}, field = 'transport'): Transport {
   if (typeof url !== 'string' || url.length === 0) throw invalidOption(field, EXPECTED, url);
   const scheme = /^([a-z]+):/.exec(url)?.[1];
-  const { clientId, receiveMaximum, session, jetstream, ...base } = options;
+  const { clientId, receiveMaximum, session, keepaliveSeconds, jetstream, ...base } = options;
   switch (scheme) {
     case 'mqtt':
     case 'mqtts':
@@ -43,6 +45,7 @@ export function openTransport(url: unknown, options: OpenTransportOptions = {}, 
         ...(clientId === undefined ? {} : { clientId }),
         ...(receiveMaximum === undefined ? {} : { receiveMaximum }),
         ...(session === undefined ? {} : { session }),
+        ...(keepaliveSeconds === undefined ? {} : { keepaliveSeconds }),
       });
     case 'nats':
     case 'tls':

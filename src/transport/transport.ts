@@ -10,6 +10,11 @@
  * Envelopes travel as the core's JSON codec, with the same size cap and validation on receive:
  * a message from the wire that does not decode is counted (`stats().dropped`), logged and dropped;
  * the subscriber never sees it and keeps working.
+ *
+ * Presence (src/fleet/presence.ts) needs more than envelopes: a record per process that the
+ * broker keeps for a while (MQTT: a retained message with a message expiry; NATS: a KV bucket),
+ * and where the broker can, a last will. Each transport offers it as a {@link PresenceChannel}
+ * (`transport.presence(namespace)`); the records are opaque bytes to the transport.
  */
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, invalidOption } from '../errors.js';
@@ -114,6 +119,66 @@ export interface Transport {
   stats(): TransportStats;
   /** Lets handlers in progress finish, then disconnects. The same promise on repeat. */
   close(): Promise<void>;
+  /**
+   * The presence records of `namespace` (see {@link PresenceChannel}). Every Roost transport has
+   * it; a transport of one's own may leave it out, and presence then refuses it.
+   */
+  presence?(namespace: string): PresenceChannel;
+}
+
+/** What the broker says of a presence record it delivers. */
+export interface PresenceRecordMeta {
+  /**
+   * How much longer the broker keeps the record at most, in ms, when it says (MQTT 5: the message
+   * expiry interval left, whole seconds, plus one for its rounding); null when it does not (NATS
+   * KV). In-process: exact.
+   */
+  readonly remainingMs: number | null;
+}
+
+/** Receives the records of a presence watch: `record` null means the record was removed. */
+export type PresenceListener = (id: string, record: Uint8Array | null, meta: PresenceRecordMeta) => void;
+
+/** A live presence watch. */
+export interface PresenceWatch {
+  stop(): Promise<void>;
+}
+
+/**
+ * One namespace's presence records on a transport: one record per process id, kept by the broker
+ * for a bounded time, and a last will where the broker has one.
+ *
+ * - MQTT: the retained message `<namespace>/presence/<topicSegment(id)>` with an MQTT 5 message
+ *   expiry; the will is set on the sending connection (`<clientId>-out`), so it must be set
+ *   before `connect()`.
+ * - NATS and JetStream: the KV bucket `<namespace>-presence`, key = the id (`.`, `:` escaped as `=2E`, `=3A`), its
+ *   `max_age` the longest record lifetime asked for; no will (nats-server 2.9 has no per-key TTL
+ *   either: expiry is the reader's, by the times in each record).
+ * - In-process: the same, in the broker object's memory.
+ */
+export interface PresenceChannel {
+  /** Whether this transport has a last will (`setWill` does something). */
+  readonly lastWill: boolean;
+  /**
+   * The record the broker publishes for `id` if this process's connection vanishes without a
+   * clean close, kept `ttlMs` (MQTT's last will). Only before `connect()`; one per transport. A
+   * transport without a will ignores it.
+   */
+  setWill(id: string, record: Uint8Array, ttlMs: number): void;
+  /** Stores `id`'s record, kept at least `ttlMs` by the broker; resolves once the broker has it. */
+  put(id: string, record: Uint8Array, ttlMs: number): Promise<void>;
+  /** Removes `id`'s record. */
+  remove(id: string): Promise<void>;
+  /** Delivers every record the broker keeps now (retained, in the bucket), then each change. */
+  watch(listener: PresenceListener): Promise<PresenceWatch>;
+}
+
+const NAMESPACE = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Checks a presence namespace: one topic segment that is also a NATS KV bucket name. */
+export function checkNamespace(namespace: unknown, field = 'namespace'): string {
+  if (typeof namespace !== 'string' || !NAMESPACE.test(namespace)) throw invalidOption(field, 'a namespace of 1 to 64 letters, digits, _ and -', namespace);
+  return namespace;
 }
 
 /** The default of {@link RequestOptions.timeoutMs}. */

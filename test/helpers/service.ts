@@ -2,6 +2,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { loadConfig, type ServiceConfig } from '../../src/config/load.js';
+import type { FleetView } from '../../src/fleet/presence.js';
 import { createRuntime, type Runtime, type RuntimeOptions } from '../../src/index.js';
 import { createService, type Service } from '../../src/service/server.js';
 import type { Tracing } from '../../src/telemetry/tracing.js';
@@ -27,7 +28,7 @@ export function settings(env: Record<string, string> = {}): ServiceConfig {
 /** Starts a runtime (memory: store unless given) with `setup` adding its flows, and the service over it. */
 export async function startService(
   setup: (rt: Runtime) => void,
-  options: { env?: Record<string, string>; runtime?: RuntimeOptions; tracing?: Tracing } = {},
+  options: { env?: Record<string, string>; runtime?: RuntimeOptions; tracing?: Tracing; fleet?: FleetView } = {},
 ): Promise<Running> {
   const config = settings(options.env);
   const runtime = createRuntime({ logger: false, store: 'memory:', correlate: true, ...options.runtime });
@@ -41,7 +42,7 @@ export async function startService(
     },
   });
   const logger = pino({ level: 'debug' }, sink);
-  const service = await createService(runtime, { settings: config, logger, version: 'test', tracing: options.tracing ?? null });
+  const service = await createService(runtime, { settings: config, logger, version: 'test', tracing: options.tracing ?? null, fleet: options.fleet ?? null });
   const { url } = await service.listen();
   service.health.started();
   return {

@@ -37,7 +37,7 @@ commands:
   doctor [--config FILE]           check what serve needs (config, app, store, ports) and say what to fix
   submit <flow> [json|@file|-]     submit a task to a running server (--url, --tenant, --key, --wait)
   agents [--transport URL]         the fleet by presence: id, status, load, agents, nodes, last seen
-         [--namespace NS] [--json] (transport default $ROOST_FLEET_TRANSPORT, namespace roost; --wait-ms N
+         [--namespace NS] [--json] (default: the configuration's [fleet] transport and namespace; --wait-ms N
          [--wait-ms N] [--url URL] to listen, default 1000; --url asks a running server instead)
   version                          print the version
   validate [file|-] [--max-bytes N] check envelopes (one JSON per line, or one document)
@@ -155,7 +155,17 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`agents: takes no arguments (got ${rest.join(' ')})\n${USAGE}`);
       return 2;
     }
-    return agentsCommand({ transport: v.transport, namespace: v.namespace, url: v.url, json: v.json === true, waitMs: v['wait-ms'] }, io);
+    // Without --transport or --url: the configuration's [fleet] (roost.toml, $ROOST_FLEET_TRANSPORT).
+    let fleet = null;
+    if (v.transport === undefined && v.url === undefined) {
+      const loaded = loadOrExplain(v.config, io);
+      if (loaded === null) return 2;
+      fleet = loaded.fleet;
+    }
+    return agentsCommand(
+      { transport: v.transport ?? fleet?.transport, namespace: v.namespace ?? fleet?.namespace, url: v.url, json: v.json === true, waitMs: v['wait-ms'] },
+      io,
+    );
   }
   if (command === 'validate') {
     const source = rest[0] ?? '-';

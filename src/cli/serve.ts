@@ -61,6 +61,8 @@ export function fleetOptions(config: ServiceConfig, worker: WorkerRole | null): 
     remote: worker === null ? f.remote : [],
     host: worker?.nodes ?? f.host,
     leaseMs: f.leaseMs,
+    heartbeatMs: f.heartbeatMs,
+    ...(f.presenceExpiryMs === null ? {} : { presenceExpiryMs: f.presenceExpiryMs }),
     maxInFlight: f.maxInFlight,
   };
 }

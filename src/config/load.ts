@@ -55,6 +55,8 @@ export interface ServiceConfig {
     readonly remote: readonly string[];
     readonly host: readonly string[];
     readonly leaseMs: number;
+    readonly heartbeatMs: number;
+    readonly presenceExpiryMs: number | null;
     readonly maxInFlight: number;
   } | null;
   /** Every value by dotted path, and its source (for `roost config check`). */
@@ -178,6 +180,8 @@ export function loadConfig(options: LoadConfigOptions = {}): ServiceConfig {
             remote: nodeList(v('fleet.remote')),
             host: nodeList(v('fleet.host')),
             leaseMs: int('fleet.lease_ms'),
+            heartbeatMs: int('fleet.heartbeat_ms'),
+            presenceExpiryMs: v('fleet.presence_expiry_ms') as number | null,
             maxInFlight: int('fleet.max_in_flight'),
           }),
     values,

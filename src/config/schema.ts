@@ -115,6 +115,14 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     doc: 'nodes this process runs for the fleet (`roost worker`, or `roost serve` for both; `roost worker --nodes` overrides it)',
   },
   { path: 'fleet.lease_ms', type: { kind: 'int', min: 50, max: MAX_MS }, default: 10_000, env: 'ROOST_FLEET_LEASE_MS', doc: 'how long a worker holds a task without a heartbeat before the owner sends it again (workers beat every third of it)' },
+  { path: 'fleet.heartbeat_ms', type: { kind: 'int', min: 10, max: 86_399_999 }, default: 5_000, env: 'ROOST_FLEET_HEARTBEAT_MS', doc: 'how often this process writes its presence record (who it is, its agents, load and status)' },
+  {
+    path: 'fleet.presence_expiry_ms',
+    type: { kind: 'int', min: 11, max: 86_400_000 },
+    default: null,
+    env: 'ROOST_FLEET_PRESENCE_EXPIRY_MS',
+    doc: 'how long a presence record counts without a heartbeat (unset: 3 × `fleet.heartbeat_ms`); a process silent for longer drops out of the registry',
+  },
   { path: 'fleet.max_in_flight', type: { kind: 'int', min: 1, max: 1_000_000 }, default: 256, doc: 'envelopes of one remote node out with workers at once, from this process' },
   {
     path: 'sse.buffer_events',

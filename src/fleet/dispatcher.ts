@@ -38,6 +38,11 @@ import {
   type WorkerMessage,
 } from './protocol.js';
 
+/** A worker that missed a lease is avoided by the router for this many leases (or until it answers). */
+const SUSPECT_MS_PER_LEASE = 3;
+/** The load a suspect counts as when the router compares workers. */
+const SUSPECT_LOAD = 1_000_000_000;
+
 /** Leases of resumed envelopes kept at most (a bound on memory; normally far fewer). */
 const MAX_JOURNALED = 100_000;
 
@@ -97,6 +102,12 @@ class Dispatch {
 export class Dispatcher {
   private readonly out = new Map<string, Dispatch>();
   private readonly perWorker = new Map<string, number>();
+  /**
+   * Workers whose lease ran out lately, until when: the registry may still list them (on NATS a
+   * dead process stays until its record expires), so the router avoids them meanwhile. Any
+   * message from one clears it.
+   */
+  private readonly suspects = new Map<string, number>();
   private readonly reply: string;
   /** Names this run of the process: a worker keys what it remembers of aborts by it. */
   readonly epoch = randomBytes(6).toString('hex');
@@ -168,8 +179,8 @@ export class Dispatcher {
       signal.addEventListener('abort', () => this.aborted(d, ensureError(signal.reason)), { once: true });
       const pick = this.options.pick;
       if (pick !== null) {
-        const worker = pick(flow, node, (w) => this.perWorker.get(w) ?? 0);
-        if (worker !== null) {
+        const worker = pick(flow, node, (w) => (this.suspect(w) ? SUSPECT_LOAD : (this.perWorker.get(w) ?? 0)));
+        if (worker !== null && !this.suspect(worker)) {
           d.picked = worker;
           this.perWorker.set(worker, (this.perWorker.get(worker) ?? 0) + 1);
         }
@@ -251,8 +262,18 @@ export class Dispatcher {
     this.handle(d, m, now);
   }
 
+  /** Whether `worker` missed a lease lately (see {@link suspects}). */
+  private suspect(worker: string): boolean {
+    const until = this.suspects.get(worker);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.suspects.delete(worker);
+    return false;
+  }
+
   private renew(d: Dispatch, worker: string, now: number): void {
     d.leaseUntil = now + this.options.leaseMs;
+    if (this.suspects.size > 0) this.suspects.delete(worker); // it answers: alive
     if (d.worker === worker) return;
     d.worker = worker;
     // Who holds it is journaled (once per holder; heartbeats renew the lease in memory only).
@@ -311,6 +332,8 @@ export class Dispatcher {
 
   private redeliver(d: Dispatch, reason: RedeliveryReason): void {
     const previous = d.worker;
+    const missed = previous ?? (d.delivery === 1 ? d.picked : null);
+    if (reason === 'lease_expired' && missed !== null) this.suspects.set(missed, Date.now() + SUSPECT_MS_PER_LEASE * this.options.leaseMs);
     d.delivery++;
     d.worker = null;
     d.leaseUntil = Date.now() + this.options.leaseMs;

@@ -20,6 +20,9 @@ import type { Transport } from '../transport/transport.js';
 import { checkObject, optEnum, optInt } from '../validate-options.js';
 import type { DispatchEvent } from '../flow/events.js';
 import { Dispatcher, type DispatcherStats } from './dispatcher.js';
+import { DEFAULT_EXPIRY_HEARTBEATS, DEFAULT_HEARTBEAT_MS, preparePresence, startPresence, watchPresence, type PresenceHandle, type PresenceSnapshot } from './presence.js';
+import type { PresenceAgent, PresenceInfo } from './presence-record.js';
+import type { FleetView, PresenceRegistry } from './presence-registry.js';
 import { Worker, type WorkerNode, type WorkerStats } from './worker.js';
 
 const MAX_MS = 2_147_483_647;
@@ -47,6 +50,16 @@ export interface FleetOptions {
   readonly maxInFlight?: number;
   /** Tasks a worker holds per node beyond those running before it answers `busy` (default 1,024). */
   readonly maxQueued?: number;
+  /** How often this process's presence record is written (default 5,000 ms). */
+  readonly heartbeatMs?: number;
+  /** How long a presence record counts without a heartbeat (default 3 × `heartbeatMs`). */
+  readonly presenceExpiryMs?: number;
+  /**
+   * Send a remote node's first delivery to the least-loaded healthy worker the registry knows
+   * for it (`registry`, the default), or always to the node's worker group and let the broker
+   * pick (`group`). Redeliveries always go to the group.
+   */
+  readonly routing?: 'registry' | 'group';
 }
 
 export interface ResolvedFleetOptions {
@@ -59,9 +72,12 @@ export interface ResolvedFleetOptions {
   readonly leaseMs: number;
   readonly maxInFlight: number;
   readonly maxQueued: number;
+  readonly heartbeatMs: number;
+  readonly presenceExpiryMs: number;
+  readonly routing: 'registry' | 'group';
 }
 
-const KEYS = ['transport', 'namespace', 'id', 'role', 'remote', 'host', 'leaseMs', 'maxInFlight', 'maxQueued'];
+const KEYS = ['transport', 'namespace', 'id', 'role', 'remote', 'host', 'leaseMs', 'maxInFlight', 'maxQueued', 'heartbeatMs', 'presenceExpiryMs', 'routing'];
 const NODE_REF = /^[A-Za-z0-9._-]{1,64}\/[A-Za-z0-9._-]{1,64}$/;
 const NAMESPACE = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -90,6 +106,7 @@ export function resolveFleetOptions(value: unknown, owner: string): ResolvedFlee
   if (typeof namespace !== 'string' || !NAMESPACE.test(namespace)) throw invalidOption('fleet.namespace', '1 to 64 letters, digits, _ and -', namespace);
   const id = o['id'] ?? fleetId(owner);
   if (!isName(id)) throw invalidOption('fleet.id', 'a name of 1 to 64 letters, digits, . _ and -', id);
+  const heartbeatMs = optInt('fleet', o, 'heartbeatMs', 10, 86_400_000 - 1, DEFAULT_HEARTBEAT_MS);
   return Object.freeze({
     transport: transport as Transport | string,
     namespace,
@@ -100,6 +117,9 @@ export function resolveFleetOptions(value: unknown, owner: string): ResolvedFlee
     leaseMs: optInt('fleet', o, 'leaseMs', 50, MAX_MS, 10_000),
     maxInFlight: optInt('fleet', o, 'maxInFlight', 1, 1_000_000, 256),
     maxQueued: optInt('fleet', o, 'maxQueued', 0, 1_000_000, 1_024),
+    heartbeatMs,
+    presenceExpiryMs: optInt('fleet', o, 'presenceExpiryMs', heartbeatMs + 1, 86_400_000, Math.min(86_400_000, DEFAULT_EXPIRY_HEARTBEATS * heartbeatMs)),
+    routing: optEnum('fleet', o, 'routing', ['registry', 'group'], 'registry'),
   });
 }
 
@@ -111,6 +131,10 @@ export interface FleetHost {
   publish(event: FleetEvent): void;
   /** The handler node `node` of the flow `flow` as a worker runs it, or undefined. */
   workerNode(flow: string, node: string): WorkerNode | undefined;
+  /** The agents whose nodes run in this process (not remote ones), for presence. */
+  localAgents(): readonly PresenceAgent[];
+  /** Runs in progress here, for presence. */
+  load(): { readonly load: number; readonly capacity: number };
 }
 
 /** Events the fleet publishes on the runtime's event stream. */
@@ -125,7 +149,7 @@ export interface FleetStats {
 }
 
 /** See the module comment. */
-export class Fleet {
+export class Fleet implements FleetView {
   readonly transport: Transport;
   private readonly ownsTransport: boolean;
   private readonly dispatcher: Dispatcher | null;
@@ -133,6 +157,11 @@ export class Fleet {
   private readonly remoteUsed = new Set<string>();
   private started = false;
   private closing: Promise<void> | null = null;
+  private presence: PresenceHandle | null = null;
+  /** Leaving the fleet: presence says `draining`. */
+  private leaving = false;
+  /** The fleet's processes by their presence records (null before start). */
+  registry: PresenceRegistry | null = null;
 
   constructor(
     readonly options: ResolvedFleetOptions,
@@ -153,7 +182,7 @@ export class Fleet {
             logger: host.logger,
             publish: (e) => host.publish(e),
             journal: host.journal,
-            pick: null,
+            pick: options.routing === 'group' ? null : (flow, node, extraLoad) => this.registry?.pick(`node:${flow}/${node}`, extraLoad)?.id ?? null,
           });
     this.worker =
       options.host.length === 0
@@ -208,10 +237,51 @@ export class Fleet {
         this.worker.host(flow, found);
       }
     }
+    const presence = { namespace: this.options.namespace, id: this.options.id, heartbeatMs: this.options.heartbeatMs, expiryMs: this.options.presenceExpiryMs, logger: this.host.logger };
+    // MQTT takes the last will ("unavailable") with the connection: set it before connecting.
+    if (this.transport.state === 'connecting') preparePresence(this.transport, presence);
     if (this.transport.state !== 'connected') await this.transport.connect();
+    this.registry = await watchPresence(this.transport, { namespace: this.options.namespace, logger: this.host.logger });
     await this.dispatcher?.start();
     await this.worker?.start();
+    // Available only once the worker's subscriptions are confirmed: a router may send to it now.
+    this.presence = await startPresence(this.transport, presence, () => this.snapshot());
     this.started = true;
+  }
+
+  /** This process as its presence record tells it. */
+  private snapshot(): PresenceSnapshot {
+    const worker = this.worker?.load();
+    // A worker runs only its hosted nodes: the rest of its flows never run there.
+    const here = this.options.role === 'worker' ? { load: 0, capacity: 0 } : this.host.load();
+    return {
+      status: this.leaving ? 'draining' : 'available',
+      load: here.load + (worker?.load ?? 0),
+      capacity: here.capacity + (worker?.capacity ?? 0),
+      agents: this.agents(),
+      nodes: this.worker?.nodes() ?? [],
+    };
+  }
+
+  /** The agents this process runs: a worker's hosted nodes', an owner's local nodes' too. */
+  private agents(): PresenceAgent[] {
+    const byName = new Map<string, PresenceAgent>();
+    const local = this.options.role === 'worker' ? [] : this.host.localAgents();
+    for (const a of [...local, ...(this.worker?.agents() ?? [])]) byName.set(a.name, a);
+    return [...byName.values()];
+  }
+
+  /** The fleet's processes by presence (this one too), not expired; empty before start. */
+  list(): PresenceInfo[] {
+    return this.registry?.list() ?? [];
+  }
+
+  /**
+   * A healthy, least-loaded process of the fleet with `capability` (an agent's capability,
+   * `agent:<name>`, or `node:<flow>/<node>` for a node it runs for the fleet), or null.
+   */
+  pick(capability: string): PresenceInfo | null {
+    return this.registry?.pick(capability) ?? null;
   }
 
   stats(): FleetStats {
@@ -223,9 +293,14 @@ export class Fleet {
    * `graceMs`; what is still out with workers fails; a transport opened from a URL is closed.
    */
   close(graceMs: number): Promise<void> {
+    if (this.closing === null) this.leaving = true;
     this.closing ??= (async () => {
+      // Draining first, so routers stop picking this process while its worker finishes.
+      await this.presence?.refresh().catch(() => {});
       await this.worker?.close(graceMs);
       await this.dispatcher?.close();
+      await this.presence?.close().catch(() => {});
+      await this.registry?.close().catch(() => {});
       if (this.ownsTransport) await this.transport.close();
     })();
     return this.closing;

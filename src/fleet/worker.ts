@@ -208,6 +208,16 @@ export class Worker {
     this.hosted.set(`${flow}/${node.name}`, { flow, node, running: 0, queue: [] });
   }
 
+  /** The agents of the nodes it hosts. */
+  agents(): { name: string; capabilities: readonly string[]; description?: string }[] {
+    const out = new Map<string, { name: string; capabilities: readonly string[]; description?: string }>();
+    for (const h of this.hosted.values()) {
+      const a = h.node.agent;
+      if (a !== null) out.set(a.name, a.description === '' ? { name: a.name, capabilities: a.capabilities } : { name: a.name, capabilities: a.capabilities, description: a.description });
+    }
+    return [...out.values()];
+  }
+
   /** The `flow/node` names it works on. */
   nodes(): string[] {
     return [...this.hosted.keys()];

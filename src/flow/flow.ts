@@ -10,6 +10,7 @@ import { checkEmitOptions } from './emit-options.js';
 import { isUuidV7, lastIdBits, lastUuidv7Low32, lastUuidv7Time, uuidv7, uuidv7Time } from '../envelope/uuid.js';
 import { RoostError, ensureError, invalidOption } from '../errors.js';
 import { clockNow } from '../resilience/clock.js';
+import type { Agent } from '../runtime/agent.js';
 import type { DeadLetter } from '../runtime/dead-letters.js';
 import { LIFECYCLE_EVENTS } from '../store/history.js';
 import type { Journal } from '../store/journal.js';
@@ -574,6 +575,20 @@ export class Flow implements RunnerFlow, SubflowTarget {
   workerNode(name: string): NodeRunner | undefined {
     const runner = this.runners.get(name);
     return runner !== undefined && runner.node.kind === 'handler' && !runner.remote ? runner : undefined;
+  }
+
+  /** @internal the agents of the nodes that run in this process (not remote), and their runs now and at most. */
+  localRuns(): { agents: Agent[]; running: number; capacity: number } {
+    const agents: Agent[] = [];
+    let running = 0;
+    let capacity = 0;
+    for (const r of this.runners.values()) {
+      if (r.remote || r.node.kind === 'join') continue;
+      if (r.agent !== null) agents.push(r.agent);
+      running += r.running;
+      capacity += r.policy.concurrency;
+    }
+    return { agents, running, capacity };
   }
 
   /** Traces admitted and not finished. */

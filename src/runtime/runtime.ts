@@ -128,7 +128,26 @@ export class Runtime implements FlowHost, AsyncDisposable {
             maxPayloadBytes: this.options.maxPayloadBytes,
             publish: (e) => this.publish(e),
             workerNode: (flow, node) => this.flows.get(flow)?.workerNode(node),
+            localAgents: () => this.localRuns().agents.map((a) => (a.description === '' ? { name: a.name, capabilities: a.capabilities } : { name: a.name, capabilities: a.capabilities, description: a.description })),
+            load: () => {
+              const { running, capacity } = this.localRuns();
+              return { load: running, capacity };
+            },
           });
+  }
+
+  /** The agents of the nodes that run here (not remote ones), and their runs now and at most. */
+  private localRuns(): { agents: Agent[]; running: number; capacity: number } {
+    const agents = new Set<Agent>();
+    let running = 0;
+    let capacity = 0;
+    for (const flow of this.flows.values()) {
+      const r = flow.localRuns();
+      for (const a of r.agents) agents.add(a);
+      running += r.running;
+      capacity += r.capacity;
+    }
+    return { agents: [...agents], running, capacity };
   }
 
   /** @internal (FlowHost) */

@@ -112,7 +112,8 @@ export class Service {
     }
     const settings = options.settings;
     const health = new Health(runtime);
-    const fleet = options.fleet ?? null;
+    // The runtime's own fleet (its registry) unless another view is given.
+    const fleet = options.fleet ?? runtime.fleet ?? null;
     if (fleet !== null && (typeof fleet !== 'object' || typeof fleet.list !== 'function')) {
       throw new RoostError('ROOST_ERR_INVALID_OPTION', 'createService: fleet is a registry with list() (watchPresence), or null', { field: 'fleet', expected: 'an object with a list() method, or null' });
     }

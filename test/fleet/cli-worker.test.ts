@@ -46,6 +46,12 @@ describe('roost worker', () => {
     const body = (await res.json()) as { result: { doubled: number; prepPid: number; workPid: number } };
     expect(body.result.doubled).toBe(42);
     expect(body.result.workPid).not.toBe(body.result.prepPid); // `work` ran in the worker process
+    // The server shows the fleet: the worker, with the node it runs; so does `roost agents`, from roost.toml.
+    const agents = (await (await fetch(`${server.url}/v1/agents`)).json()) as { fleet: { id: string; status: string; nodes: string[] }[] };
+    expect(agents.fleet).toEqual(expect.arrayContaining([expect.objectContaining({ status: 'available', nodes: ['job/work'] })]));
+    const listed = roost(['agents', '--json', '--wait-ms', '500'], { cwd: workerDir.dir });
+    expect(listed.status).toBe(0);
+    expect((JSON.parse(listed.stdout) as { fleet: { nodes: string[] }[] }).fleet.some((p) => p.nodes.includes('job/work'))).toBe(true);
     // The worker takes no tasks of its own.
     const refused = await fetch(`${worker.url}/v1/flows/job/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: { n: 1 } }) });
     expect(refused.status).toBeGreaterThanOrEqual(400);

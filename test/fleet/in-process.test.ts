@@ -167,6 +167,42 @@ describe('fleet over the in-process transport', () => {
     expect(events.filter((e) => e.type === 'dispatch_redelivered')).toHaveLength(1);
   });
 
+  it('routes first deliveries by the registry: the least-loaded worker with room gets them', async () => {
+    const broker = new InProcessBroker();
+    const ns = `t${Math.random().toString(36).slice(2, 8)}`;
+    const held: string[] = [];
+    const release: (() => void)[] = [];
+    const hang =
+      (who: string): Handler =>
+      (env) =>
+        new Promise((resolve) => {
+          held.push(who);
+          release.push(() => resolve(env.payload));
+        });
+    const opts = (id: string, role: 'owner' | 'worker') =>
+      ({ transport: new InProcessTransport({ broker }), namespace: ns, id, role, heartbeatMs: 20, ...(role === 'worker' ? { host: ['f/mid'] } : { remote: ['f/mid'] }) }) as const;
+    for (const [id, concurrency] of [['small', 1], ['big', 8]] as const) {
+      const w = createRuntime({ logger: false, drainTimeoutMs: 500, fleet: opts(id, 'worker') });
+      setup(w, { mid: hang(id), policy: { concurrency } });
+      open.push(w);
+      await w.start();
+    }
+    const owner = createRuntime({ logger: false, drainTimeoutMs: 500, fleet: opts('owner', 'owner') });
+    setup(owner, { mid: hang('owner') });
+    open.push(owner);
+    await owner.start();
+    await until(() => owner.fleet!.list().filter((p) => p.nodes.includes('f/mid')).length === 2, 5_000, 'both workers in the registry');
+    const flow = owner.getFlow('f')!;
+    const traces = await Promise.all(Array.from({ length: 8 }, (_, i) => flow.emit({ n: i })));
+    await until(() => held.length === 8, 5_000, 'all eight running');
+    // By capacity and what the owner has out with each: one to `small`, seven to `big` (the
+    // broker's round-robin over the group would have given each four).
+    expect(held.filter((w) => w === 'small')).toHaveLength(1);
+    expect(held.filter((w) => w === 'big')).toHaveLength(7);
+    for (const r of release) r();
+    await Promise.all(traces.map((t) => flow.fetch(t.traceId)));
+  });
+
   it('refuses options that name no node, and bad option values', async () => {
     expect(() => createRuntime({ fleet: { transport: 'ftp://x' } })).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: 'fleet.transport' }));
     expect(() => createRuntime({ fleet: { transport: new InProcessTransport(), remote: ['nope'] } })).toThrow(expect.objectContaining({ field: 'fleet.remote' }));

@@ -100,26 +100,26 @@ export class Health {
 
   /** Readiness: started, not draining, the journal writable, the fleet's broker not lost for good. */
   async ready(): Promise<HealthReport> {
-    return report([this.startup(), this.drainingCheck(), await this.store(), this.fleet()]);
+    return report([this.startup(), this.drainingCheck(), await this.store(), ...this.fleet()]);
   }
 
   /** Every check. */
   async full(): Promise<HealthReport> {
-    return report([this.live(), this.startup(), this.drainingCheck(), await this.store(), this.fleet(), this.agents()]);
+    return report([this.live(), this.startup(), this.drainingCheck(), await this.store(), ...this.fleet(), this.agents()]);
   }
 
   /**
    * The fleet's broker: connected passes; reconnecting warns (accepted work waits: the leases
-   * send it again once the broker is back); closed fails.
+   * send it again once the broker is back); closed fails. No check without a fleet.
    */
-  private fleet(): CheckResult {
+  private fleet(): CheckResult[] {
     const fleet = this.runtime.fleet;
-    if (fleet === null) return check('fleet', 'pass', 'no fleet: every node runs here');
+    if (fleet === null) return [];
     const state = fleet.transport.state;
     const what = `the fleet's ${fleet.transport.kind} broker`;
-    if (state === 'connected') return check('fleet', 'pass', `${what} is connected (fleet id ${fleet.id})`);
-    if (state === 'closed') return check('fleet', 'fail', `${what} connection is closed`);
-    return check('fleet', 'warn', `${what} is ${state}: remote runs wait for it`);
+    if (state === 'connected') return [check('fleet', 'pass', `${what} is connected (fleet id ${fleet.id})`)];
+    if (state === 'closed') return [check('fleet', 'fail', `${what} connection is closed`)];
+    return [check('fleet', 'warn', `${what} is ${state}: remote runs wait for it`)];
   }
 
   private drainingCheck(): CheckResult {

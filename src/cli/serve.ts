@@ -120,6 +120,12 @@ export async function serve(args: { readonly config?: string; readonly version: 
     runtime = createRuntime(runtimeOptions(config, logger, tracing, worker));
   } catch (error) {
     const e = ensureError(error);
+    if (isRoostError(e, 'ROOST_ERR_INVALID_OPTION')) {
+      // The configuration's values passed their own checks but not together (fleet.presence_expiry_ms ≤ heartbeat_ms, say).
+      io.err(`ROOST_ERR_CONFIG_INVALID: ${e.field ?? 'config'}: ${e.message}`);
+      await tracing?.shutdown();
+      return EXIT.usage;
+    }
     logger.fatal({ err: e, store: hidePassword(config.store.url) }, `cannot open the journal: ${e.message}`);
     await tracing?.shutdown();
     return EXIT.failed;

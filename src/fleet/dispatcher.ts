@@ -21,6 +21,7 @@ import type { DispatchLease } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Subscription, Transport } from '../transport/transport.js';
 import {
+  H_DEDUP_ID,
   H_DELIVERY,
   H_EPOCH,
   H_FLOW,
@@ -37,6 +38,11 @@ import {
   type ControlMessage,
   type WorkerMessage,
 } from './protocol.js';
+
+/** The first backoff after a `busy` answer; it doubles with each one in a row, up to half a lease. */
+const BUSY_BASE_MS = 50;
+/** `ROOST_ERR_QUARANTINED` answers a run sends elsewhere before it fails with one. */
+const MAX_QUARANTINED_ANSWERS = 3;
 
 /** A worker that missed a lease is avoided by the router for this many leases (or until it answers). */
 const SUSPECT_MS_PER_LEASE = 3;
@@ -77,8 +83,16 @@ export interface DispatcherOptions {
 class Dispatch {
   delivery = 1;
   worker: string | null = null;
-  /** A worker picked for it by the registry: counted against that worker's load until it settles. */
+  /** A worker picked for it by the registry: counted against that worker's load until it settles or goes again. */
   picked: string | null = null;
+  /** The worker this delivery goes to directly (the picked one, or the holder a resumed lease names); null: the group. */
+  direct: string | null = null;
+  /** Relayed ctx calls so far (their `n`): a rerun's repeats are skipped. */
+  relayed = 0;
+  /** `busy` answers in a row (the backoff grows with them). */
+  busy = 0;
+  /** `ROOST_ERR_QUARANTINED` answers: sent elsewhere a few times, then the run fails with it. */
+  quarantined = 0;
   leaseUntil: number;
   /** ctx.emit / reply / chunk relayed from the worker, in order: the result waits for them. */
   chain: Promise<unknown> = Promise.resolve();
@@ -172,9 +186,14 @@ export class Dispatcher {
       this.counts.dispatched++;
       const before = this.journaled.get(env.id);
       if (before !== undefined) {
+        // Resumed: the worker that held it may be running it still; it goes to that one first
+        // (which answers it instead of running it again), and to the group if its lease runs out.
         this.journaled.delete(env.id);
         d.delivery = before.delivery + 1;
+        d.direct = before.worker;
         this.redelivered(d, before.worker, 'resumed');
+        this.send(d);
+        return;
       }
       signal.addEventListener('abort', () => this.aborted(d, ensureError(signal.reason)), { once: true });
       const pick = this.options.pick;
@@ -182,6 +201,7 @@ export class Dispatcher {
         const worker = pick(flow, node, (w) => (this.suspect(w) ? SUSPECT_LOAD : (this.perWorker.get(w) ?? 0)));
         if (worker !== null && !this.suspect(worker)) {
           d.picked = worker;
+          d.direct = worker;
           this.perWorker.set(worker, (this.perWorker.get(worker) ?? 0) + 1);
         }
       }
@@ -189,14 +209,22 @@ export class Dispatcher {
     });
   }
 
-  /** Sends `d` (to its picked worker on a first delivery, else to the node's group). */
-  private send(d: Dispatch): void {
+  /** Sends `d`: to `d.direct` when set, else to the node's group; `journal`: its lease is journaled. */
+  private send(d: Dispatch, journal = true): void {
     const ns = this.options.namespace;
-    const topic = d.delivery === 1 && d.picked !== null ? workerTopic(ns, d.picked) : workTopic(ns, d.flow, d.node);
+    const topic = d.direct !== null ? workerTopic(ns, d.direct) : workTopic(ns, d.flow, d.node);
     const env = d.env;
-    const headers = { ...env.headers, [H_REPLY]: this.reply, [H_DELIVERY]: String(d.delivery), [H_FLOW]: d.flow, [H_EPOCH]: this.epoch };
+    const headers = {
+      ...env.headers,
+      [H_REPLY]: this.reply,
+      [H_DELIVERY]: String(d.delivery),
+      [H_FLOW]: d.flow,
+      [H_EPOCH]: this.epoch,
+      // A broker that drops repeats by message id (JetStream) must not drop a redelivery or a retry.
+      [H_DEDUP_ID]: `${d.key}/${d.delivery}/${this.epoch}`,
+    };
     const task: Envelope = { ...env, headers };
-    this.options.journal?.lease({ envelopeId: env.id, worker: d.picked, delivery: d.delivery, until: d.leaseUntil });
+    if (journal) this.options.journal?.lease({ envelopeId: env.id, worker: d.direct, delivery: d.delivery, until: d.leaseUntil });
     this.options.transport.publish(topic, task).catch((error: unknown) => {
       const err = ensureError(error);
       if (this.out.get(d.key) !== d) return;
@@ -232,11 +260,7 @@ export class Dispatcher {
   private settle(d: Dispatch): void {
     this.out.delete(d.key);
     if (d.busyTimer !== null) clearTimeout(d.busyTimer);
-    if (d.picked !== null) {
-      const n = (this.perWorker.get(d.picked) ?? 1) - 1;
-      if (n <= 0) this.perWorker.delete(d.picked);
-      else this.perWorker.set(d.picked, n);
-    }
+    this.unpick(d);
   }
 
   private onMessage(env: Envelope): void {
@@ -262,11 +286,21 @@ export class Dispatcher {
     this.handle(d, m, now);
   }
 
-  /** Whether `worker` missed a lease lately (see {@link suspects}). */
-  private suspect(worker: string): boolean {
-    const until = this.suspects.get(worker);
-    if (until === undefined) return false;
-    if (until > Date.now()) return true;
+  /** Whether `worker` missed a lease lately (see {@link suspects}); with `until`, marks it so until then. */
+  private suspect(worker: string, until?: number): boolean {
+    if (until !== undefined) {
+      this.suspects.delete(worker); // re-inserted last: the map stays in order of expiry
+      this.suspects.set(worker, until);
+      const now = Date.now();
+      for (const [w, u] of this.suspects) {
+        if (u > now) break;
+        this.suspects.delete(w);
+      }
+      return true;
+    }
+    const at = this.suspects.get(worker);
+    if (at === undefined) return false;
+    if (at > Date.now()) return true;
     this.suspects.delete(worker);
     return false;
   }
@@ -274,7 +308,8 @@ export class Dispatcher {
   private renew(d: Dispatch, worker: string, now: number): void {
     d.leaseUntil = now + this.options.leaseMs;
     if (this.suspects.size > 0) this.suspects.delete(worker); // it answers: alive
-    if (d.worker === worker) return;
+    // The first worker to acknowledge this delivery holds it; another copy's beats only show it is alive.
+    if (d.worker !== null) return;
     d.worker = worker;
     // Who holds it is journaled (once per holder; heartbeats renew the lease in memory only).
     this.options.journal?.lease({ envelopeId: d.env.id, worker, delivery: d.delivery, until: d.leaseUntil });
@@ -288,14 +323,17 @@ export class Dispatcher {
         return;
       case 'emit':
         this.renew(d, m.w, now);
+        if (!this.nextRelay(d, m.n)) return;
         d.chain = d.chain.then(() => ctx.emit(m.v, m.to === undefined ? undefined : { to: m.to })).catch((error: unknown) => this.relayFailed(d, error));
         return;
       case 'reply':
         this.renew(d, m.w, now);
+        if (!this.nextRelay(d, m.n)) return;
         d.chain = d.chain.then(() => ctx.reply(m.v)).catch((error: unknown) => this.relayFailed(d, error));
         return;
       case 'chunk':
         this.renew(d, m.w, now);
+        if (!this.nextRelay(d, m.n)) return;
         d.chain = d.chain.then(() => ctx.chunk(m.v));
         return;
       case 'done':
@@ -303,6 +341,12 @@ export class Dispatcher {
         void d.chain.then(() => d.resolve(m.v));
         return;
       case 'fail':
+        if (m.e.code === 'ROOST_ERR_QUARANTINED' && ++d.quarantined <= MAX_QUARANTINED_ANSWERS) {
+          // The agent is quarantined on that worker only: another may run it. Not an attempt.
+          this.suspect(m.w, now + SUSPECT_MS_PER_LEASE * this.options.leaseMs);
+          this.redeliverLater(d, 'busy');
+          return;
+        }
         this.settle(d);
         void d.chain.then(() => d.reject(fromWire(m.e)));
         return;
@@ -314,14 +358,22 @@ export class Dispatcher {
     }
   }
 
+  /** Whether relayed call `n` is new (a rerun repeats the ones relayed already: skipped). */
+  private nextRelay(d: Dispatch, n: number): boolean {
+    if (n < d.relayed) return false;
+    d.relayed = n + 1;
+    return true;
+  }
+
   private relayFailed(d: Dispatch, error: unknown): void {
     this.options.logger.warn({ err: ensureError(error), traceId: d.env.traceId, node: d.node }, 'a ctx call relayed from a worker failed (the run is over)');
   }
 
-  /** A busy worker: the envelope goes again soon, to the group. */
+  /** A busy worker: the envelope goes again soon, to the group, after a backoff that grows with each `busy` in a row. */
   private redeliverLater(d: Dispatch, reason: RedeliveryReason): void {
     if (d.busyTimer !== null) return;
-    const delay = 20 + Math.floor(Math.random() * 80);
+    const cap = Math.max(BUSY_BASE_MS, Math.floor(this.options.leaseMs / 2));
+    const delay = Math.floor(Math.min(cap, BUSY_BASE_MS * 2 ** Math.min(16, d.busy++)) * (0.5 + Math.random()));
     d.leaseUntil = Date.now() + this.options.leaseMs;
     d.busyTimer = setTimeout(() => {
       d.busyTimer = null;
@@ -332,13 +384,25 @@ export class Dispatcher {
 
   private redeliver(d: Dispatch, reason: RedeliveryReason): void {
     const previous = d.worker;
-    const missed = previous ?? (d.delivery === 1 ? d.picked : null);
-    if (reason === 'lease_expired' && missed !== null) this.suspects.set(missed, Date.now() + SUSPECT_MS_PER_LEASE * this.options.leaseMs);
+    const missed = previous ?? d.direct;
+    if (reason === 'lease_expired' && missed !== null) this.suspect(missed, Date.now() + SUSPECT_MS_PER_LEASE * this.options.leaseMs);
+    if (reason === 'lease_expired') d.busy = 0;
     d.delivery++;
     d.worker = null;
+    d.direct = null; // again: to the group
+    this.unpick(d);
     d.leaseUntil = Date.now() + this.options.leaseMs;
     this.redelivered(d, previous, reason);
-    this.send(d);
+    this.send(d, reason !== 'busy'); // a busy round is not worth a journal write
+  }
+
+  /** `d` no longer counts against the worker the registry picked for it. */
+  private unpick(d: Dispatch): void {
+    if (d.picked === null) return;
+    const n = (this.perWorker.get(d.picked) ?? 1) - 1;
+    if (n <= 0) this.perWorker.delete(d.picked);
+    else this.perWorker.set(d.picked, n);
+    d.picked = null;
   }
 
   private redelivered(d: Dispatch, previous: string | null, reason: RedeliveryReason): void {
@@ -362,6 +426,11 @@ export class Dispatcher {
 
   private sweep(): void {
     const now = Date.now();
+    if (this.options.transport.state !== 'connected') {
+      // The broker is away from this process, not the workers from it: hold every lease until it is back.
+      for (const d of this.out.values()) d.leaseUntil = Math.max(d.leaseUntil, now + this.options.leaseMs);
+      return;
+    }
     const lapsed: Dispatch[] = [];
     for (const d of this.out.values()) if (d.leaseUntil <= now && d.busyTimer === null) lapsed.push(d);
     for (const d of lapsed) this.redeliver(d, 'lease_expired');

@@ -9,7 +9,7 @@
  * middlewares by name. The trace stays with the process that accepted it (its owner): fetch,
  * cancel, joins, retries, dead letters and the journal are the owner's, as in one process.
  */
-import { invalidOption } from '../errors.js';
+import { ensureError, invalidOption } from '../errors.js';
 import { isName } from '../envelope/names.js';
 import type { RemoteNode } from '../flow/host.js';
 import type { Journal } from '../store/journal.js';
@@ -133,6 +133,8 @@ export interface FleetHost {
   workerNode(flow: string, node: string): WorkerNode | undefined;
   /** The agents whose nodes run in this process (not remote ones), for presence. */
   localAgents(): readonly PresenceAgent[];
+  /** Whether the journal is a store the fleet shares (PostgreSQL): workers' steps are then the fleet's. */
+  readonly sharedStore: boolean;
   /** Runs in progress here, for presence. */
   load(): { readonly load: number; readonly capacity: number };
 }
@@ -241,11 +243,27 @@ export class Fleet implements FleetView {
     // MQTT takes the last will ("unavailable") with the connection: set it before connecting.
     if (this.transport.state === 'connecting') preparePresence(this.transport, presence);
     if (this.transport.state !== 'connected') await this.transport.connect();
-    this.registry = await watchPresence(this.transport, { namespace: this.options.namespace, logger: this.host.logger });
+    // Presence is not the data path: a broker that cannot carry it (NATS without JetStream, for
+    // its KV bucket) leaves the fleet working, routed by the broker's groups, and says so.
+    this.registry = await watchPresence(this.transport, { namespace: this.options.namespace, logger: this.host.logger }).catch((error: unknown) => {
+      this.host.logger.warn({ err: ensureError(error) }, 'fleet presence is off: the registry cannot watch this broker; tasks go to the worker groups');
+      return null;
+    });
     await this.dispatcher?.start();
     await this.worker?.start();
+    if (this.worker !== null && !this.host.sharedStore) {
+      this.host.logger.warn(
+        { fleet: this.options.id },
+        'this worker\'s store is not shared (PostgreSQL): its ctx.step results are its own, so a step it ran is run again by the worker that gets the task after it',
+      );
+    }
     // Available only once the worker's subscriptions are confirmed: a router may send to it now.
-    this.presence = await startPresence(this.transport, presence, () => this.snapshot());
+    if (this.registry !== null) {
+      this.presence = await startPresence(this.transport, presence, () => this.snapshot()).catch((error: unknown) => {
+        this.host.logger.warn({ err: ensureError(error) }, 'fleet presence is off: this process cannot publish its presence on this broker');
+        return null;
+      });
+    }
     this.started = true;
   }
 

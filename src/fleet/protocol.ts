@@ -26,6 +26,11 @@ export const H_DELIVERY = 'roost-fleet-delivery';
 export const H_FLOW = 'roost-fleet-flow';
 /** Header: the run of the owner process that sent it (aborts are remembered per run). */
 export const H_EPOCH = 'roost-fleet-epoch';
+/**
+ * Header: the id a broker's own dedup should use for this message instead of the envelope's id
+ * (JetStream's `Nats-Msg-Id`): a redelivery or a retry of a task keeps its envelope id.
+ */
+export const H_DEDUP_ID = 'roost-dedup-id';
 
 /** A topic segment for a name, short enough for every broker (a long one is hashed). */
 function segment(name: string): string {
@@ -77,10 +82,13 @@ export type WorkerMessage =
   | { readonly t: 'ack'; readonly k: string; readonly w: string }
   /** Still running these (one message per owner every third of the lease). */
   | { readonly t: 'beat'; readonly ks: readonly string[]; readonly w: string }
-  /** `ctx.emit`, `ctx.reply` and `ctx.chunk` of the handler, in order. */
-  | { readonly t: 'emit'; readonly k: string; readonly w: string; readonly v: unknown; readonly to?: string }
-  | { readonly t: 'reply'; readonly k: string; readonly w: string; readonly v: unknown }
-  | { readonly t: 'chunk'; readonly k: string; readonly w: string; readonly v: unknown }
+  /**
+   * `ctx.emit`, `ctx.reply` and `ctx.chunk` of the handler, in order, numbered from 0 per run
+   * (`n`): a run sent again repeats them, and the owner skips the numbers it has relayed already.
+   */
+  | { readonly t: 'emit'; readonly k: string; readonly w: string; readonly n: number; readonly v: unknown; readonly to?: string }
+  | { readonly t: 'reply'; readonly k: string; readonly w: string; readonly n: number; readonly v: unknown }
+  | { readonly t: 'chunk'; readonly k: string; readonly w: string; readonly n: number; readonly v: unknown }
   /** The handler returned `v` (absent: it returned nothing, and nothing goes on). */
   | { readonly t: 'done'; readonly k: string; readonly w: string; readonly v?: unknown }
   /** The handler threw (or the worker could not run it). */
@@ -116,6 +124,7 @@ export function readWorkerMessage(payload: unknown): WorkerMessage | null {
   if (typeof o['k'] !== 'string') return null;
   if (o['t'] === 'fail' && !isWireError(o['e'])) return null;
   if (o['t'] === 'emit' && o['to'] !== undefined && typeof o['to'] !== 'string') return null;
+  if ((o['t'] === 'emit' || o['t'] === 'reply' || o['t'] === 'chunk') && !(Number.isInteger(o['n']) && (o['n'] as number) >= 0)) return null;
   return o as unknown as WorkerMessage;
 }
 

@@ -76,8 +76,11 @@ export interface WorkerStats {
   readonly dropped: number;
 }
 
-/** Finished tasks whose answer is kept to answer a redelivery. */
-const RECENT_MAX = 10_000;
+/** Finished tasks whose answer is kept to answer a redelivery: at most this many, for at most {@link RECENT_LEASES} leases. */
+const RECENT_MAX = 2_000;
+const RECENT_LEASES = 3;
+/** Step results and checkpoints a worker without a store keeps at most (the oldest go first). */
+const MEMORY_MAX = 2_000;
 /** How long an abort or cancel is remembered for a task that comes after it. */
 const ABORT_MEMORY_MS = 60_000;
 
@@ -92,9 +95,8 @@ class Job {
   readonly controller = new AbortController();
   timer: ReturnType<typeof setTimeout> | null = null;
   over = false;
-  /** Settles the transport's handler call for it (the broker's pacing). */
-  resolve: () => void = noop;
-  readonly steps = new Map<string, Promise<unknown>>();
+  /** ctx.emit, ctx.reply and ctx.chunk calls so far: numbered, so an owner skips those a rerun repeats. */
+  relays = 0;
   constructor(
     readonly key: string,
     readonly env: Envelope,
@@ -177,10 +179,12 @@ class WorkerContext implements HandlerContext {
 export class Worker {
   private readonly hosted = new Map<string, Hosted>();
   private readonly active = new Map<string, Job>();
-  private readonly recent = new Map<string, WorkerMessage>();
+  private readonly recent = new Map<string, { readonly message: WorkerMessage; readonly at: number }>();
+  /** Steps running now, by step key, across tasks: a retry waits for its timed-out attempt's step instead of running it again. */
+  private readonly steps = new Map<string, Promise<unknown>>();
   /** `epoch|key` or `epoch|trace:<id>` → when the memory of that abort ends. */
   private readonly aborts = new Map<string, { readonly until: number; readonly e: WireError }>();
-  /** Steps and checkpoints when the runtime has no store (this process only). */
+  /** Steps and checkpoints when the runtime has no store (this process only; the newest {@link MEMORY_MAX}). */
   private readonly memory = new Map<string, unknown>();
   private readonly subs: Subscription[] = [];
   private control: Subscription | null = null;
@@ -251,15 +255,19 @@ export class Worker {
 
   // ---- tasks --------------------------------------------------------------------------------
 
-  /** One task; the promise settles when it is answered (so a broker paces what it sends). */
-  private onTask(env: Envelope): Promise<void> | undefined {
+  /**
+   * One task. The transport's handler call returns at once: a worker never holds the broker's
+   * reading up for a run (that would stall control messages and its own close on MQTT, whose
+   * receive maximum caps messages in handling); `maxQueued` and `busy` bound what it holds.
+   */
+  private onTask(env: Envelope): void {
     const reply = env.headers[H_REPLY];
     const flow = env.headers[H_FLOW];
     const epoch = env.headers[H_EPOCH] ?? '';
     if (reply === undefined || flow === undefined || !validTopic(reply)) {
       this.counts.dropped++;
       this.logger.warn({ envelopeId: env.id, traceId: env.traceId }, 'a message on a work topic is not a task of the fleet; dropped');
-      return undefined;
+      return;
     }
     const key = dispatchKey(env.id, env.attempt);
     const held = this.active.get(key);
@@ -268,38 +276,34 @@ export class Worker {
       held.reply = reply; // a new owner (after a takeover) gets the answer
       held.epoch = epoch;
       this.send(reply, env, { t: 'ack', k: key, w: this.id });
-      return undefined;
+      return;
     }
     const done = this.recent.get(key);
     if (done !== undefined) {
       this.counts.duplicates++;
-      this.send(reply, env, done);
-      return undefined;
+      this.send(reply, env, done.message);
+      return;
     }
     const aborted = this.aborts.get(`${epoch}|${key}`) ?? this.aborts.get(`${epoch}|trace:${env.traceId}`);
     if (aborted !== undefined && aborted.until > Date.now()) {
       this.send(reply, env, { t: 'fail', k: key, w: this.id, e: aborted.e });
-      return undefined;
+      return;
     }
     const hosted = this.hosted.get(`${flow}/${env.to}`);
     if (hosted === undefined) {
       this.send(reply, env, { t: 'fail', k: key, w: this.id, e: wireError(new RoostError('ROOST_ERR_AGENT_NOT_FOUND', `worker ${this.id} does not run node ${env.to} of flow ${flow}`, { retryable: true })) });
-      return undefined;
+      return;
     }
     if (this.closing || (hosted.running >= hosted.node.policy.concurrency && hosted.queue.length >= this.maxQueued)) {
       this.counts.busy++;
       this.send(reply, env, { t: 'busy', k: key, w: this.id });
-      return undefined;
+      return;
     }
     const job = new Job(key, env, hosted, reply, epoch);
     this.active.set(key, job);
     this.send(reply, env, { t: 'ack', k: key, w: this.id });
-    const finished = new Promise<void>((resolve) => {
-      job.resolve = resolve;
-    });
     if (hosted.running < hosted.node.policy.concurrency) this.run(job);
     else hosted.queue.push(job);
-    return finished;
   }
 
   private run(job: Job): void {
@@ -345,12 +349,13 @@ export class Worker {
     );
   }
 
-  private finish(job: Job, value: unknown, error: Error | null): void {
+  /** A job ends; `ran`: it held a run slot (a queued job aborted before it ran did not). */
+  private finish(job: Job, value: unknown, error: Error | null, ran = true): void {
     if (job.over) return;
     job.over = true;
     if (job.timer !== null) clearTimeout(job.timer);
     const hosted = job.hosted;
-    hosted.running--;
+    if (ran) hosted.running--;
     hosted.node.agent?.recordRun(error !== null, Date.now());
     const w = this.id;
     let message: WorkerMessage;
@@ -366,15 +371,20 @@ export class Worker {
       this.remember(job.key, message);
       this.send(job.reply, job.env, message);
     }
-    job.resolve();
-    const next = hosted.queue.shift();
+    const next = ran && !this.abandoning && !this.closing ? hosted.queue.shift() : undefined;
     if (next !== undefined) this.run(next);
     if (this.active.size === 0 && this.idle.length > 0) for (const resolve of this.idle.splice(0)) resolve();
   }
 
   private remember(key: string, message: WorkerMessage): void {
-    this.recent.set(key, message);
-    if (this.recent.size > RECENT_MAX) this.recent.delete(this.recent.keys().next().value!);
+    const now = Date.now();
+    this.recent.set(key, { message, at: now });
+    // Oldest first (insertion order): drop what is over the count or older than a few leases.
+    const oldest = now - RECENT_LEASES * this.options.leaseMs;
+    for (const [k, r] of this.recent) {
+      if (this.recent.size <= RECENT_MAX && r.at > oldest) break;
+      this.recent.delete(k);
+    }
   }
 
   // ---- what the handler's ctx sends ------------------------------------------------------------
@@ -392,20 +402,27 @@ export class Worker {
     } catch (error) {
       return Promise.reject(ensureError(error));
     }
-    const message: WorkerMessage = t === 'emit' ? { t, k: job.key, w: this.id, v, ...(to === undefined ? {} : { to }) } : { t, k: job.key, w: this.id, v };
+    const n = job.relays++;
+    const message: WorkerMessage = t === 'emit' ? { t, k: job.key, w: this.id, n, v, ...(to === undefined ? {} : { to }) } : { t, k: job.key, w: this.id, n, v };
     return this.options.transport.publish(job.reply, messageEnvelope(job.env, job.env.to, job.env.from, message));
   }
 
   /** @internal ctx.step: recorded in the store, so no worker runs it again for this input. */
   async step<T>(job: Job, key: string, fn: (step: StepInfo) => T | Promise<T>): Promise<T> {
-    const running = job.steps.get(key);
-    if (running !== undefined) return (await running) as T;
+    const running = this.steps.get(key);
+    if (running !== undefined) {
+      try {
+        return (await running) as T;
+      } catch {
+        // The earlier attempt's fn failed: this one runs it anew.
+      }
+    }
     const p = this.recordStep(key, job.env.traceId, fn);
-    job.steps.set(key, p);
+    this.steps.set(key, p);
     try {
       return await p;
     } finally {
-      job.steps.delete(key);
+      if (this.steps.get(key) === p) this.steps.delete(key);
     }
   }
 
@@ -414,7 +431,7 @@ export class Worker {
     if (journal === null) {
       if (this.memory.has(`step:${key}`)) return this.memory.get(`step:${key}`) as T;
       const value = await fn({ stepKey: key });
-      this.memory.set(`step:${key}`, value);
+      this.keep(`step:${key}`, value);
       return value;
     }
     const found = await journal.getStep(key);
@@ -431,11 +448,18 @@ export class Worker {
     const value = JSON.parse(toJsonWithin('ctx.checkpoint.state', state, this.options.maxPayloadBytes)) as unknown;
     const journal = this.options.journal;
     if (journal === null) {
-      this.memory.set(key, value);
+      this.keep(key, value);
       return;
     }
     journal.checkpoint({ key, traceId: job.env.traceId, value, ts: Date.now() });
     await journal.committed();
+  }
+
+  /** Keeps a step result or checkpoint in memory (no store), newest last, bounded. */
+  private keep(key: string, value: unknown): void {
+    this.memory.delete(key);
+    this.memory.set(key, value);
+    if (this.memory.size > MEMORY_MAX) this.memory.delete(this.memory.keys().next().value!);
   }
 
   /** @internal ctx.lastCheckpoint. */
@@ -474,14 +498,16 @@ export class Worker {
     const i = queue.indexOf(job);
     if (i >= 0) {
       queue.splice(i, 1);
-      job.hosted.running++; // finish() frees the slot it never took
-      this.finish(job, null, reason);
+      this.finish(job, null, reason, false);
     }
   }
 
+  /** Forgets lapsed aborts: oldest first (all are kept equally long), so it stops at the first live one. */
   private forgetAborts(now: number): void {
-    if (this.aborts.size < 1_000) return;
-    for (const [k, a] of this.aborts) if (a.until <= now) this.aborts.delete(k);
+    for (const [k, a] of this.aborts) {
+      if (a.until > now) break;
+      this.aborts.delete(k);
+    }
   }
 
   // ---- answers --------------------------------------------------------------------------------
@@ -511,6 +537,15 @@ export class Worker {
    */
   async close(timeoutMs: number): Promise<void> {
     this.closing = true;
+    // Tasks still waiting for a slot go back at once: their owners send them to another worker.
+    for (const h of this.hosted.values()) {
+      for (const job of h.queue.splice(0)) {
+        job.over = true;
+        this.active.delete(job.key);
+        this.counts.busy++;
+        this.send(job.reply, job.env, { t: 'busy', k: job.key, w: this.id });
+      }
+    }
     for (const sub of this.subs.splice(0)) await sub.unsubscribe().catch(() => {});
     if (this.active.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -525,7 +560,6 @@ export class Worker {
     this.abandoning = true;
     for (const job of [...this.active.values()]) {
       this.abortJob(job, new RoostError('ROOST_ERR_INVALID_STATE', `worker ${this.id} is closing`, { retryable: true }));
-      job.resolve(); // a handler that ignores its abort must not hold the transport's close
     }
     if (this.beatTimer !== null) clearInterval(this.beatTimer);
     this.beatTimer = null;
@@ -533,8 +567,6 @@ export class Worker {
     this.control = null;
   }
 }
-
-function noop(): void {}
 
 function validTopic(topic: string): boolean {
   try {

@@ -145,7 +145,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
       // concurrency is the envelopes out with them at once (each worker has the node's own).
       const remote = n.kind === 'handler' ? host.remoteNode(this.name, n.name) : null;
       const policy = remote === null ? resolved : { ...resolved, concurrency: remote.concurrency };
-      concurrency += n.kind === 'join' ? 0 : policy.concurrency;
+      // A remote node's runs are the workers' (each counts its own): they reserve nothing here.
+      concurrency += n.kind === 'join' || remote !== null ? 0 : policy.concurrency;
       return { n, agent, policy, remote };
     });
     host.reserveRuns(this.name, concurrency);

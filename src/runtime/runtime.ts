@@ -128,6 +128,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
             maxPayloadBytes: this.options.maxPayloadBytes,
             publish: (e) => this.publish(e),
             workerNode: (flow, node) => this.flows.get(flow)?.workerNode(node),
+            sharedStore: this.store?.shared === true,
             localAgents: () => this.localRuns().agents.map((a) => (a.description === '' ? { name: a.name, capabilities: a.capabilities } : { name: a.name, capabilities: a.capabilities, description: a.description })),
             load: () => {
               const { running, capacity } = this.localRuns();
@@ -190,6 +191,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
 
   /** @internal */
   assertAccepting(operation: string): void {
+    this.assertWorkAllowed(operation);
+    this.assertRunning(operation);
+  }
+
+  private assertWorkAllowed(operation: string): void {
     if (this.fleet !== null && this.fleet.options.role === 'worker') {
       // A worker's traces would have no owner to resume them: it runs nodes for others only.
       throw new RoostError('ROOST_ERR_INVALID_STATE', `${operation}: this process is a worker of the fleet; it runs nodes for the owners of their traces and takes no tasks`, {
@@ -199,6 +205,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
         retryable: false,
       });
     }
+  }
+
+  private assertRunning(operation: string): void {
     if (this.stateValue !== 'running') {
       throw new RoostError('ROOST_ERR_INVALID_STATE', `${operation}: the runtime is ${this.stateValue}, not running`, {
         field: 'runtime.state',
@@ -267,7 +276,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
    */
   private async serveRequests(): Promise<void> {
     const store = this.store;
-    if (store === null || this.servingRequests || this.stateValue !== 'running') return;
+    // A worker of the fleet takes no replays (they start traces): the owners serve the requests.
+    if (store === null || this.servingRequests || this.stateValue !== 'running' || this.fleet?.options.role === 'worker') return;
     this.servingRequests = true;
     try {
       const now = Date.now();
@@ -557,7 +567,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
    * store and a running runtime; stopped (the lease released) on close. See src/fleet/singleton.ts.
    */
   singleton(name: string, fn: SingletonFn, options?: SingletonOptions): SingletonHandle {
-    this.assertAccepting('singleton');
+    this.assertRunning('singleton'); // a worker of the fleet may hold a singleton duty too
     return this.singletons.start(name, fn, options);
   }
 

@@ -46,6 +46,8 @@ interface Batch {
   gone: boolean;
   consumed: string[];
   leases: LeaseWrite[];
+  /** The slot in `leases` of each envelope's lease: a later write for it replaces the earlier one. */
+  leaseSlots: Map<string, number>;
   attempts: { envelopeId: string; attempt: number }[];
   outputs: OutputWrite[];
   outputTrace: JournalTrace[];
@@ -77,6 +79,7 @@ function newBatch(no: number): Batch {
     gone: false,
     consumed: [],
     leases: [],
+    leaseSlots: new Map(),
     attempts: [],
     outputs: [],
     outputTrace: [],
@@ -164,7 +167,13 @@ export class Journal {
 
   /** The lease of a pending envelope handed to a fleet worker (a write of no trace; applied after the accepted ones). */
   lease(write: LeaseWrite): void {
-    this.open().leases.push(write);
+    const batch = this.open();
+    const slot = batch.leaseSlots.get(write.envelopeId);
+    if (slot !== undefined) batch.leases[slot] = write; // one row per envelope: the latest lease
+    else {
+      batch.leaseSlots.set(write.envelopeId, batch.leases.length);
+      batch.leases.push(write);
+    }
   }
 
   attempt(envelopeId: string, attempt: number, e: JournalEnvelope | null = null): void {

@@ -8,7 +8,7 @@
  *   `roost-js.<stream>`): topic `a/b` is subject `<subjectPrefix>.a.b`. `connect()` creates it
  *   when missing (file storage, limits retention) and updates its limits when they differ.
  * - `publish` is a JetStream publish that resolves on the server's PubAck, with the envelope id
- *   as `Nats-Msg-Id`: a publisher that retries after a lost ack stores the envelope once within
+ *   (or its `roost-dedup-id` header) as `Nats-Msg-Id`: a publisher that retries after a lost ack stores the envelope once within
  *   the stream's duplicate window.
  * - `subscribe` with a group is a durable pull consumer named after the group (each envelope to
  *   one member; it stays on the server and resumes where it left); without a group, a pull
@@ -248,7 +248,9 @@ export class JetStreamTransport extends NatsTransport {
     const subject = `${this.jetstream.subjectPrefix}.${this.subjectOf(topic)}`;
     const js = this.client();
     try {
-      await js.publish(subject, bytes, { msgID: envelope.id, timeout: this.jetstream.publishTimeoutMs });
+      // The `roost-dedup-id` header, when an envelope has one, names it instead of its id: a fleet
+      // task sent again (a redelivery, a retry) keeps its envelope id and must not be dropped.
+      await js.publish(subject, bytes, { msgID: envelope.headers['roost-dedup-id'] ?? envelope.id, timeout: this.jetstream.publishTimeoutMs });
     } catch (error) {
       // A negative PubAck is the server's answer (a full stream that takes nothing new, out of
       // storage): a retry does not change it. Over max_payload neither. Anything else (no

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime, type Runtime, type RoostEvent } from '../../src/index.js';
-import { MQTT_URL, NATS_URL, requireBroker } from '../helpers/brokers.js';
+import { MQTT_URL, NATS_URL, deleteNatsStreams, presenceStream, requireBroker } from '../helpers/brokers.js';
 import { assertPgReachable, dropSchemas, freshPgUrl } from '../helpers/postgres.js';
 import { until } from '../helpers/runtime.js';
 import { createEffects, effectsPool, setupPipe, type PipeTask } from '../fixtures/fleet-app.js';
@@ -71,7 +71,11 @@ afterEach(async () => {
     }
   }
   for (const p of pools.splice(0)) await p.end();
+  await deleteNatsStreams(namespaces.splice(0).map(presenceStream));
 });
+
+/** The namespaces used: their presence buckets on NATS are deleted after each test. */
+const namespaces: string[] = [];
 
 afterAll(dropSchemas);
 
@@ -107,7 +111,9 @@ describe.each(TRANSPORTS)('fleet over $name', ({ url, kind }) => {
   async function setup(): Promise<{ ns: string; store: string }> {
     const store = freshPgUrl('fleet');
     await createEffects(store);
-    return { ns: `ft${randomBytes(4).toString('hex')}`, store };
+    const ns = `ft${randomBytes(4).toString('hex')}`;
+    namespaces.push(ns);
+    return { ns, store };
   }
 
   it('runs a 3-node flow spread over 3 worker processes', async () => {

@@ -22,3 +22,29 @@ export function requireBroker(kind: keyof typeof HOW, url: string): Promise<void
     socket.on('error', (error) => reject(new Error(`the ${kind} broker at ${url} does not answer (${error.message}); start it with: ${HOW[kind]} (or set ROOST_TEST_${kind.toUpperCase()}_URL)`)));
   });
 }
+
+/**
+ * Deletes JetStream streams on the machine's NATS: a fleet namespace's presence bucket
+ * (`KV_<namespace>-presence`) and any stream named. Missing ones are fine (a test that failed early).
+ */
+export async function deleteNatsStreams(names: readonly string[]): Promise<void> {
+  if (names.length === 0) return;
+  const { connect } = await import('@nats-io/transport-node');
+  const { jetstreamManager } = await import('@nats-io/jetstream');
+  const nc = await connect({ servers: NATS_URL.replace('nats://', '') });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const name of names) {
+      await jsm.streams.delete(name).catch((error: unknown) => {
+        if (!/not found/i.test(String(error))) throw error;
+      });
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+/** The stream of a fleet namespace's presence bucket on NATS. */
+export function presenceStream(namespace: string): string {
+  return `KV_${namespace}-presence`;
+}

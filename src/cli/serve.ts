@@ -64,6 +64,8 @@ export function fleetOptions(config: ServiceConfig, worker: WorkerRole | null): 
     heartbeatMs: f.heartbeatMs,
     ...(f.presenceExpiryMs === null ? {} : { presenceExpiryMs: f.presenceExpiryMs }),
     maxInFlight: f.maxInFlight,
+    maxQueued: f.maxQueued,
+    routing: f.routing,
   };
 }
 

@@ -58,6 +58,8 @@ export interface ServiceConfig {
     readonly heartbeatMs: number;
     readonly presenceExpiryMs: number | null;
     readonly maxInFlight: number;
+    readonly maxQueued: number;
+    readonly routing: 'registry' | 'group';
   } | null;
   /** Every value by dotted path, and its source (for `roost config check`). */
   readonly values: ReadonlyMap<string, { readonly value: ConfigValue; readonly source: ConfigSource }>;
@@ -183,6 +185,8 @@ export function loadConfig(options: LoadConfigOptions = {}): ServiceConfig {
             heartbeatMs: int('fleet.heartbeat_ms'),
             presenceExpiryMs: v('fleet.presence_expiry_ms') as number | null,
             maxInFlight: int('fleet.max_in_flight'),
+            maxQueued: int('fleet.max_queued'),
+            routing: str('fleet.routing') as 'registry' | 'group',
           }),
     values,
   });

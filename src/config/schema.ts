@@ -123,7 +123,15 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     env: 'ROOST_FLEET_PRESENCE_EXPIRY_MS',
     doc: 'how long a presence record counts without a heartbeat (unset: 3 × `fleet.heartbeat_ms`); a process silent for longer drops out of the registry',
   },
-  { path: 'fleet.max_in_flight', type: { kind: 'int', min: 1, max: 1_000_000 }, default: 256, doc: 'envelopes of one remote node out with workers at once, from this process' },
+  { path: 'fleet.max_in_flight', type: { kind: 'int', min: 1, max: 1_000_000 }, default: 256, env: 'ROOST_FLEET_MAX_IN_FLIGHT', doc: 'envelopes of one remote node out with workers at once, from this process' },
+  { path: 'fleet.max_queued', type: { kind: 'int', min: 0, max: 1_000_000 }, default: 1_024, env: 'ROOST_FLEET_MAX_QUEUED', doc: 'tasks a worker holds per node beyond those running; past it, it answers `busy` and the owner sends the task elsewhere' },
+  {
+    path: 'fleet.routing',
+    type: { kind: 'enum', values: ['registry', 'group'] },
+    default: 'registry',
+    env: 'ROOST_FLEET_ROUTING',
+    doc: "`registry`: a remote node's first delivery goes to the least-loaded healthy worker presence shows for it; `group`: the broker picks a member of the node's worker group",
+  },
   {
     path: 'sse.buffer_events',
     type: { kind: 'int', min: 16, max: 10_000_000 },

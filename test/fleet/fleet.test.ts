@@ -33,7 +33,7 @@ function spawnWorker(transport: string, store: string, ns: string, id: string, n
   let stderr = '';
   const ready = new Promise<void>((resolve, reject) => {
     let buffer = '';
-    proc.stdout!.on('data', (chunk: Buffer) => {
+    proc.stdout.on('data', (chunk: Buffer) => {
       buffer += chunk.toString();
       let i;
       while ((i = buffer.indexOf('\n')) >= 0) {
@@ -43,7 +43,7 @@ function spawnWorker(transport: string, store: string, ns: string, id: string, n
         if (line['ready'] === true) resolve();
       }
     });
-    proc.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     proc.on('exit', (code) => reject(new Error(`worker ${id} exited (${code}) before it was ready: ${stderr}`)));
   });
   const child = { id, proc, lines, ready };

@@ -5,6 +5,9 @@
  *
  * - It acknowledges a task as soon as it holds it, and sends a heartbeat for every task it holds
  *   every third of the lease, so the owner sends a task again only when this worker is gone.
+ *   What it sends an owner in one turn of the event loop goes out together at the end of the
+ *   turn: the tasks taken in it are acknowledged by one `beat`, and the answers share one socket
+ *   write (see `send`).
  * - A task it holds already (the broker's own redelivery, or the owner's after a missed
  *   heartbeat) is not run twice: it is acknowledged again, and the answer goes to whichever owner
  *   asked last. A task it finished lately gets the same answer again.
@@ -191,6 +194,10 @@ export class Worker {
   private idle: (() => void)[] = [];
   private counts = { completed: 0, failed: 0, duplicates: 0, busy: 0, dropped: 0 };
   private readonly maxQueued: number;
+  /** What this turn of the event loop sends at its end (see {@link send}, {@link acknowledge}). */
+  private outbox: { readonly topic: string; readonly about: Envelope; readonly message: WorkerMessage }[] = [];
+  private taken = new Map<string, { readonly about: Envelope; readonly ks: string[] }>();
+  private flushTimer: ReturnType<typeof setImmediate> | null = null;
 
   constructor(private readonly options: WorkerOptions) {
     this.maxQueued = options.maxQueued ?? 1_024;
@@ -257,7 +264,7 @@ export class Worker {
       this.counts.duplicates++;
       held.reply = reply; // a new owner (after a takeover) gets the answer
       held.epoch = epoch;
-      this.send(reply, env, { t: 'ack', k: key, w: this.id });
+      this.acknowledge(held);
       return undefined;
     }
     const done = this.recent.get(key);
@@ -283,7 +290,7 @@ export class Worker {
     }
     const job = new Job(key, env, hosted, reply, epoch);
     this.active.set(key, job);
-    this.send(reply, env, { t: 'ack', k: key, w: this.id });
+    this.acknowledge(job);
     const finished = new Promise<void>((resolve) => {
       job.resolve = resolve;
     });
@@ -476,7 +483,49 @@ export class Worker {
 
   // ---- answers --------------------------------------------------------------------------------
 
+  /**
+   * Answers go out at the end of the turn of the event loop, all of that turn's together: each
+   * handler finishes in a callback of its own (a timer, a socket read), and a publish sent from
+   * each would cost a socket write (and on NATS a flush round trip) per answer; sent together they
+   * share one. Within a turn they keep their order.
+   */
   private send(topic: string, about: Envelope, message: WorkerMessage): void {
+    this.outbox.push({ topic, about, message });
+    this.flushSoon();
+  }
+
+  /**
+   * Acknowledges a task it took: with the other tasks of the same owner taken in this turn, as one
+   * `beat` (what an `ack` does, for many keys) at the end of the turn — tasks come in batches (one
+   * socket read holds many), and an ack each doubled the messages of a short task.
+   */
+  private acknowledge(job: Job): void {
+    let b = this.taken.get(job.reply);
+    if (b === undefined) this.taken.set(job.reply, (b = { about: job.env, ks: [] }));
+    b.ks.push(job.key);
+    this.flushSoon();
+  }
+
+  private flushSoon(): void {
+    this.flushTimer ??= setImmediate(() => this.flush());
+  }
+
+  /** Sends what this turn acknowledged (still held: a finished task's answer says more), then its answers, in order. */
+  private flush(): void {
+    if (this.flushTimer !== null) clearImmediate(this.flushTimer);
+    this.flushTimer = null;
+    const taken = this.taken;
+    const outbox = this.outbox;
+    this.taken = new Map();
+    this.outbox = [];
+    for (const [topic, b] of taken) {
+      const ks = b.ks.filter((k) => this.active.has(k));
+      if (ks.length > 0) this.publish(topic, b.about, { t: 'beat', ks, w: this.id });
+    }
+    for (const o of outbox) this.publish(o.topic, o.about, o.message);
+  }
+
+  private publish(topic: string, about: Envelope, message: WorkerMessage): void {
     this.options.transport.publish(topic, messageEnvelope(about, about.to, about.from, message)).catch((error: unknown) => {
       // The owner sends the task again when its lease runs out; the answer is kept for that.
       this.logger.warn({ err: ensureError(error), traceId: about.traceId, node: about.to }, 'answering the owner of a task failed');
@@ -491,7 +540,7 @@ export class Worker {
       if (b === undefined) byOwner.set(job.reply, (b = { about: job.env, ks: [] }));
       b.ks.push(job.key);
     }
-    for (const [topic, b] of byOwner) this.send(topic, b.about, { t: 'beat', ks: b.ks, w: this.id });
+    for (const [topic, b] of byOwner) this.publish(topic, b.about, { t: 'beat', ks: b.ks, w: this.id });
   }
 
   /**
@@ -517,6 +566,7 @@ export class Worker {
       this.abortJob(job, new RoostError('ROOST_ERR_INVALID_STATE', `worker ${this.id} is closing`, { retryable: true }));
       job.resolve(); // a handler that ignores its abort must not hold the transport's close
     }
+    this.flush(); // the answers of this turn go before the transport can close
     if (this.beatTimer !== null) clearInterval(this.beatTimer);
     this.beatTimer = null;
     await this.control?.unsubscribe().catch(() => {});

@@ -3,11 +3,12 @@
  * topic, where the registry's router sends them), runs the node's handler on them with the
  * node's input validation, middlewares and concurrency, and answers the owner of the trace.
  *
- * - It acknowledges a task as soon as it holds it, and sends a heartbeat for every task it holds
- *   every third of the lease, so the owner sends a task again only when this worker is gone.
- *   What it sends an owner in one turn of the event loop goes out together at the end of the
- *   turn: the tasks taken in it are acknowledged by one `beat`, and the answers share one socket
- *   write (see `send`).
+ * - It acknowledges a task shortly after it took it (`ACK_DELAY_MS`, at most a tenth of the
+ *   lease), all the tasks of an owner taken meanwhile by one `beat`, and leaves out those it has
+ *   answered by then (the answer says more: a short task costs no acknowledgement at all). It
+ *   sends a heartbeat for every task it holds every third of the lease, so the owner sends a task
+ *   again only when this worker is gone. Its answers of one turn of the event loop go out
+ *   together at the end of the turn, to share one socket write (see `send`).
  * - A task it holds already (the broker's own redelivery, or the owner's after a missed
  *   heartbeat) is not run twice: it is acknowledged again, and the answer goes to whichever owner
  *   asked last. A task it finished lately gets the same answer again.
@@ -81,6 +82,11 @@ export interface WorkerStats {
 
 /** Finished tasks whose answer is kept to answer a redelivery. */
 const RECENT_MAX = 10_000;
+/**
+ * How long after it takes a task the worker acknowledges it, at most (and at most a tenth of the
+ * lease): a task answered by then needs no acknowledgement, and those taken meanwhile share one.
+ */
+const ACK_DELAY_MS = 20;
 /** How long an abort or cancel is remembered for a task that comes after it. */
 const ABORT_MEMORY_MS = 60_000;
 
@@ -194,13 +200,17 @@ export class Worker {
   private idle: (() => void)[] = [];
   private counts = { completed: 0, failed: 0, duplicates: 0, busy: 0, dropped: 0 };
   private readonly maxQueued: number;
-  /** What this turn of the event loop sends at its end (see {@link send}, {@link acknowledge}). */
+  /** The answers this turn of the event loop sends at its end (see {@link send}). */
   private outbox: { readonly topic: string; readonly about: Envelope; readonly message: WorkerMessage }[] = [];
-  private taken = new Map<string, { readonly about: Envelope; readonly ks: string[] }>();
   private flushTimer: ReturnType<typeof setImmediate> | null = null;
+  /** Tasks taken and not yet acknowledged, per owner topic (see {@link acknowledge}). */
+  private taken = new Map<string, { readonly about: Envelope; readonly ks: string[] }>();
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly ackDelayMs: number;
 
   constructor(private readonly options: WorkerOptions) {
     this.maxQueued = options.maxQueued ?? 1_024;
+    this.ackDelayMs = Math.min(ACK_DELAY_MS, Math.floor(options.leaseMs / 10));
   }
 
   get id(): string {
@@ -495,33 +505,42 @@ export class Worker {
   }
 
   /**
-   * Acknowledges a task it took: with the other tasks of the same owner taken in this turn, as one
-   * `beat` (what an `ack` does, for many keys) at the end of the turn — tasks come in batches (one
-   * socket read holds many), and an ack each doubled the messages of a short task.
+   * Acknowledges a task it took, `ackDelayMs` later: with the other tasks of the same owner taken
+   * meanwhile, as one `beat` (what an `ack` does, for many keys), and only if it still holds it.
+   * An acknowledgement per task doubled the messages of a short one; the delay takes a tenth of
+   * the lease at most (the owner's lease runs from when it sent the task).
    */
   private acknowledge(job: Job): void {
     let b = this.taken.get(job.reply);
     if (b === undefined) this.taken.set(job.reply, (b = { about: job.env, ks: [] }));
     b.ks.push(job.key);
-    this.flushSoon();
+    if (this.ackTimer === null) {
+      this.ackTimer = setTimeout(() => this.flushAcks(), this.ackDelayMs);
+      this.ackTimer.unref();
+    }
+  }
+
+  private flushAcks(): void {
+    if (this.ackTimer !== null) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    const taken = this.taken;
+    this.taken = new Map();
+    for (const [topic, b] of taken) {
+      const ks = b.ks.filter((k) => this.active.has(k));
+      if (ks.length > 0) this.publish(topic, b.about, { t: 'beat', ks, w: this.id });
+    }
   }
 
   private flushSoon(): void {
     this.flushTimer ??= setImmediate(() => this.flush());
   }
 
-  /** Sends what this turn acknowledged (still held: a finished task's answer says more), then its answers, in order. */
+  /** Sends the answers of this turn, in order. */
   private flush(): void {
     if (this.flushTimer !== null) clearImmediate(this.flushTimer);
     this.flushTimer = null;
-    const taken = this.taken;
     const outbox = this.outbox;
-    this.taken = new Map();
     this.outbox = [];
-    for (const [topic, b] of taken) {
-      const ks = b.ks.filter((k) => this.active.has(k));
-      if (ks.length > 0) this.publish(topic, b.about, { t: 'beat', ks, w: this.id });
-    }
     for (const o of outbox) this.publish(o.topic, o.about, o.message);
   }
 
@@ -566,6 +585,7 @@ export class Worker {
       this.abortJob(job, new RoostError('ROOST_ERR_INVALID_STATE', `worker ${this.id} is closing`, { retryable: true }));
       job.resolve(); // a handler that ignores its abort must not hold the transport's close
     }
+    this.flushAcks();
     this.flush(); // the answers of this turn go before the transport can close
     if (this.beatTimer !== null) clearInterval(this.beatTimer);
     this.beatTimer = null;

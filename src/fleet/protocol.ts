@@ -78,9 +78,12 @@ export interface WireError {
 
 /** What a worker sends the owner, about the dispatch `k`. */
 export type WorkerMessage =
-  /** It took the task; the lease now runs from here. */
+  /** It took the task; the lease now runs from here. (Workers now acknowledge with a `beat`; an owner still takes this.) */
   | { readonly t: 'ack'; readonly k: string; readonly w: string }
-  /** Still running these (one message per owner every third of the lease). */
+  /**
+   * Holding these: the tasks it took in one turn of the event loop (their acknowledgement), and
+   * every third of the lease all it still holds (one message per owner).
+   */
   | { readonly t: 'beat'; readonly ks: readonly string[]; readonly w: string }
   /**
    * `ctx.emit`, `ctx.reply` and `ctx.chunk` of the handler, in order, numbered from 0 per run

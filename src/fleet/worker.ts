@@ -3,8 +3,12 @@
  * topic, where the registry's router sends them), runs the node's handler on them with the
  * node's input validation, middlewares and concurrency, and answers the owner of the trace.
  *
- * - It acknowledges a task as soon as it holds it, and sends a heartbeat for every task it holds
- *   every third of the lease, so the owner sends a task again only when this worker is gone.
+ * - It acknowledges a task shortly after it took it (`ACK_DELAY_MS`, at most a tenth of the
+ *   lease), all the tasks of an owner taken meanwhile by one `beat`, and leaves out those it has
+ *   answered by then (the answer says more: a short task costs no acknowledgement at all). It
+ *   sends a heartbeat for every task it holds every third of the lease, so the owner sends a task
+ *   again only when this worker is gone. Its answers of one turn of the event loop go out
+ *   together at the end of the turn, to share one socket write (see `send`).
  * - A task it holds already (the broker's own redelivery, or the owner's after a missed
  *   heartbeat) is not run twice: it is acknowledged again, and the answer goes to whichever owner
  *   asked last. A task it finished lately gets the same answer again.
@@ -81,6 +85,11 @@ const RECENT_MAX = 2_000;
 const RECENT_LEASES = 3;
 /** Step results and checkpoints a worker without a store keeps at most (the oldest go first). */
 const MEMORY_MAX = 2_000;
+/**
+ * How long after it takes a task the worker acknowledges it, at most (and at most a tenth of the
+ * lease): a task answered by then needs no acknowledgement, and those taken meanwhile share one.
+ */
+const ACK_DELAY_MS = 20;
 /** How long an abort or cancel is remembered for a task that comes after it. */
 const ABORT_MEMORY_MS = 60_000;
 
@@ -195,9 +204,17 @@ export class Worker {
   private idle: (() => void)[] = [];
   private counts = { completed: 0, failed: 0, duplicates: 0, busy: 0, dropped: 0 };
   private readonly maxQueued: number;
+  /** The answers this turn of the event loop sends at its end (see {@link send}). */
+  private outbox: { readonly topic: string; readonly about: Envelope; readonly message: WorkerMessage }[] = [];
+  private flushTimer: ReturnType<typeof setImmediate> | null = null;
+  /** Tasks taken and not yet acknowledged, per owner topic (see {@link acknowledge}). */
+  private taken = new Map<string, { readonly about: Envelope; readonly ks: string[] }>();
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly ackDelayMs: number;
 
   constructor(private readonly options: WorkerOptions) {
     this.maxQueued = options.maxQueued ?? 1_024;
+    this.ackDelayMs = Math.min(ACK_DELAY_MS, Math.floor(options.leaseMs / 10));
   }
 
   get id(): string {
@@ -275,7 +292,7 @@ export class Worker {
       this.counts.duplicates++;
       held.reply = reply; // a new owner (after a takeover) gets the answer
       held.epoch = epoch;
-      this.send(reply, env, { t: 'ack', k: key, w: this.id });
+      this.acknowledge(held);
       return;
     }
     const done = this.recent.get(key);
@@ -301,7 +318,7 @@ export class Worker {
     }
     const job = new Job(key, env, hosted, reply, epoch);
     this.active.set(key, job);
-    this.send(reply, env, { t: 'ack', k: key, w: this.id });
+    this.acknowledge(job);
     if (hosted.running < hosted.node.policy.concurrency) this.run(job);
     else hosted.queue.push(job);
   }
@@ -512,7 +529,58 @@ export class Worker {
 
   // ---- answers --------------------------------------------------------------------------------
 
+  /**
+   * Answers go out at the end of the turn of the event loop, all of that turn's together: each
+   * handler finishes in a callback of its own (a timer, a socket read), and a publish sent from
+   * each would cost a socket write (and on NATS a flush round trip) per answer; sent together they
+   * share one. Within a turn they keep their order.
+   */
   private send(topic: string, about: Envelope, message: WorkerMessage): void {
+    this.outbox.push({ topic, about, message });
+    this.flushSoon();
+  }
+
+  /**
+   * Acknowledges a task it took, `ackDelayMs` later: with the other tasks of the same owner taken
+   * meanwhile, as one `beat` (what an `ack` does, for many keys), and only if it still holds it.
+   * An acknowledgement per task doubled the messages of a short one; the delay takes a tenth of
+   * the lease at most (the owner's lease runs from when it sent the task).
+   */
+  private acknowledge(job: Job): void {
+    let b = this.taken.get(job.reply);
+    if (b === undefined) this.taken.set(job.reply, (b = { about: job.env, ks: [] }));
+    b.ks.push(job.key);
+    if (this.ackTimer === null) {
+      this.ackTimer = setTimeout(() => this.flushAcks(), this.ackDelayMs);
+      this.ackTimer.unref();
+    }
+  }
+
+  private flushAcks(): void {
+    if (this.ackTimer !== null) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    const taken = this.taken;
+    this.taken = new Map();
+    for (const [topic, b] of taken) {
+      const ks = b.ks.filter((k) => this.active.has(k));
+      if (ks.length > 0) this.publish(topic, b.about, { t: 'beat', ks, w: this.id });
+    }
+  }
+
+  private flushSoon(): void {
+    this.flushTimer ??= setImmediate(() => this.flush());
+  }
+
+  /** Sends the answers of this turn, in order. */
+  private flush(): void {
+    if (this.flushTimer !== null) clearImmediate(this.flushTimer);
+    this.flushTimer = null;
+    const outbox = this.outbox;
+    this.outbox = [];
+    for (const o of outbox) this.publish(o.topic, o.about, o.message);
+  }
+
+  private publish(topic: string, about: Envelope, message: WorkerMessage): void {
     this.options.transport.publish(topic, messageEnvelope(about, about.to, about.from, message)).catch((error: unknown) => {
       // The owner sends the task again when its lease runs out; the answer is kept for that.
       this.logger.warn({ err: ensureError(error), traceId: about.traceId, node: about.to }, 'answering the owner of a task failed');
@@ -527,7 +595,7 @@ export class Worker {
       if (b === undefined) byOwner.set(job.reply, (b = { about: job.env, ks: [] }));
       b.ks.push(job.key);
     }
-    for (const [topic, b] of byOwner) this.send(topic, b.about, { t: 'beat', ks: b.ks, w: this.id });
+    for (const [topic, b] of byOwner) this.publish(topic, b.about, { t: 'beat', ks: b.ks, w: this.id });
   }
 
   /**
@@ -561,6 +629,8 @@ export class Worker {
     for (const job of [...this.active.values()]) {
       this.abortJob(job, new RoostError('ROOST_ERR_INVALID_STATE', `worker ${this.id} is closing`, { retryable: true }));
     }
+    this.flushAcks();
+    this.flush(); // the answers of this turn go before the transport can close
     if (this.beatTimer !== null) clearInterval(this.beatTimer);
     this.beatTimer = null;
     await this.control?.unsubscribe().catch(() => {});

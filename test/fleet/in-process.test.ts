@@ -4,7 +4,7 @@
  * fleet.test.ts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { InProcessBroker, InProcessTransport, createRuntime, node, type Runtime, type RoostEvent, type Handler } from '../../src/index.js';
+import { InProcessBroker, InProcessTransport, createRuntime, node, type Envelope, type Runtime, type RoostEvent, type Handler } from '../../src/index.js';
 import { until } from '../helpers/runtime.js';
 
 const open: Runtime[] = [];
@@ -201,6 +201,62 @@ describe('fleet over the in-process transport', () => {
     expect(held.filter((w) => w === 'big')).toHaveLength(7);
     for (const r of release) r();
     await Promise.all(traces.map((t) => flow.fetch(t.traceId)));
+  });
+
+  it('acknowledges the tasks taken together, shortly after, and a task answered by then not at all; answers of one turn go out in one run', async () => {
+    // What the worker publishes to the owner, grouped by synchronous run (a microtask checkpoint
+    // ends one): a transport writes what one run publishes as one socket write.
+    const runs: { t: string; ks: number }[][] = [];
+    let run: { t: string; ks: number }[] | null = null;
+    class Recording extends InProcessTransport {
+      override publish(topic: string, env: Envelope): Promise<void> {
+        if (topic.includes('/owner/')) {
+          if (run === null) {
+            runs.push((run = []));
+            queueMicrotask(() => (run = null));
+          }
+          const m = env.payload as { t: string; ks?: string[] };
+          run.push({ t: m.t, ks: m.ks?.length ?? 0 });
+        }
+        return super.publish(topic, env);
+      }
+    }
+    const broker = new InProcessBroker();
+    const ns = `t${Math.random().toString(36).slice(2, 8)}`;
+    const release: (() => void)[] = [];
+    const app: App = {
+      policy: { concurrency: 8 },
+      // n > 100: a short task (5 ms); else one that waits to be released.
+      mid: (env) => new Promise((resolve) => ((env.payload as { n: number }).n > 100 ? setTimeout(() => resolve(env.payload), 5) : release.push(() => resolve(env.payload)))),
+    };
+    const w = createRuntime({ logger: false, drainTimeoutMs: 1_000, fleet: { transport: new Recording({ broker }), namespace: ns, id: 'w', role: 'worker', host: ['f/mid'] } });
+    setup(w, app);
+    open.push(w);
+    await w.start();
+    const owner = createRuntime({ logger: false, drainTimeoutMs: 1_000, fleet: { transport: new InProcessTransport({ broker }), namespace: ns, id: 'owner', remote: ['f/mid'] } });
+    setup(owner, app);
+    open.push(owner);
+    await owner.start();
+    const flow = owner.getFlow('f')!;
+    const traces = await Promise.all(Array.from({ length: 8 }, (_, n) => flow.emit({ n })));
+    await until(() => release.length === 8, 5_000, 'the worker runs all 8');
+    // The 8 tasks came together: acknowledged by one beat, no ack each.
+    await until(() => runs.length > 0, 5_000, 'the acknowledgement');
+    expect(runs).toEqual([[{ t: 'beat', ks: 8 }]]);
+    // The handlers finish in 8 callbacks of one turn (immediates queued together run in one check
+    // phase, microtasks between them): their answers still go out in one run.
+    for (const r of release) setImmediate(r);
+    const results = await Promise.all(traces.map((t) => flow.fetch(t.traceId)));
+    expect(results).toEqual(Array.from({ length: 8 }, (_, n) => ({ n: n + 1, c: true })));
+    const answers = runs.filter((r) => r.some((m) => m.t === 'done'));
+    expect(answers).toHaveLength(1);
+    expect(answers[0]!.filter((m) => m.t === 'done')).toHaveLength(8);
+    // A task answered within the acknowledgement's delay: its answer is all the owner hears of it.
+    runs.length = 0;
+    const quick = await flow.emit({ n: 200 });
+    await expect(flow.fetch(quick.traceId)).resolves.toEqual({ n: 201, c: true });
+    await new Promise((r) => setTimeout(r, 50)); // past the acknowledgement's delay
+    expect(runs.flat()).toEqual([{ t: 'done', ks: 0 }]);
   });
 
   it('refuses options that name no node, and bad option values', async () => {

@@ -14,8 +14,11 @@
  *   asked last. A task it finished lately gets the same answer again.
  * - `ctx.step` and `ctx.checkpoint` go to this process's store: with the fleet's shared
  *   PostgreSQL, a step recorded by a worker that died is not run again by the next one.
- * - An abort (the owner's timeout) or a cancel of the trace aborts the handler's signal; a task
- *   whose abort came first is refused. The envelope's deadline aborts it here too.
+ * - The node's `timeoutMs` is the worker's to enforce, from when the run starts here (time a task
+ *   waits for a slot does not count): at it, the handler's signal aborts and the owner gets
+ *   `ROOST_ERR_NODE_TIMEOUT` at once (its retries apply), as for a local run. The envelope's
+ *   deadline aborts it here too. A cancel of the trace, or an abort from the owner, aborts the
+ *   handler's signal; a task whose abort came first is refused.
  */
 import type { Envelope } from '../envelope/envelope.js';
 import { toJsonWithin } from '../envelope/codec.js';
@@ -104,6 +107,8 @@ class Job {
   readonly controller = new AbortController();
   timer: ReturnType<typeof setTimeout> | null = null;
   over = false;
+  /** Timed out here while its handler still runs (it counts as abandoned until it settles). */
+  abandoned = false;
   /** ctx.emit, ctx.reply and ctx.chunk calls so far: numbered, so an owner skips those a rerun repeats. */
   relays = 0;
   constructor(
@@ -343,12 +348,17 @@ export class Worker {
     const at = Math.min(timeoutAt, env.deadline ?? Infinity);
     if (at !== Infinity) {
       job.timer = setTimeout(() => {
+        job.timer = null;
         const byDeadline = env.deadline !== null && env.deadline <= Date.now();
-        job.controller.abort(
-          byDeadline
-            ? new RoostError('ROOST_ERR_DEADLINE_EXCEEDED', `trace ${env.traceId}: deadline passed while node ${node.name} ran`, { details: { node: node.name, deadline: env.deadline } })
-            : new RoostError('ROOST_ERR_NODE_TIMEOUT', `node ${node.name} timed out after ${node.policy.timeoutMs} ms`, { details: { node: node.name, timeoutMs: node.policy.timeoutMs, attempt: env.attempt } }),
-        );
+        const error = byDeadline
+          ? new RoostError('ROOST_ERR_DEADLINE_EXCEEDED', `trace ${env.traceId}: deadline passed while node ${node.name} ran`, { details: { node: node.name, deadline: env.deadline } })
+          : new RoostError('ROOST_ERR_NODE_TIMEOUT', `node ${node.name} timed out after ${node.policy.timeoutMs} ms`, { details: { node: node.name, timeoutMs: node.policy.timeoutMs, attempt: env.attempt } });
+        job.controller.abort(error);
+        // As a local run: the attempt is over now (answered, its slot free); a handler that
+        // goes on past its abort counts against its agent's abandoned runs until it settles.
+        job.abandoned = true;
+        node.agent?.abandonedStarted();
+        this.finish(job, null, error);
       }, Math.max(0, at - now));
       job.timer.unref();
     }
@@ -368,7 +378,13 @@ export class Worker {
 
   /** A job ends; `ran`: it held a run slot (a queued job aborted before it ran did not). */
   private finish(job: Job, value: unknown, error: Error | null, ran = true): void {
-    if (job.over) return;
+    if (job.over) {
+      if (job.abandoned) {
+        job.abandoned = false; // the abandoned handler settled
+        job.hosted.node.agent?.abandonedSettled();
+      }
+      return;
+    }
     job.over = true;
     if (job.timer !== null) clearTimeout(job.timer);
     const hosted = job.hosted;

@@ -144,7 +144,9 @@ export class Flow implements RunnerFlow, SubflowTarget {
       // A node the fleet's workers run: its handler sends the envelope to them, and its
       // concurrency is the envelopes out with them at once (each worker has the node's own).
       const remote = n.kind === 'handler' ? host.remoteNode(this.name, n.name) : null;
-      const policy = remote === null ? resolved : { ...resolved, concurrency: remote.concurrency };
+      // Its timeout is the worker's (from when the run starts there, not while it waits for a
+      // slot); the deadline stays the owner's too.
+      const policy = remote === null ? resolved : { ...resolved, concurrency: remote.concurrency, timeoutMs: null };
       // A remote node's runs are the workers' (each counts its own): they reserve nothing here.
       concurrency += n.kind === 'join' || remote !== null ? 0 : policy.concurrency;
       return { n, agent, policy, remote };

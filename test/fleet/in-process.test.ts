@@ -122,7 +122,7 @@ describe('fleet over the in-process transport', () => {
     expect(aborted).toMatchObject({ code: 'ROOST_ERR_TRACE_CANCELLED' });
   });
 
-  it('a node timeout at the owner aborts the worker\'s handler, and the retry runs again', async () => {
+  it('a node timeout aborts the worker\'s handler, and the retry runs again', async () => {
     const reasons: string[] = [];
     let calls = 0;
     const { owner } = await fleet({
@@ -141,6 +141,34 @@ describe('fleet over the in-process transport', () => {
     await expect(flow.fetch(traceId)).resolves.toEqual({ n: 2, c: true });
     await until(() => reasons.length === 1, 5_000, 'the first attempt aborted on the worker');
     expect(reasons[0]).toBe('ROOST_ERR_NODE_TIMEOUT');
+  });
+
+  it('a remote node\'s timeout runs from the start of the run on the worker, not while the task waits there for a slot', async () => {
+    // Concurrency 1 on the worker, 30 tasks of 100 ms each, a timeout of 1 s: most wait longer
+    // than the timeout for their slot, none runs longer than it.
+    const { owner } = await fleet({ policy: { concurrency: 1, timeoutMs: 1_000 }, mid: (env) => new Promise((r) => setTimeout(() => r(env.payload), 100)) });
+    const flow = owner.getFlow('f')!;
+    const traces = await Promise.all(Array.from({ length: 30 }, (_, i) => flow.emit({ n: i })));
+    const outcomes = await Promise.all(traces.map((t) => flow.fetch(t.traceId).then(() => 'ok', (e: { code?: string }) => e.code ?? 'error')));
+    expect(outcomes.filter((o) => o !== 'ok')).toEqual([]);
+  }, 20_000);
+
+  it('a handler that ignores its abort past the timeout: the owner hears of the timeout at once, and retries', async () => {
+    let calls = 0;
+    const { owner, workers } = await fleet({
+      policy: { timeoutMs: 200, retries: 1 },
+      mid: (env) => {
+        calls++;
+        return calls === 1 ? new Promise(() => {}) : env.payload; // the first never settles
+      },
+    });
+    const flow = owner.getFlow('f')!;
+    const start = Date.now();
+    const { traceId } = await flow.emit({ n: 1 });
+    await expect(flow.fetch(traceId)).resolves.toEqual({ n: 2, c: true });
+    expect(Date.now() - start).toBeLessThan(1_500); // not a lease (2 s): the worker answered the timeout
+    expect(calls).toBe(2);
+    expect(workers[0]!.listAgents().find((a) => a.name === 'mid')!.abandoned).toBe(1);
   });
 
   it('a worker that stops answering: the lease runs out and another worker gets the envelope', async () => {

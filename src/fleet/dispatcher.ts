@@ -36,6 +36,7 @@ import {
   workTopic,
   workerTopic,
   type ControlMessage,
+  type RelayedMessage,
   type WorkerMessage,
 } from './protocol.js';
 
@@ -321,11 +322,16 @@ export class Dispatcher {
       case 'ack':
         this.renew(d, m.w, now);
         return;
-      case 'emit':
+      case 'emit': {
         this.renew(d, m.w, now);
-        if (!this.nextRelay(d, m.n)) return;
-        d.chain = d.chain.then(() => ctx.emit(m.v, m.to === undefined ? undefined : { to: m.to })).catch((error: unknown) => this.relayFailed(d, error));
+        const went = (): void => this.relayed(d, m.w, m.n);
+        if (!this.nextRelay(d, m.n)) {
+          went(); // a rerun's repeat of one that went on already
+          return;
+        }
+        d.chain = d.chain.then(() => ctx.emit(m.v, m.to === undefined ? undefined : { to: m.to })).then(went, (error: unknown) => this.relayFailed(d, error));
         return;
+      }
       case 'reply':
         this.renew(d, m.w, now);
         if (!this.nextRelay(d, m.n)) return;
@@ -356,6 +362,14 @@ export class Dispatcher {
       case 'beat':
         return; // handled in onMessage
     }
+  }
+
+  /** Tells worker `w` that its emit `n` went on (found room after the node): its `ctx.emit` resolves. */
+  private relayed(d: Dispatch, w: string, n: number): void {
+    const message: RelayedMessage = { t: 'relayed', k: d.key, n };
+    this.options.transport.publish(workerTopic(this.options.namespace, w), messageEnvelope(d.env, d.node, d.node, message)).catch((error: unknown) => {
+      this.options.logger.warn({ err: ensureError(error), traceId: d.env.traceId, node: d.node }, 'telling a worker its emit went on failed; its handler waits until its run ends');
+    });
   }
 
   /** Whether relayed call `n` is new (a rerun repeats the ones relayed already: skipped). */

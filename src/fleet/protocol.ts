@@ -99,6 +99,24 @@ export type WorkerMessage =
   /** The worker has no room now: send it again (to another one), it does not count as an attempt. */
   | { readonly t: 'busy'; readonly k: string; readonly w: string };
 
+/**
+ * What an owner sends a worker on the worker's own topic: the relayed `ctx.emit` number `n` of
+ * task `k` went on (room was found on the edges after the node), so the handler's `emit` resolves:
+ * the flow's backpressure reaches a handler on another process.
+ */
+export interface RelayedMessage {
+  readonly t: 'relayed';
+  readonly k: string;
+  readonly n: number;
+}
+
+/** The payload as a {@link RelayedMessage}, or null. */
+export function readRelayedMessage(payload: unknown): RelayedMessage | null {
+  if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) return null;
+  const o = payload as Record<string, unknown>;
+  return o['t'] === 'relayed' && typeof o['k'] === 'string' && Number.isInteger(o['n']) ? (o as unknown as RelayedMessage) : null;
+}
+
 /** What goes to every worker on the control topic. */
 export type ControlMessage =
   /** Abort one dispatch (its run timed out at the owner). */

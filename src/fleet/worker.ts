@@ -39,6 +39,7 @@ import {
   fromWire,
   messageEnvelope,
   readControlMessage,
+  readRelayedMessage,
   wireError,
   workGroup,
   workTopic,
@@ -109,6 +110,8 @@ class Job {
   over = false;
   /** Timed out here while its handler still runs (it counts as abandoned until it settles). */
   abandoned = false;
+  /** `ctx.emit` calls waiting for their owner to say they went on (its backpressure), by number. */
+  readonly waiting = new Map<number, { readonly resolve: () => void; readonly reject: (error: Error) => void }>();
   /** ctx.emit, ctx.reply and ctx.chunk calls so far: numbered, so an owner skips those a rerun repeats. */
   relays = 0;
   constructor(
@@ -283,6 +286,10 @@ export class Worker {
    * receive maximum caps messages in handling); `maxQueued` and `busy` bound what it holds.
    */
   private onTask(env: Envelope): void {
+    if (env.kind === 'event') {
+      this.onRelayed(env);
+      return;
+    }
     const reply = env.headers[H_REPLY];
     const flow = env.headers[H_FLOW];
     const epoch = env.headers[H_EPOCH] ?? '';
@@ -389,6 +396,7 @@ export class Worker {
     if (job.timer !== null) clearTimeout(job.timer);
     const hosted = job.hosted;
     if (ran) hosted.running--;
+    this.settleWaiting(job, error ?? new RoostError('ROOST_ERR_INVALID_STATE', `ctx.emit: the run of ${hosted.node.name} is over`, { field: 'ctx.emit', expected: 'a call while the handler runs' }));
     hosted.node.agent?.recordRun(error !== null, Date.now());
     const w = this.id;
     let message: WorkerMessage;
@@ -437,7 +445,32 @@ export class Worker {
     }
     const n = job.relays++;
     const message: WorkerMessage = t === 'emit' ? { t, k: job.key, w: this.id, n, v, ...(to === undefined ? {} : { to }) } : { t, k: job.key, w: this.id, n, v };
-    return this.options.transport.publish(job.reply, messageEnvelope(job.env, job.env.to, job.env.from, message));
+    const sent = this.options.transport.publish(job.reply, messageEnvelope(job.env, job.env.to, job.env.from, message));
+    if (t !== 'emit') return sent;
+    // An emit resolves when the owner says it went on: the flow's backpressure, as in one process.
+    const went = new Promise<void>((resolve, reject) => job.waiting.set(n, { resolve, reject }));
+    return sent.then(() => went);
+  }
+
+  /** An owner says a relayed emit went on. */
+  private onRelayed(env: Envelope): void {
+    const m = readRelayedMessage(env.payload);
+    if (m === null) {
+      this.counts.dropped++;
+      return;
+    }
+    const job = this.active.get(m.k);
+    const w = job?.waiting.get(m.n);
+    if (w === undefined) return;
+    job!.waiting.delete(m.n);
+    w.resolve();
+  }
+
+  /** The emits of `job` still waiting for their owner fail: the run is over or aborted. */
+  private settleWaiting(job: Job, reason: Error): void {
+    if (job.waiting.size === 0) return;
+    for (const w of job.waiting.values()) w.reject(reason);
+    job.waiting.clear();
   }
 
   /** @internal ctx.step: recorded in the store, so no worker runs it again for this input. */
@@ -527,6 +560,7 @@ export class Worker {
   /** Aborts a job's signal; one still waiting for a slot is answered at once. */
   private abortJob(job: Job, reason: Error): void {
     job.controller.abort(reason);
+    this.settleWaiting(job, reason);
     const queue = job.hosted.queue;
     const i = queue.indexOf(job);
     if (i >= 0) {

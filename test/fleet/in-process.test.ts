@@ -171,6 +171,38 @@ describe('fleet over the in-process transport', () => {
     expect(workers[0]!.listAgents().find((a) => a.name === 'mid')!.abandoned).toBe(1);
   });
 
+  it('backpressure crosses processes: a worker\'s ctx.emit waits while the owner\'s next edge is full', async () => {
+    const broker = new InProcessBroker();
+    const ns = `t${Math.random().toString(36).slice(2, 8)}`;
+    const seen: number[] = [];
+    let handlerMs = -1;
+    const app = (rt: Runtime): void => {
+      const mid = node('mid', async (_env, ctx) => {
+        const start = Date.now();
+        for (let i = 0; i < 30; i++) await ctx.emit({ i });
+        handlerMs = Date.now() - start;
+        return undefined;
+      });
+      const slow = node('slow', (env) => new Promise((r) => setTimeout(() => r(seen.push((env.payload as { i: number }).i)), 10)));
+      rt.flow({ name: 'bp', edges: [mid.to(slow), slow.to()], queueCapacity: 2 });
+    };
+    const w = createRuntime({ logger: false, drainTimeoutMs: 500, fleet: { transport: new InProcessTransport({ broker }), namespace: ns, id: 'w', role: 'worker', host: ['bp/mid'] } });
+    app(w);
+    open.push(w);
+    await w.start();
+    const owner = createRuntime({ logger: false, drainTimeoutMs: 500, fleet: { transport: new InProcessTransport({ broker }), namespace: ns, id: 'o', remote: ['bp/mid'] } });
+    app(owner);
+    open.push(owner);
+    await owner.start();
+    const flow = owner.getFlow('bp')!;
+    const { traceId } = await flow.emit({});
+    await flow.fetch(traceId);
+    expect(seen).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    // 30 emits into an edge of 2 in front of a 10 ms node: the handler keeps the node's pace
+    // (about 280 ms); without backpressure its emits would all resolve within a few ms.
+    expect(handlerMs).toBeGreaterThan(150);
+  });
+
   it('a worker that stops answering: the lease runs out and another worker gets the envelope', async () => {
     let first = true;
     const { owner, workers, events } = await fleet(

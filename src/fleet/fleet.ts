@@ -213,6 +213,13 @@ export class Fleet implements FleetView {
     return { handler: this.dispatcher.handler(flow, node), concurrency: this.options.maxInFlight };
   }
 
+  /** The runtime began to drain: presence says `draining` at once, so routers stop picking this process. */
+  draining(): void {
+    if (this.leaving) return;
+    this.leaving = true;
+    this.presence?.refresh().catch(() => {});
+  }
+
   /** The runtime is closing and leaves its unfinished traces in the journal: workers are not told to abort them. */
   suspend(): void {
     this.dispatcher?.suspend();

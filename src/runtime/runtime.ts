@@ -754,6 +754,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
       return Promise.reject(ensureError(error));
     }
     for (const agent of this.agents.values()) agent.setLifecycle('draining');
+    this.fleet?.draining();
     this.draining = this.waitIdle(options.timeoutMs).then(() => this.shutdown());
     return this.draining;
   }

@@ -319,6 +319,13 @@ describe('fleet over the in-process transport', () => {
     expect(runs.flat()).toEqual([{ t: 'done', ks: 0 }]);
   });
 
+  it('a process that begins to drain says draining in its presence at once', async () => {
+    const { owner, workers } = await fleet({ mid: (env) => env.payload });
+    await until(() => owner.fleet!.list().some((p) => p.id === 'w0' && p.status === 'available'), 5_000, 'the worker available');
+    void workers[0]!.drain();
+    await until(() => owner.fleet!.list().some((p) => p.id === 'w0' && p.status === 'draining'), 2_000, 'the worker draining');
+  });
+
   it('refuses options that name no node, and bad option values', async () => {
     expect(() => createRuntime({ fleet: { transport: 'ftp://x' } })).toThrow(expect.objectContaining({ code: 'ROOST_ERR_INVALID_OPTION', field: 'fleet.transport' }));
     expect(() => createRuntime({ fleet: { transport: new InProcessTransport(), remote: ['nope'] } })).toThrow(expect.objectContaining({ field: 'fleet.remote' }));

@@ -111,7 +111,7 @@ class Job {
   /** Timed out here while its handler still runs (it counts as abandoned until it settles). */
   abandoned = false;
   /** `ctx.emit` calls waiting for their owner to say they went on (its backpressure), by number. */
-  readonly waiting = new Map<number, { readonly resolve: () => void; readonly reject: (error: Error) => void }>();
+  readonly waiting = new Map<number, { readonly resolve: () => void; readonly reject: (error: Error) => void; readonly message: WorkerMessage }>();
   /** ctx.emit, ctx.reply and ctx.chunk calls so far: numbered, so an owner skips those a rerun repeats. */
   relays = 0;
   constructor(
@@ -302,8 +302,11 @@ export class Worker {
     const held = this.active.get(key);
     if (held !== undefined) {
       this.counts.duplicates++;
+      const moved = held.reply !== reply || held.epoch !== epoch;
       held.reply = reply; // a new owner (after a takeover) gets the answer
       held.epoch = epoch;
+      // Emits waiting for the old owner's word go to the new one, which answers them.
+      if (moved) for (const w of held.waiting.values()) this.publish(reply, held.env, w.message);
       this.acknowledge(held);
       return;
     }
@@ -448,7 +451,7 @@ export class Worker {
     const sent = this.options.transport.publish(job.reply, messageEnvelope(job.env, job.env.to, job.env.from, message));
     if (t !== 'emit') return sent;
     // An emit resolves when the owner says it went on: the flow's backpressure, as in one process.
-    const went = new Promise<void>((resolve, reject) => job.waiting.set(n, { resolve, reject }));
+    const went = new Promise<void>((resolve, reject) => job.waiting.set(n, { resolve, reject, message }));
     return sent.then(() => went);
   }
 

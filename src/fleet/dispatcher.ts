@@ -108,9 +108,14 @@ class Dispatch {
     readonly reject: (error: Error) => void,
     now: number,
     leaseMs: number,
+    /** The node's timeout: the longest it may go unheld (see {@link unheldSince}), or null. */
+    readonly timeoutMs: number | null,
   ) {
     this.leaseUntil = now + leaseMs;
+    this.unheldSince = now;
   }
+  /** Since when no worker has acknowledged this delivery (null while one holds it). */
+  unheldSince: number | null;
 }
 
 /** See the module comment. */
@@ -146,9 +151,13 @@ export class Dispatcher {
     this.sweeper.unref();
   }
 
-  /** The handler of the remote node `node` of `flow`. */
-  handler(flow: string, node: string): Handler {
-    return (env, ctx) => this.dispatch(flow, node, env, ctx);
+  /**
+   * The handler of the remote node `node` of `flow`. `timeoutMs` (the node's) bounds how long an
+   * envelope may go without any worker holding it (none alive, none with room): then the run
+   * fails with `ROOST_ERR_NODE_TIMEOUT`. The run itself is timed by the worker that holds it.
+   */
+  handler(flow: string, node: string, timeoutMs: number | null): Handler {
+    return (env, ctx) => this.dispatch(flow, node, env, ctx, timeoutMs);
   }
 
   /**
@@ -174,7 +183,7 @@ export class Dispatcher {
     return { outstanding: this.out.size, ...this.counts };
   }
 
-  private dispatch(flow: string, node: string, env: Envelope, ctx: HandlerContext): Promise<unknown> {
+  private dispatch(flow: string, node: string, env: Envelope, ctx: HandlerContext, timeoutMs: number | null): Promise<unknown> {
     return new Promise<unknown>((resolve, reject) => {
       const key = dispatchKey(env.id, env.attempt);
       const signal = ctx.signal;
@@ -182,9 +191,10 @@ export class Dispatcher {
         reject(ensureError(signal.reason));
         return;
       }
-      const d = new Dispatch(key, flow, node, env, ctx, resolve, reject, Date.now(), this.options.leaseMs);
+      const d = new Dispatch(key, flow, node, env, ctx, resolve, reject, Date.now(), this.options.leaseMs, timeoutMs);
       this.out.set(key, d);
       this.counts.dispatched++;
+      signal.addEventListener('abort', () => this.aborted(d, ensureError(signal.reason)), { once: true });
       const before = this.journaled.get(env.id);
       if (before !== undefined) {
         // Resumed: the worker that held it may be running it still; it goes to that one first
@@ -196,7 +206,6 @@ export class Dispatcher {
         this.send(d);
         return;
       }
-      signal.addEventListener('abort', () => this.aborted(d, ensureError(signal.reason)), { once: true });
       const pick = this.options.pick;
       if (pick !== null) {
         const worker = pick(flow, node, (w) => (this.suspect(w) ? SUSPECT_LOAD : (this.perWorker.get(w) ?? 0)));
@@ -282,6 +291,8 @@ export class Dispatcher {
     const d = this.out.get(m.k);
     if (d === undefined) {
       this.counts.late++;
+      // A late emit (its dispatch settled, elsewhere or here) still waits for a word: it went nowhere, but must not hang.
+      if (m.t === 'emit') this.relayed(m.k, env, m.w, m.n);
       return;
     }
     this.handle(d, m, now);
@@ -312,6 +323,7 @@ export class Dispatcher {
     // The first worker to acknowledge this delivery holds it; another copy's beats only show it is alive.
     if (d.worker !== null) return;
     d.worker = worker;
+    d.unheldSince = null;
     // Who holds it is journaled (once per holder; heartbeats renew the lease in memory only).
     this.options.journal?.lease({ envelopeId: d.env.id, worker, delivery: d.delivery, until: d.leaseUntil });
   }
@@ -324,7 +336,7 @@ export class Dispatcher {
         return;
       case 'emit': {
         this.renew(d, m.w, now);
-        const went = (): void => this.relayed(d, m.w, m.n);
+        const went = (): void => this.relayed(d.key, d.env, m.w, m.n);
         if (!this.nextRelay(d, m.n)) {
           went(); // a rerun's repeat of one that went on already
           return;
@@ -347,6 +359,7 @@ export class Dispatcher {
         void d.chain.then(() => d.resolve(m.v));
         return;
       case 'fail':
+        if (m.e.code === 'ROOST_ERR_QUARANTINED' && d.worker !== null && m.w !== d.worker) return; // a stale copy's word
         if (m.e.code === 'ROOST_ERR_QUARANTINED' && ++d.quarantined <= MAX_QUARANTINED_ANSWERS) {
           // The agent is quarantined on that worker only: another may run it. Not an attempt.
           this.suspect(m.w, now + SUSPECT_MS_PER_LEASE * this.options.leaseMs);
@@ -357,6 +370,7 @@ export class Dispatcher {
         void d.chain.then(() => d.reject(fromWire(m.e)));
         return;
       case 'busy':
+        if (d.worker !== null && m.w !== d.worker) return; // a stale copy's word: another worker holds it
         this.redeliverLater(d, 'busy');
         return;
       case 'beat':
@@ -364,11 +378,11 @@ export class Dispatcher {
     }
   }
 
-  /** Tells worker `w` that its emit `n` went on (found room after the node): its `ctx.emit` resolves. */
-  private relayed(d: Dispatch, w: string, n: number): void {
-    const message: RelayedMessage = { t: 'relayed', k: d.key, n };
-    this.options.transport.publish(workerTopic(this.options.namespace, w), messageEnvelope(d.env, d.node, d.node, message)).catch((error: unknown) => {
-      this.options.logger.warn({ err: ensureError(error), traceId: d.env.traceId, node: d.node }, 'telling a worker its emit went on failed; its handler waits until its run ends');
+  /** Tells worker `w` that its emit `n` of task `k` went on (found room after the node): its `ctx.emit` resolves. */
+  private relayed(k: string, about: Envelope, w: string, n: number): void {
+    const message: RelayedMessage = { t: 'relayed', k, n };
+    this.options.transport.publish(workerTopic(this.options.namespace, w), messageEnvelope(about, about.to, about.to, message)).catch((error: unknown) => {
+      this.options.logger.warn({ err: ensureError(error), traceId: about.traceId }, 'telling a worker its emit went on failed; it sends the emit again with its next heartbeat');
     });
   }
 
@@ -403,6 +417,7 @@ export class Dispatcher {
     if (reason === 'lease_expired') d.busy = 0;
     d.delivery++;
     d.worker = null;
+    d.unheldSince ??= Date.now();
     d.direct = null; // again: to the group
     this.unpick(d);
     d.leaseUntil = Date.now() + this.options.leaseMs;
@@ -446,7 +461,20 @@ export class Dispatcher {
       return;
     }
     const lapsed: Dispatch[] = [];
-    for (const d of this.out.values()) if (d.leaseUntil <= now && d.busyTimer === null) lapsed.push(d);
+    const unheld: Dispatch[] = [];
+    for (const d of this.out.values()) {
+      if (d.timeoutMs !== null && d.unheldSince !== null && now - d.unheldSince >= d.timeoutMs) unheld.push(d);
+      else if (d.leaseUntil <= now && d.busyTimer === null) lapsed.push(d);
+    }
+    for (const d of unheld) {
+      // No worker took it within the node's timeout (none alive, or none with room): the run fails, and the owner's retries apply.
+      this.settle(d);
+      d.reject(
+        new RoostError('ROOST_ERR_NODE_TIMEOUT', `node ${d.node}: no worker of the fleet took the envelope within ${d.timeoutMs} ms`, {
+          details: { node: d.node, timeoutMs: d.timeoutMs, attempt: d.env.attempt, deliveries: d.delivery },
+        }),
+      );
+    }
     for (const d of lapsed) this.redeliver(d, 'lease_expired');
   }
 

@@ -206,11 +206,11 @@ export class Fleet implements FleetView {
   }
 
   /** How the node `node` of `flow` runs on the fleet's workers, or null when it runs here. */
-  remoteNode(flow: string, node: string): RemoteNode | null {
+  remoteNode(flow: string, node: string, timeoutMs: number | null): RemoteNode | null {
     const ref = `${flow}/${node}`;
     if (this.dispatcher === null || !this.options.remote.includes(ref)) return null;
     this.remoteUsed.add(ref);
-    return { handler: this.dispatcher.handler(flow, node), concurrency: this.options.maxInFlight };
+    return { handler: this.dispatcher.handler(flow, node, timeoutMs), concurrency: this.options.maxInFlight };
   }
 
   /** The runtime began to drain: presence says `draining` at once, so routers stop picking this process. */

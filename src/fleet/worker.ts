@@ -399,7 +399,11 @@ export class Worker {
     if (job.timer !== null) clearTimeout(job.timer);
     const hosted = job.hosted;
     if (ran) hosted.running--;
-    this.settleWaiting(job, error ?? new RoostError('ROOST_ERR_INVALID_STATE', `ctx.emit: the run of ${hosted.node.name} is over`, { field: 'ctx.emit', expected: 'a call while the handler runs' }));
+    // A run that returned: its emits go on at the owner anyway (relays come before the answer), so
+    // the ones still waiting resolve; a run that failed or was aborted fails them.
+    if (error === null) for (const w of job.waiting.values()) w.resolve();
+    else this.settleWaiting(job, error);
+    job.waiting.clear();
     hosted.node.agent?.recordRun(error !== null, Date.now());
     const w = this.id;
     let message: WorkerMessage;
@@ -451,8 +455,17 @@ export class Worker {
     const sent = this.options.transport.publish(job.reply, messageEnvelope(job.env, job.env.to, job.env.from, message));
     if (t !== 'emit') return sent;
     // An emit resolves when the owner says it went on: the flow's backpressure, as in one process.
+    // Until then it is sent again with every heartbeat (a lost answer, or a new owner).
     const went = new Promise<void>((resolve, reject) => job.waiting.set(n, { resolve, reject, message }));
-    return sent.then(() => went);
+    const p = sent.then(
+      () => went,
+      (error: unknown) => {
+        job.waiting.delete(n);
+        throw error;
+      },
+    );
+    p.catch(noop); // a handler that does not await its emit must not get an unhandled rejection
+    return p;
   }
 
   /** An owner says a relayed emit went on. */
@@ -649,6 +662,8 @@ export class Worker {
       b.ks.push(job.key);
     }
     for (const [topic, b] of byOwner) this.publish(topic, b.about, { t: 'beat', ks: b.ks, w: this.id });
+    // Emits whose owner has not said they went on: again (a lost answer; the owner answers repeats at once).
+    for (const job of this.active.values()) for (const w of job.waiting.values()) this.publish(job.reply, job.env, w.message);
   }
 
   /**
@@ -690,6 +705,8 @@ export class Worker {
     this.control = null;
   }
 }
+
+function noop(): void {}
 
 function validTopic(topic: string): boolean {
   try {

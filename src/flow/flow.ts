@@ -143,7 +143,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       const resolved = resolvePolicy(`flow(${this.name}).node(${n.name}).policy`, n.policy, agent?.policy);
       // A node the fleet's workers run: its handler sends the envelope to them, and its
       // concurrency is the envelopes out with them at once (each worker has the node's own).
-      const remote = n.kind === 'handler' ? host.remoteNode(this.name, n.name) : null;
+      const remote = n.kind === 'handler' ? host.remoteNode(this.name, n.name, resolved.timeoutMs) : null;
       // Its timeout is the worker's (from when the run starts there, not while it waits for a
       // slot); the deadline stays the owner's too.
       const policy = remote === null ? resolved : { ...resolved, concurrency: remote.concurrency, timeoutMs: null };

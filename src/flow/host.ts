@@ -50,7 +50,7 @@ export interface FlowHost {
   /** Counts a trace resumed from the journal (not refused by the in-flight limit: it was accepted already). */
   traceResumed(): void;
   /** How the fleet runs the handler node `node` of `flow` on its workers, or null when it runs here. */
-  remoteNode(flow: string, node: string): RemoteNode | null;
+  remoteNode(flow: string, node: string, timeoutMs: number | null): RemoteNode | null;
   /** A pending envelope of a remote node, resumed from the journal, had this lease (a worker may hold it still). */
   resumedLease(envelopeId: string, lease: DispatchLease): void;
 }

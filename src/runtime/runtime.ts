@@ -157,8 +157,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
   }
 
   /** @internal how the fleet runs a node remotely, or null (FlowHost). */
-  remoteNode(flow: string, node: string): RemoteNode | null {
-    return this.fleet === null ? null : this.fleet.remoteNode(flow, node);
+  remoteNode(flow: string, node: string, timeoutMs: number | null): RemoteNode | null {
+    return this.fleet === null ? null : this.fleet.remoteNode(flow, node, timeoutMs);
   }
 
   get journalEvents(): 'state' | 'all' | 'none' {

@@ -316,3 +316,141 @@ describe('fleet review: steps across attempts', () => {
     expect(counter.n).toBe(1);
   });
 });
+
+describe('fleet review, second pass', () => {
+  it('a fire-and-forget ctx.emit on a worker goes on and never becomes an unhandled rejection', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => void unhandled.push(e);
+    const listeners = process.listeners('unhandledRejection');
+    process.removeAllListeners('unhandledRejection');
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const broker = new InProcessBroker();
+      const space = ns();
+      const atC: unknown[] = [];
+      const app: App = {
+        onC: (p) => atC.push(p),
+        mid: (env, ctx) => {
+          void ctx.emit({ side: 1 }); // fine locally: resolves (or waits) and never rejects
+          return env.payload;
+        },
+      };
+      await startWorker(broker, space, 'w0', app, {});
+      const { rt } = await startOwner(broker, space, app, {});
+      const flow = rt.getFlow('f')!;
+      const { traceId } = await flow.emit({ n: 1 });
+      await flow.fetch(traceId).catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+      expect(atC).toHaveLength(2); // the emit did go on at the owner...
+      expect(unhandled).toEqual([]); // ...and the worker process saw no unhandled rejection
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      for (const l of listeners) process.on('unhandledRejection', l);
+    }
+  });
+
+  it('a dispatch resumed from the journal follows its run\'s abort: a cancelled trace\'s task goes to no worker', async () => {
+    const broker = new InProcessBroker();
+    const space = ns();
+    const store = new MemoryStore();
+    const runs: string[] = [];
+    const app = (who: string): App => ({
+      mid: (_env, ctx) =>
+        new Promise((_resolve, reject) => {
+          runs.push(who);
+          ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error));
+        }),
+    });
+    const w0 = await startWorker(broker, space, 'w0', app('w0'), { leaseMs: 300 });
+    const first = await startOwner(broker, space, app('owner'), { ownerStore: store, routing: 'group', leaseMs: 300 });
+    const { traceId } = await first.rt.getFlow('f')!.emit({ n: 1 });
+    await until(() => runs.length === 1, 5_000, 'w0 runs it');
+    await first.rt.close();
+    open.splice(open.indexOf(first.rt), 1);
+    await w0.close(); // the worker holding it dies too
+    open.splice(open.indexOf(w0), 1);
+    const second = await startOwner(broker, space, app('owner'), { ownerStore: store, routing: 'group', leaseMs: 300 });
+    await second.rt.getFlow('f')!.cancel(traceId).catch(() => {});
+    await new Promise((r) => setTimeout(r, 100));
+    await startWorker(broker, space, 'w1', app('w1'), { leaseMs: 300 });
+    await new Promise((r) => setTimeout(r, 1_200)); // a few leases
+    expect(second.rt.fleet!.stats().dispatcher!.outstanding).toBe(0); // the cancelled run's dispatch is gone
+    expect(runs).toEqual(['w0']); // and no worker runs the cancelled trace's task again
+  });
+
+  it('a worker whose dispatch settled elsewhere is answered for its late emit and does not wait for ever', async () => {
+    const broker = new InProcessBroker();
+    const space = ns();
+    let n = 0;
+    const app: App = {
+      mid: async (env, ctx) => {
+        if (n++ === 0) {
+          // the first holder is slow: its lease runs out (e.g. beats lost / event loop stalls)
+          await new Promise((r) => setTimeout(r, 700));
+          await ctx.emit({ late: 1 }); // the owner has settled this dispatch: no 'relayed' ever comes
+          return env.payload;
+        }
+        return env.payload;
+      },
+    };
+    const ws = [await startWorker(broker, space, 'w0', app, { leaseMs: 300 }), await startWorker(broker, space, 'w1', app, { leaseMs: 300 })];
+    const { rt } = await startOwner(broker, space, app, { leaseMs: 300, routing: 'group' });
+    // stall the first holder's beats by cutting only its answers to the owner: simplest, close its worker beat timer
+    const flow = rt.getFlow('f')!;
+    const { traceId } = await flow.emit({ n: 1 });
+    await until(() => ws.some((w) => w.fleet!.stats().worker!.held === 1), 5_000, 'held');
+    const holder = ws.find((w) => w.fleet!.stats().worker!.held === 1)!;
+    // its beats stop reaching the owner (a partition of the owner topic only)
+    const t = holder.fleet!.transport as unknown as { publish: (topic: string, e: unknown) => Promise<void> };
+    const orig = t.publish.bind(t);
+    let cut = true;
+    t.publish = (topic, e) => (cut && topic.includes('/owner/') ? Promise.resolve() : orig(topic, e));
+    await flow.fetch(traceId);
+    cut = false;
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(holder.fleet!.stats().worker!.held).toBe(0); // its late emit was answered: the handler finished
+  });
+
+  it('an owner restarted while its worker waits on a relayed emit: the emit reaches the new owner and the run ends', async () => {
+    const broker = new InProcessBroker();
+    const space = ns();
+    const store = new MemoryStore();
+    let go: (() => void) | null = null;
+    let runs = 0;
+    const app: App = {
+      mid: async (env, ctx) => {
+        runs++;
+        await new Promise<void>((r) => (go = r));
+        await ctx.emit({ side: 1 }); // goes to the owner that is gone
+        return env.payload;
+      },
+    };
+    await startWorker(broker, space, 'w0', app, {});
+    const first = await startOwner(broker, space, app, { ownerStore: store, routing: 'group' });
+    const { traceId } = await first.rt.getFlow('f')!.emit({ n: 1 });
+    await until(() => go !== null, 5_000, 'w0 runs it');
+    await first.rt.close();
+    open.splice(open.indexOf(first.rt), 1);
+    go!(); // the handler emits while no owner listens
+    const second = await startOwner(broker, space, app, { ownerStore: store, routing: 'group' });
+    const result = await Promise.race([
+      second.rt.getFlow('f')!.fetch(traceId).then(() => 'done', () => 'failed'),
+      new Promise((r) => setTimeout(() => r('stuck'), 2_500)),
+    ]);
+    expect(runs).toBe(1);
+    expect(result).not.toBe('stuck');
+  });
+
+  it('a remote node with timeoutMs and no live worker times out at the owner', async () => {
+    const broker = new InProcessBroker();
+    const space = ns();
+    const app: App = { policy: { timeoutMs: 200, retries: 0 }, mid: (env) => env.payload };
+    const { rt } = await startOwner(broker, space, app, { leaseMs: 200, routing: 'group' });
+    const { traceId } = await rt.getFlow('f')!.emit({ n: 1 });
+    const result = await Promise.race([
+      rt.getFlow('f')!.fetch(traceId).then(() => 'done', (e: Error) => `failed: ${e.message}`),
+      new Promise((r) => setTimeout(() => r('stuck'), 2_500)),
+    ]);
+    expect(result).not.toBe('stuck');
+  });
+});

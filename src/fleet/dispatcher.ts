@@ -331,9 +331,6 @@ export class Dispatcher {
   private handle(d: Dispatch, m: WorkerMessage, now: number): void {
     const ctx = d.ctx;
     switch (m.t) {
-      case 'ack':
-        this.renew(d, m.w, now);
-        return;
       case 'emit': {
         this.renew(d, m.w, now);
         const went = (): void => this.relayed(d.key, d.env, m.w, m.n);

@@ -78,8 +78,6 @@ export interface WireError {
 
 /** What a worker sends the owner, about the dispatch `k`. */
 export type WorkerMessage =
-  /** It took the task; the lease now runs from here. (Workers now acknowledge with a `beat`; an owner still takes this.) */
-  | { readonly t: 'ack'; readonly k: string; readonly w: string }
   /**
    * Holding these: the tasks it took in one turn of the event loop (their acknowledgement), and
    * every third of the lease all it still holds (one message per owner).
@@ -125,7 +123,7 @@ export type ControlMessage =
   | { readonly op: 'cancel'; readonly traceId: string; readonly epoch: string; readonly e: WireError };
 
 /** Every `t` of a {@link WorkerMessage}. */
-export const WORKER_MESSAGE_TYPES: readonly WorkerMessage['t'][] = ['ack', 'beat', 'emit', 'reply', 'chunk', 'done', 'fail', 'busy'];
+export const WORKER_MESSAGE_TYPES: readonly WorkerMessage['t'][] = ['beat', 'emit', 'reply', 'chunk', 'done', 'fail', 'busy'];
 /** Every `op` of a {@link ControlMessage}. */
 export const CONTROL_OPS: readonly ControlMessage['op'][] = ['abort', 'cancel'];
 const WORKER_TYPES = new Set<string>(WORKER_MESSAGE_TYPES);

@@ -608,7 +608,7 @@ export class Worker {
 
   /**
    * Acknowledges a task it took, `ackDelayMs` later: with the other tasks of the same owner taken
-   * meanwhile, as one `beat` (what an `ack` does, for many keys), and only if it still holds it.
+   * meanwhile, as one `beat`, and only if it still holds it.
    * An acknowledgement per task doubled the messages of a short one; the delay takes a tenth of
    * the lease at most (the owner's lease runs from when it sent the task).
    */

@@ -11,7 +11,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import mqtt from 'mqtt';
@@ -22,7 +21,7 @@ import { MqttTransport } from '../../src/transport/mqtt.js';
 import { presenceKey } from '../../src/transport/nats-presence.js';
 import { NatsTransport } from '../../src/transport/nats.js';
 import { topicSegment, type Transport } from '../../src/transport/transport.js';
-import { MQTT_URL, NATS_URL, requireBroker } from '../helpers/brokers.js';
+import { MQTT_URL, NATS_URL, deleteNatsStreams, presenceStream, requireBroker } from '../helpers/brokers.js';
 import { TSX } from '../helpers/cli.js';
 import { until } from '../helpers/runtime.js';
 
@@ -93,17 +92,7 @@ function clearRetained(namespace: string, ids: readonly string[]): () => Promise
 
 /** Deletes the namespace's presence bucket. */
 function deleteBucket(namespace: string): () => Promise<void> {
-  return async () => {
-    const nc = await natsConnect({ servers: NATS_URL.replace('nats://', '') });
-    try {
-      const jsm = await jetstreamManager(nc);
-      await jsm.streams.delete(`KV_${namespace}-presence`).catch((error: unknown) => {
-        if (!/not found/i.test(String(error))) throw error;
-      });
-    } finally {
-      await nc.close();
-    }
-  };
+  return () => deleteNatsStreams([presenceStream(namespace)]);
 }
 
 async function connected<T extends Transport>(t: T): Promise<T> {
@@ -242,15 +231,7 @@ describe('presence on JetStream', () => {
   it('works through a JetStreamTransport too (its connection carries the KV bucket)', async () => {
     const ns = `roost-test-${randomUUID().slice(0, 8)}`;
     const stream = `PRESENCE_${randomUUID().slice(0, 8)}`;
-    cleanups.push(deleteBucket(ns));
-    cleanups.push(async () => {
-      const nc = await natsConnect({ servers: NATS_URL.replace('nats://', '') });
-      try {
-        await (await jetstreamManager(nc)).streams.delete(stream);
-      } finally {
-        await nc.close();
-      }
-    });
+    cleanups.push(() => deleteNatsStreams([presenceStream(ns), stream]));
     const t = await connected(new JetStreamTransport({ url: NATS_URL, stream }));
     preparePresence(t, { namespace: ns, id: 'js-1' }); // no will on NATS: only checks
     const fleet = await registry(t, ns);

@@ -13,6 +13,7 @@ import { ensureError, invalidOption } from '../errors.js';
 import { isName } from '../envelope/names.js';
 import type { RemoteNode } from '../flow/host.js';
 import type { Journal } from '../store/journal.js';
+import type { Agent } from '../runtime/agent.js';
 import type { DispatchLease } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { openTransport } from '../transport/open.js';
@@ -131,12 +132,10 @@ export interface FleetHost {
   publish(event: FleetEvent): void;
   /** The handler node `node` of the flow `flow` as a worker runs it, or undefined. */
   workerNode(flow: string, node: string): WorkerNode | undefined;
-  /** The agents whose nodes run in this process (not remote ones), for presence. */
-  localAgents(): readonly PresenceAgent[];
   /** Whether the journal is a store the fleet shares (PostgreSQL): workers' steps are then the fleet's. */
   readonly sharedStore: boolean;
-  /** Runs in progress here, for presence. */
-  load(): { readonly load: number; readonly capacity: number };
+  /** The agents of the nodes that run in this process (not remote ones), and their runs now and at most: for presence. */
+  localRuns(): { readonly agents: readonly Agent[]; readonly running: number; readonly capacity: number };
 }
 
 /** Events the fleet publishes on the runtime's event stream. */
@@ -278,22 +277,19 @@ export class Fleet implements FleetView {
   private snapshot(): PresenceSnapshot {
     const worker = this.worker?.load();
     // A worker runs only its hosted nodes: the rest of its flows never run there.
-    const here = this.options.role === 'worker' ? { load: 0, capacity: 0 } : this.host.load();
+    const here = this.options.role === 'worker' ? { agents: [], running: 0, capacity: 0 } : this.host.localRuns();
+    // The agents this process runs: an owner's local nodes', and the nodes it hosts for the fleet.
+    const agents = new Map<string, PresenceAgent>();
+    for (const a of [...here.agents, ...(this.worker?.agents() ?? [])]) {
+      agents.set(a.name, a.description === '' ? { name: a.name, capabilities: a.capabilities } : { name: a.name, capabilities: a.capabilities, description: a.description });
+    }
     return {
       status: this.leaving ? 'draining' : 'available',
-      load: here.load + (worker?.load ?? 0),
+      load: here.running + (worker?.load ?? 0),
       capacity: here.capacity + (worker?.capacity ?? 0),
-      agents: this.agents(),
+      agents: [...agents.values()],
       nodes: this.worker?.nodes() ?? [],
     };
-  }
-
-  /** The agents this process runs: a worker's hosted nodes', an owner's local nodes' too. */
-  private agents(): PresenceAgent[] {
-    const byName = new Map<string, PresenceAgent>();
-    const local = this.options.role === 'worker' ? [] : this.host.localAgents();
-    for (const a of [...local, ...(this.worker?.agents() ?? [])]) byName.set(a.name, a);
-    return [...byName.values()];
   }
 
   /** The fleet's processes by presence (this one too), not expired; empty before start. */

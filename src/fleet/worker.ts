@@ -238,13 +238,10 @@ export class Worker {
   }
 
   /** The agents of the nodes it hosts. */
-  agents(): { name: string; capabilities: readonly string[]; description?: string }[] {
-    const out = new Map<string, { name: string; capabilities: readonly string[]; description?: string }>();
-    for (const h of this.hosted.values()) {
-      const a = h.node.agent;
-      if (a !== null) out.set(a.name, a.description === '' ? { name: a.name, capabilities: a.capabilities } : { name: a.name, capabilities: a.capabilities, description: a.description });
-    }
-    return [...out.values()];
+  agents(): Agent[] {
+    const out = new Set<Agent>();
+    for (const h of this.hosted.values()) if (h.node.agent !== null) out.add(h.node.agent);
+    return [...out];
   }
 
   /** The `flow/node` names it works on. */

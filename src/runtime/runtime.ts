@@ -129,11 +129,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
             publish: (e) => this.publish(e),
             workerNode: (flow, node) => this.flows.get(flow)?.workerNode(node),
             sharedStore: this.store?.shared === true,
-            localAgents: () => this.localRuns().agents.map((a) => (a.description === '' ? { name: a.name, capabilities: a.capabilities } : { name: a.name, capabilities: a.capabilities, description: a.description })),
-            load: () => {
-              const { running, capacity } = this.localRuns();
-              return { load: running, capacity };
-            },
+            localRuns: () => this.localRuns(),
           });
   }
 

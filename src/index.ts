@@ -135,3 +135,20 @@ export {
 } from './fleet/presence.js';
 export { PRESENCE_STATUSES, PRESENCE_RECORD_VERSION, MAX_PRESENCE_RECORD_BYTES } from './fleet/presence-record.js';
 export { roostVersion } from './version.js';
+
+// The 2389 Agent Protocol over MQTT: flows as 2389 agents, tasks to 2389 agents (runtime.protocol2389).
+export { Protocol2389, type Node2389Options } from './protocol2389/protocol.js';
+export { Agent2389Error, type Agent2389Info, type Target2389, type Call2389Options } from './protocol2389/client.js';
+export { resolveProtocol2389, type Protocol2389Options, type Agent2389Options, type ResolvedProtocol2389, type ResolvedAgent2389 } from './protocol2389/options.js';
+export type { Agent2389Event, Agent2389TaskEvent, Agent2389CallEvent, Agent2389TaskOutcome, Agent2389RejectReason, Agent2389TaskEventType, Agent2389CallEventType } from './protocol2389/events.js';
+export type { Health2389Snapshot } from './protocol2389/health.js';
+export {
+  MAX_PACKET_BYTES as MAX_2389_PACKET_BYTES,
+  DEFAULT_MAX_DEPTH as DEFAULT_2389_MAX_DEPTH,
+  canonicalTopic as canonical2389Topic,
+  parseTask as parse2389Task,
+  type TaskEnvelope,
+  type NextTask,
+  type ErrorCode2389,
+  type StatusMessage as Status2389,
+} from './protocol2389/wire.js';

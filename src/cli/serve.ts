@@ -12,6 +12,7 @@
  * resumes them.
  */
 import type { FleetOptions } from '../fleet/fleet.js';
+import type { Protocol2389Options } from '../protocol2389/options.js';
 import { createRuntime, type Runtime } from '../runtime/runtime.js';
 import { loadConfig, where, type ServiceConfig } from '../config/load.js';
 import { ensureError, isRoostError } from '../errors.js';
@@ -69,11 +70,34 @@ export function fleetOptions(config: ServiceConfig, worker: WorkerRole | null): 
   };
 }
 
+/** The runtime's `protocol2389` option from `[protocol2389]` and `[[agent2389]]` (null: not asked for). */
+export function protocol2389Options(config: ServiceConfig): Protocol2389Options | null {
+  const p = config.protocol2389;
+  if (p === null) return null;
+  return {
+    broker: p.broker,
+    registryExpiryMs: p.registryExpiryMs,
+    ...(p.healthPort === null ? {} : { health: { port: p.healthPort, host: p.healthHost } }),
+    agents: config.agents2389.map((a) => ({
+      id: a.id,
+      flow: a.flow,
+      capabilities: a.capabilities,
+      description: a.description,
+      maxDepth: a.maxDepth,
+      heartbeatS: a.heartbeatS,
+      statusExpiryS: a.statusExpiryS,
+      tenant: a.tenant,
+    })),
+  };
+}
+
 /** Options of the runtime `roost serve` (or `roost worker`) runs, from the configuration. */
 export function runtimeOptions(config: ServiceConfig, logger: PinoLogger, tracing: Tracing | null, worker: WorkerRole | null = null): Parameters<typeof createRuntime>[0] {
   const fleet = fleetOptions(config, worker);
+  const protocol2389 = protocol2389Options(config);
   return {
     ...(fleet === null ? {} : { fleet }),
+    ...(protocol2389 === null ? {} : { protocol2389 }),
     store: config.store.url,
     storeTimeoutMs: config.store.timeoutMs,
     journalEvents: config.store.journalEvents,
@@ -148,7 +172,16 @@ export async function serve(args: { readonly config?: string; readonly version: 
     service.health.started();
     const fleet = runtime.fleet === null ? undefined : { id: runtime.fleet.id, role: runtime.fleet.options.role, remote: runtime.fleet.options.remote, host: runtime.fleet.options.host };
     logger.info(
-      { url, healthUrl, flows: runtime.flowNames(), store: runtime.store?.durable === true ? 'durable' : 'memory', owner: runtime.owner, fleet },
+      {
+        url,
+        healthUrl,
+        flows: runtime.flowNames(),
+        store: runtime.store?.durable === true ? 'durable' : 'memory',
+        owner: runtime.owner,
+        fleet,
+        agents2389: runtime.protocol2389?.options.agents.map((a) => a.id),
+        health2389Port: runtime.protocol2389?.healthPort ?? undefined,
+      },
       worker === null ? `roost serving on ${url}` : `roost worker ${runtime.fleet!.id} running ${runtime.fleet!.options.host.join(', ')}; probes on ${url}`,
     );
   } catch (error) {

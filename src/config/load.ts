@@ -11,7 +11,7 @@ import { dirname, resolve } from 'node:path';
 import { TomlError, parse } from 'smol-toml';
 import { RoostError, describeValue } from '../errors.js';
 import { hidePassword } from '../redact.js';
-import { CONFIG_BY_PATH, CONFIG_KEYS, describeType, type ConfigKey } from './schema.js';
+import { AGENT2389_KEYS, CONFIG_BY_PATH, CONFIG_KEYS, describeType, type ConfigKey } from './schema.js';
 
 /** Where a value came from. */
 export type ConfigSource = { readonly kind: 'default' } | { readonly kind: 'file'; readonly file: string; readonly line: number } | { readonly kind: 'env'; readonly name: string };
@@ -61,6 +61,10 @@ export interface ServiceConfig {
     readonly maxQueued: number;
     readonly routing: 'registry' | 'group';
   } | null;
+  /** The 2389 Agent Protocol (`[protocol2389]`), or null when it is not asked for. */
+  readonly protocol2389: { readonly broker: string; readonly healthPort: number | null; readonly healthHost: string; readonly registryExpiryMs: number } | null;
+  /** Flows exposed as 2389 agents (`[[agent2389]]`). */
+  readonly agents2389: readonly Agent2389Config[];
   /** Every value by dotted path, and its source (for `roost config check`). */
   readonly values: ReadonlyMap<string, { readonly value: ConfigValue; readonly source: ConfigSource }>;
 }
@@ -89,6 +93,7 @@ export function loadConfig(options: LoadConfigOptions = {}): ServiceConfig {
   const cwd = options.cwd ?? process.cwd();
   const file = configFile(options);
   const values = new Map<string, { value: ConfigValue; source: ConfigSource }>();
+  let agents2389: Agent2389Config[] = [];
   for (const key of CONFIG_KEYS) values.set(key.path, { value: key.default, source: { kind: 'default' } });
 
   if (file !== null) {
@@ -106,6 +111,10 @@ export function loadConfig(options: LoadConfigOptions = {}): ServiceConfig {
       throw configError(`${where}: not valid TOML: ${(error as Error).message.split('\n')[0]}`, { field: 'config', expected: 'a TOML document', received: where });
     }
     const lines = keyLines(text);
+    if (parsed['agent2389'] !== undefined) {
+      agents2389 = agentTables(parsed['agent2389'], file, lines, env);
+      delete parsed['agent2389'];
+    }
     for (const [path, raw] of flatten(parsed)) {
       const source: ConfigSource = { kind: 'file', file, line: lines.get(path) ?? 0 };
       const key = CONFIG_BY_PATH.get(path);
@@ -188,8 +197,29 @@ export function loadConfig(options: LoadConfigOptions = {}): ServiceConfig {
             maxQueued: int('fleet.max_queued'),
             routing: str('fleet.routing') as 'registry' | 'group',
           }),
+    protocol2389: protocol2389Config(v, agents2389),
+    agents2389: Object.freeze(agents2389),
     values,
   });
+}
+
+/** `[protocol2389]`, or null when neither it nor `[[agent2389]]` asks for the protocol. */
+function protocol2389Config(v: (path: string) => ConfigValue, agents: readonly Agent2389Config[]): ServiceConfig['protocol2389'] {
+  let broker = v('protocol2389.broker') as string | null;
+  const healthPort = v('protocol2389.health_port') as number | null;
+  if (broker === null && agents.length === 0 && healthPort === null) return null;
+  if (broker === null) {
+    const fleet = v('fleet.transport');
+    if (typeof fleet === 'string' && /^mqtts?:\/\//.test(fleet)) broker = fleet;
+    else {
+      throw configError('protocol2389.broker: [[agent2389]] and protocol2389.health_port need the broker the 2389 agents meet on (set [protocol2389] broker or ROOST_2389_BROKER; an MQTT fleet.transport is used when it is unset), got nothing', {
+        field: 'protocol2389.broker',
+        expected: 'an MQTT broker URL: mqtt://host:port or mqtts://host:port',
+        received: 'nothing',
+      });
+    }
+  }
+  return Object.freeze({ broker, healthPort, healthHost: v('protocol2389.health_host') as string, registryExpiryMs: v('protocol2389.registry_expiry_ms') as number });
 }
 
 /** A comma-separated list of `flow/node` names (checked already), as an array. */
@@ -260,7 +290,74 @@ function check(key: ConfigKey, value: unknown, source: ConfigSource): ConfigValu
       if (typeof value !== 'string' || !type.values.includes(value)) throw bad();
       return value;
     }
+    case 'strings':
+      throw bad(); // only in [[agent2389]] tables (checkStrings)
   }
+}
+
+/** An array of strings (`capabilities`), checked against its type. */
+function checkStrings(key: ConfigKey, path: string, value: unknown, source: ConfigSource): readonly string[] {
+  const type = key.type;
+  const ok = type.kind === 'strings' && Array.isArray(value) && value.length <= type.max && value.every((v) => typeof v === 'string' && v !== '' && v.length <= type.itemMax);
+  if (!ok) {
+    const expected = describeType(type);
+    throw configError(`${where(source)}: ${path}: expected ${expected}, got ${describeValue(value)}`, { field: path, expected, received: describeValue(value) });
+  }
+  return Object.freeze([...(value as string[])]);
+}
+
+/** One `[[agent2389]]` table, as the loader returns it. */
+export interface Agent2389Config {
+  readonly id: string;
+  readonly flow: string;
+  readonly capabilities: readonly string[];
+  readonly description: string;
+  readonly maxDepth: number;
+  readonly heartbeatS: number;
+  readonly statusExpiryS: number;
+  readonly tenant: string;
+}
+
+/** The `[[agent2389]]` tables of a file: each key checked, unknown keys and missing required ones refused. */
+function agentTables(raw: unknown, file: string, lines: Map<string, number>, env: Readonly<Record<string, string | undefined>>): Agent2389Config[] {
+  const at = (line: number): ConfigSource => ({ kind: 'file', file, line });
+  if (!Array.isArray(raw) || raw.some((t) => typeof t !== 'object' || t === null || Array.isArray(t))) {
+    throw configError(`${where(at(lines.get('agent2389') ?? 0))}: agent2389: expected tables ([[agent2389]]), got ${describeValue(raw)}`, { field: 'agent2389', expected: 'an array of tables, [[agent2389]]', received: describeValue(raw) });
+  }
+  const seen = new Set<string>();
+  return (raw as Record<string, unknown>[]).map((table, i) => {
+    const source = at(lines.get(`agent2389[${i}]`) ?? 0);
+    const values = new Map<string, unknown>();
+    for (const [k, v] of Object.entries(table)) {
+      const path = `agent2389[${i}].${k}`;
+      const keySource = at(lines.get(path) ?? lines.get(`agent2389[${i}]`) ?? 0);
+      const key = AGENT2389_KEYS.find((x) => x.path === k);
+      if (key === undefined) {
+        throw configError(`${where(keySource)}: ${path}: unknown key (known here: ${AGENT2389_KEYS.map((x) => x.path).join(', ')})`, { field: path, expected: 'a known key', received: describeValue(v) });
+      }
+      const named = { ...key, path };
+      values.set(k, key.type.kind === 'strings' ? checkStrings(named, path, v, keySource) : check(named, typeof v === 'string' ? interpolate(v, env, named, keySource) : v, keySource));
+    }
+    for (const required of ['id', 'flow']) {
+      if (!values.has(required)) {
+        throw configError(`${where(source)}: agent2389[${i}].${required}: required, got nothing`, { field: `agent2389[${i}].${required}`, expected: describeType(AGENT2389_KEYS.find((x) => x.path === required)!.type), received: 'nothing' });
+      }
+    }
+    const id = values.get('id') as string;
+    if (seen.has(id)) throw configError(`${where(source)}: agent2389[${i}].id: ${id} is the id of another [[agent2389]] already`, { field: `agent2389[${i}].id`, expected: 'an id of its own', received: id });
+    seen.add(id);
+    const get = <T>(k: string): T => (values.has(k) ? values.get(k) : AGENT2389_KEYS.find((x) => x.path === k)!.default) as T;
+    return Object.freeze({
+      id,
+      flow: values.get('flow') as string,
+      capabilities: (values.get('capabilities') as readonly string[] | undefined) ?? Object.freeze([]),
+      description: get<string>('description'),
+      maxDepth: get<number>('max_depth'),
+      heartbeatS: get<number>('heartbeat_s'),
+      statusExpiryS: get<number>('status_expiry_s'),
+      tenant: get<string>('tenant'),
+    });
+  });
 }
 
 /** Dotted paths of the leaves of a parsed document (a table is never a leaf). */
@@ -280,6 +377,7 @@ function flatten(doc: Record<string, unknown>, prefix = ''): [string, unknown][]
  */
 function keyLines(text: string): Map<string, number> {
   const lines = new Map<string, number>();
+  const arrays = new Map<string, number>();
   let table = '';
   const unquote = (part: string): string => part.trim().replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
   text.split('\n').forEach((raw, i) => {
@@ -288,6 +386,14 @@ function keyLines(text: string): Map<string, number> {
     const header = /^\[\[?\s*([^\]]+?)\s*\]\]?/.exec(line);
     if (header !== null) {
       table = header[1]!.split('.').map(unquote).join('.');
+      if (line.startsWith('[[')) {
+        // An array of tables: `[[agent2389]]` number n is `agent2389[n]`.
+        const n = arrays.get(table) ?? 0;
+        arrays.set(table, n + 1);
+        if (!lines.has(table)) lines.set(table, i + 1);
+        table = `${table}[${n}]`;
+        lines.set(table, i + 1);
+      }
       return;
     }
     const assign = /^((?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*=/.exec(line);
@@ -314,5 +420,10 @@ export function describeConfig(config: ServiceConfig): string[] {
     const entry = config.values.get(key.path)!;
     lines.push(`${key.path} = ${shownValue(key, entry.value)}  # ${where(entry.source)}`);
   }
+  config.agents2389.forEach((a, i) => {
+    lines.push(
+      `agent2389[${i}] = ${JSON.stringify({ id: a.id, flow: a.flow, capabilities: a.capabilities, description: a.description, max_depth: a.maxDepth, heartbeat_s: a.heartbeatS, status_expiry_s: a.statusExpiryS, tenant: a.tenant })}  # ${config.file ?? 'the file'}`,
+    );
+  });
   return lines;
 }

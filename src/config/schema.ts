@@ -10,7 +10,8 @@ export type ConfigType =
   | { readonly kind: 'string'; readonly min?: number; readonly max?: number; readonly pattern?: RegExp; readonly expected?: string }
   | { readonly kind: 'int'; readonly min: number; readonly max: number }
   | { readonly kind: 'bool' }
-  | { readonly kind: 'enum'; readonly values: readonly string[] };
+  | { readonly kind: 'enum'; readonly values: readonly string[] }
+  | { readonly kind: 'strings'; readonly max: number; readonly itemMax: number };
 
 /** One key of the configuration. */
 export interface ConfigKey {
@@ -133,11 +134,38 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     doc: "`registry`: a remote node's first delivery goes to the least-loaded healthy worker presence shows for it; `group`: the broker picks a member of the node's worker group",
   },
   {
+    path: 'protocol2389.broker',
+    type: { kind: 'string', min: 1, max: 4096, pattern: /^mqtts?:\/\/[^\s]+$/, expected: 'an MQTT broker URL: mqtt://host:port or mqtts://host:port' },
+    default: null,
+    env: 'ROOST_2389_BROKER',
+    secret: true,
+    doc: 'the broker the 2389 Agent Protocol runs on (unset: `fleet.transport` when it is an MQTT URL); credentials may be in the URL',
+  },
+  { path: 'protocol2389.health_port', type: PORT, default: null, env: 'ROOST_2389_HEALTH_PORT', doc: 'serve the 2389-shaped `/health`, `/ready`, `/live` and JSON `/metrics` on this port (8080 is the 2389 convention; unset: off)' },
+  { path: 'protocol2389.health_host', type: { kind: 'string', min: 1, max: 255 }, default: '127.0.0.1', env: 'ROOST_2389_HEALTH_HOST', doc: 'the address the 2389 health server listens on' },
+  { path: 'protocol2389.registry_expiry_ms', type: { kind: 'int', min: 100, max: 86_400_000 }, default: 15_000, doc: 'a 2389 agent counts as gone from the registry this long after its last status message' },
+  {
     path: 'sse.buffer_events',
     type: { kind: 'int', min: 16, max: 10_000_000 },
     default: 65_536,
     doc: 'the most recent trace events kept (across traces) for streaming clients that connect late or reconnect (`Last-Event-ID`); older ones are in the history',
   },
+];
+
+/**
+ * The keys of each `[[agent2389]]` table (a flow exposed as a 2389 agent), by their path inside
+ * it. The tables form an array, so these are not in {@link CONFIG_KEYS}; no environment variable
+ * sets them.
+ */
+export const AGENT2389_KEYS: readonly ConfigKey[] = [
+  { path: 'id', type: { kind: 'string', pattern: /^[A-Za-z0-9._-]{1,64}$/, expected: 'an agent id of 1 to 64 letters, digits, . _ and -' }, default: null, doc: 'the agent id (required): its topics are `/control/agents/{id}/input` and `/status`' },
+  { path: 'flow', type: { kind: 'string', pattern: /^[A-Za-z0-9._-]{1,64}$/, expected: 'the name of a flow of the app' }, default: null, doc: 'the flow each task starts a trace of (required)' },
+  { path: 'capabilities', type: { kind: 'strings', max: 64, itemMax: 128 }, default: null, doc: 'told in the status message; routers pick agents by them' },
+  { path: 'description', type: { kind: 'string', max: 1024 }, default: '', doc: 'told in the status message' },
+  { path: 'max_depth', type: { kind: 'int', min: 0, max: 1024 }, default: 16, doc: 'the deepest `next` chain taken; deeper is answered with `pipeline_depth_exceeded`' },
+  { path: 'heartbeat_s', type: { kind: 'int', min: 1, max: 3600 }, default: 5, doc: 'seconds between republishing the `available` status' },
+  { path: 'status_expiry_s', type: { kind: 'int', min: 1, max: 4_294_967_295 }, default: 3600, doc: 'the MQTT 5 message expiry of the status messages' },
+  { path: 'tenant', type: { kind: 'string', pattern: /^[A-Za-z0-9._-]{1,64}$/, expected: 'a tenant name' }, default: 'default', doc: 'the tenant the traces run under' },
 ];
 
 /** The keys by path. */
@@ -154,5 +182,7 @@ export function describeType(type: ConfigType): string {
       return 'true or false';
     case 'enum':
       return `one of ${type.values.join(', ')}`;
+    case 'strings':
+      return `an array of at most ${type.max} non-empty strings of up to ${type.itemMax} characters`;
   }
 }

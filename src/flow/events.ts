@@ -3,6 +3,7 @@
  * and trace streams derive from. Every field is listed in `docs/reference/events.md`.
  */
 import type { LeaderEvent } from '../fleet/events.js';
+import type { Agent2389Event } from '../protocol2389/events.js';
 
 /** An error as it appears in an event: code and message, never a stack. */
 export interface EventError {
@@ -157,7 +158,7 @@ export interface DispatchEvent {
 }
 
 /** Every event the runtime publishes. */
-export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent | DispatchEvent | LeaderEvent;
+export type RoostEvent = NodeEvent | TraceEvent | AgentEvent | DeadLetterEvent | StoreEvent | DispatchEvent | LeaderEvent | Agent2389Event;
 
 /** Every event type, for docs and validation. */
 export const EVENT_TYPES: readonly RoostEvent['type'][] = [
@@ -190,6 +191,8 @@ export const EVENT_TYPES: readonly RoostEvent['type'][] = [
   'dispatch_redelivered',
   'leader_elected',
   'leader_lost',
+  'agent2389_task',
+  'agent2389_call',
 ];
 
 /** A function told of every event. It must not throw (a throw is logged and ignored). */

@@ -76,6 +76,17 @@ export interface EmitResult {
   readonly deduplicated: boolean;
 }
 
+/** @internal what a protocol adapter of this process (src/protocol2389) adds to an emit. */
+export interface EmitExtra {
+  /**
+   * A note kept with the trace: journaled (as a checkpoint of the trace, pruned with it) in the
+   * same commit as the trace's acceptance, so whichever process resumes the trace can read it.
+   */
+  readonly note?: { readonly key: string; readonly value: unknown };
+  /** Admitted by the process itself (a worker of a fleet takes these too). */
+  readonly internal?: boolean;
+}
+
 /** Counters of a flow. */
 export interface FlowStats {
   readonly activeTraces: number;
@@ -221,20 +232,20 @@ export class Flow implements RunnerFlow, SubflowTarget {
    * the ingress (waiting for room under the `wait` policy). Resolves with the trace id once the
    * task is queued; a repeat of an idempotency key resolves with the first trace's id.
    */
-  emit(payload: unknown, options: EmitOptions = {}): Promise<EmitResult> {
+  emit(payload: unknown, options: EmitOptions = {}, extra?: EmitExtra): Promise<EmitResult> {
     // Not an async function: when the task is queued at once (the usual case) this costs one
     // resolved promise instead of an async function's machinery.
     try {
-      const admitted = this.admit(payload, options);
+      const admitted = this.admit(payload, options, false, extra);
       return admitted instanceof Promise ? admitted : Promise.resolve(admitted);
     } catch (error) {
       return Promise.reject(ensureError(error));
     }
   }
 
-  private admit(payload: unknown, options: EmitOptions, keyLookedUp = false): EmitResult | Promise<EmitResult> {
+  private admit(payload: unknown, options: EmitOptions, keyLookedUp = false, extra?: EmitExtra): EmitResult | Promise<EmitResult> {
     const host = this.host;
-    host.assertAccepting('emit');
+    host.assertAccepting('emit', extra?.internal === true);
     if (this.stopped) throw stoppedError(this.name);
     if (this.journal !== null) host.assertStoreRoom();
     if (typeof options !== 'object' || options === null) throw invalidOption('emit.options', 'an object', options);
@@ -252,7 +263,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       const first = window.find(this.name, tenant, key, now);
       if (first >= 0) return repeat(window.traceIdAt(first), window.fingerprintAt(first), key, fingerprint);
       // Not in memory: with a journal the window outlives the process, so ask the store first.
-      if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, now);
+      if (this.journal !== null && !keyLookedUp) return this.admitAfterKeyLookup(this.journal, payload, options, tenant, key, now, extra);
     }
     const traceId = options.traceId ?? uuidv7(now);
     // An id made here: its index hash and its bits (for derived ids) are read off the generator.
@@ -310,6 +321,8 @@ export class Flow implements RunnerFlow, SubflowTarget {
         idempotencyFingerprint: key === undefined ? null : (fingerprint ?? null),
         owner: host.owner,
       }, trace);
+      // In the same commit as the trace: whoever resumes the trace finds the note with it.
+      if (extra?.note !== undefined) journal.checkpoint({ key: extra.note.key, traceId, value: extra.note.value, ts: now });
     }
     const msg = edge.to.prepare(env, trace, 0) as Source; // a run: every node's prepare() makes one
     if (journal !== null && bitsA >= 0) {
@@ -333,6 +346,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
     tenant: string,
     key: string,
     now: number,
+    extra: EmitExtra | undefined,
   ): Promise<EmitResult> {
     const window = this.host.idempotency!;
     const found = await journal.store.findIdempotent(this.name, tenant, key, now - window.ttlMs);
@@ -341,7 +355,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       window.set(this.name, tenant, key, found.traceId, stored, now);
       return repeat(found.traceId, stored, key, options.idempotencyFingerprint);
     }
-    return this.admit(payload, options, true); // checks the window again: a concurrent emit may have won
+    return this.admit(payload, options, true, extra); // checks the window again: a concurrent emit may have won
   }
 
   /** With a journal, `emit` resolves once the accepted task is committed (and queued). */
@@ -704,7 +718,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       trace.pending = 0;
       this.traces.add(trace);
       this.running++;
-      this.host.traceResumed();
+      this.host.traceResumed(this.name, r.traceId);
       resumed.set(r.traceId, trace);
       if (r.idempotencyKey !== null && window !== null) {
         window.set(this.name, r.tenant, r.idempotencyKey, r.traceId, r.idempotencyFingerprint ?? undefined, now);

@@ -29,8 +29,11 @@ export interface FlowHost {
   /** Handlers run inside `logContext` (the `correlate` option). */
   readonly correlate: boolean;
   publish(event: RoostEvent): void;
-  /** Throws `ROOST_ERR_INVALID_STATE` (with `code`) unless the runtime accepts new work. */
-  assertAccepting(operation: string): void;
+  /**
+   * Throws `ROOST_ERR_INVALID_STATE` unless the runtime accepts new work (`internal`: a task a
+   * protocol adapter of this process admits, which a worker of a fleet takes too).
+   */
+  assertAccepting(operation: string, internal?: boolean): void;
   /** Counts a new in-flight trace, or throws `ROOST_ERR_RESOURCE_LIMIT`. */
   traceStarted(): void;
   traceEnded(): void;
@@ -48,7 +51,7 @@ export interface FlowHost {
   /** Throws `ROOST_ERR_STORE_FULL` while the journal is over its size cap. */
   assertStoreRoom(): void;
   /** Counts a trace resumed from the journal (not refused by the in-flight limit: it was accepted already). */
-  traceResumed(): void;
+  traceResumed(flow: string, traceId: string): void;
   /** How the fleet runs the handler node `node` of `flow` on its workers, or null when it runs here. */
   remoteNode(flow: string, node: string, timeoutMs: number | null): RemoteNode | null;
   /** A pending envelope of a remote node, resumed from the journal, had this lease (a worker may hold it still). */

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { DEFAULT_MAX_ENVELOPE_BYTES } from '../envelope/codec.js';
 import { invalidOption } from '../errors.js';
 import { resolveFleetOptions, type FleetOptions, type ResolvedFleetOptions } from '../fleet/fleet.js';
+import { resolveProtocol2389, type Protocol2389Options, type ResolvedProtocol2389 } from '../protocol2389/options.js';
 import type { Middleware } from '../flow/handler.js';
 import { DEFAULT_STREAM_BUFFER } from '../flow/trace-stream.js';
 import type { Store } from '../store/store.js';
@@ -97,6 +98,11 @@ export interface RuntimeOptions {
    * `host` nodes for the others (src/fleet/fleet.ts). Without it, every node runs here.
    */
   readonly fleet?: FleetOptions;
+  /**
+   * Speak the 2389 Agent Protocol over MQTT: expose flows as 2389 agents, and send tasks to 2389
+   * agents (`runtime.protocol2389`; src/protocol2389).
+   */
+  readonly protocol2389?: Protocol2389Options;
 }
 
 /** Pruning of the journal and its size cap. */
@@ -131,6 +137,7 @@ export interface ResolvedRuntimeOptions {
   readonly storeTimeoutMs: number;
   readonly storeBreaker: { readonly failures: number; readonly cooldownMs: number };
   readonly fleet: ResolvedFleetOptions | null;
+  readonly protocol2389: ResolvedProtocol2389 | null;
 }
 
 const MAX_MS = 2_147_483_647;
@@ -155,6 +162,7 @@ const TOP_KEYS = [
   'storeTimeoutMs',
   'storeBreaker',
   'fleet',
+  'protocol2389',
 ];
 
 /** Validates quarantine options on top of `base`. */
@@ -228,6 +236,7 @@ export function resolveRuntimeOptions(options: unknown): ResolvedRuntimeOptions 
       cooldownMs: optInt('storeBreaker', breaker, 'cooldownMs', 1, MAX_MS, 5_000),
     }),
     fleet: o['fleet'] === undefined ? null : resolveFleetOptions(o['fleet'], owner),
+    protocol2389: o['protocol2389'] === undefined ? null : resolveProtocol2389(o['protocol2389']),
   });
 }
 

@@ -9,6 +9,7 @@ import { eventError, type EventListener, type RoostEvent } from '../flow/events.
 import { Singletons, type SingletonFn, type SingletonHandle, type SingletonOptions } from '../fleet/singleton.js';
 import { Flow, type EmitOptions, type EmitResult, type FlowOptions } from '../flow/flow.js';
 import { Fleet } from '../fleet/fleet.js';
+import { Protocol2389 } from '../protocol2389/protocol.js';
 import type { FlowHost, RemoteNode } from '../flow/host.js';
 import type { Middleware } from '../flow/handler.js';
 import { OVERFLOW_POLICIES } from '../flow/bounded-queue.js';
@@ -72,6 +73,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
   readonly journal: Journal | null;
   /** This process's part in a fleet (the `fleet` option), or null. */
   readonly fleet: Fleet | null;
+  /** The 2389 Agent Protocol over MQTT (the `protocol2389` option), or null. */
+  readonly protocol2389: Protocol2389 | null;
   listening = false;
   private readonly ownsStore: boolean;
   private stateValue: RuntimeState = 'created';
@@ -131,6 +134,17 @@ export class Runtime implements FlowHost, AsyncDisposable {
             sharedStore: this.store?.shared === true,
             localRuns: () => this.localRuns(),
           });
+    const p2389 = this.options.protocol2389;
+    this.protocol2389 =
+      p2389 === null
+        ? null
+        : new Protocol2389(p2389, {
+            logger: this.logger,
+            journal: this.journal,
+            flow: (name) => this.flows.get(name),
+            accepting: () => this.stateValue === 'running',
+            publish: (e) => this.publish(e),
+          });
   }
 
   /** The agents of the nodes that run here (not remote ones), and their runs now and at most. */
@@ -186,8 +200,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
   }
 
   /** @internal */
-  assertAccepting(operation: string): void {
-    this.assertWorkAllowed(operation);
+  assertAccepting(operation: string, internal = false): void {
+    if (!internal) this.assertWorkAllowed(operation);
     this.assertRunning(operation);
   }
 
@@ -323,8 +337,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
   }
 
   /** @internal */
-  traceResumed(): void {
+  traceResumed(flow: string, traceId: string): void {
     this.inFlight++;
+    this.protocol2389?.resumed(flow, traceId);
   }
 
   /** @internal */
@@ -633,7 +648,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
       for (const agent of this.agents.values()) agent.setLifecycle('ready');
       // The fleet first: traces resumed below may send their remote runs at once.
       if (this.fleet !== null) await this.fleet.start();
-      const owns = this.fleet === null || this.fleet.options.role === 'owner';
+      // A worker that exposes 2389 agents owns the traces their tasks start (its own only).
+      const owns = this.fleet === null || this.fleet.options.role === 'owner' || (this.protocol2389?.options.agents.length ?? 0) > 0;
       // Resume what the journal holds before taking new work: unfinished traces go on where
       // their last commit left them.
       if (this.store !== null) {
@@ -658,8 +674,11 @@ export class Runtime implements FlowHost, AsyncDisposable {
         this.requestsTimer.unref();
       }
       this.stateValue = 'running';
+      // Last: 2389 agents say they are available only once the runtime takes their tasks.
+      await this.protocol2389?.start();
     } catch (error) {
       this.stateValue = 'failed';
+      await this.protocol2389?.close(0).catch(() => {});
       await this.fleet?.close(0).catch(() => {});
       throw ensureError(error);
     }
@@ -711,6 +730,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
       const claimed = new Set<string>();
       for (const owner of await store.runningOwners(flow.name)) {
         if (owner === me) continue;
+        if (this.fleet?.options.role === 'worker') continue; // a worker resumes its own traces only
         if (owner !== null) {
           const lease = await store.getLease(`owner:${owner}`);
           if (lease !== null && lease.until > Date.now()) continue; // alive
@@ -751,6 +771,8 @@ export class Runtime implements FlowHost, AsyncDisposable {
     }
     for (const agent of this.agents.values()) agent.setLifecycle('draining');
     this.fleet?.draining();
+    // 2389 agents take no more tasks and say `unavailable`; the answers of the traces draining still go out.
+    void this.protocol2389?.stopIntake();
     this.draining = this.waitIdle(options.timeoutMs).then(() => this.shutdown());
     return this.draining;
   }
@@ -823,6 +845,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
       } catch (error) {
         this.logger.error({ err: ensureError(error) }, 'shutdown failed during close');
         this.stateValue = 'stopped';
+      }
+      if (this.protocol2389 !== null) {
+        await this.protocol2389.close(this.options.drainTimeoutMs).catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'closing the 2389 protocol failed during close'));
       }
       if (this.fleet !== null) {
         await this.fleet.close(this.options.drainTimeoutMs).catch((error: unknown) => this.logger.error({ err: ensureError(error) }, 'leaving the fleet failed during close'));

@@ -59,6 +59,9 @@ export class RuntimeMetrics {
   );
   /** 1 while this process leads singleton `name`, 0 once it stopped (no series before it first led). */
   private readonly leader = new Gauge({ name: 'roost_leader', help: 'Whether this process leads the singleton duty: 1 leading, 0 not.', labelNames: ['name'], registers: [this.registry] });
+  private readonly tasks2389 = this.counter('roost_agent2389_tasks_total', 'Tasks on the input topics of flows exposed as 2389 agents, by what became of them (accepted, duplicate, retained, rejected, completed, failed).', ['agent', 'outcome']);
+  private readonly rejected2389 = this.counter('roost_agent2389_rejected_total', 'Tasks a 2389 agent refused before a trace started, by reason.', ['agent', 'reason']);
+  private readonly calls2389 = this.counter('roost_agent2389_calls_total', 'Tasks this process sent to 2389 agents, by how they ended (response, error, aborted, no_agent).', ['agent', 'outcome']);
   private readonly leaderChanges = this.counter('roost_leader_changes_total', 'Times this process became the leader of the singleton duty (summed over the fleet: the changes of leader).', ['name']);
   /** HTTP requests, by method, route template and status (filled by the service). */
   readonly httpRequests = this.counter('roost_http_requests_total', 'HTTP requests served, by method, route and status.', ['method', 'route', 'status']);
@@ -217,6 +220,13 @@ export class RuntimeMetrics {
       case 'leader_elected':
         this.leader.set({ name: event.name }, 1);
         this.leaderChanges.inc([event.name]);
+        return;
+      case 'agent2389_task':
+        this.tasks2389.inc([event.agent, event.outcome]);
+        if (event.reason !== null) this.rejected2389.inc([event.agent, event.reason]);
+        return;
+      case 'agent2389_call':
+        this.calls2389.inc([event.agent, event.outcome]);
         return;
       case 'leader_lost':
         this.leader.set({ name: event.name }, 0);

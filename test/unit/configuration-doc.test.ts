@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_BACKOFF, DEFAULT_QUARANTINE, createRuntime, isRoostError, node, type Runtime } from '../../src/index.js';
 import { CONFIG_KEYS, loadConfig } from '../../src/index.js';
-import { describeType } from '../../src/config/schema.js';
+import { AGENT2389_KEYS, describeType } from '../../src/config/schema.js';
 import { missing, readReference, section, tableNames } from '../helpers/markdown.js';
 
 const doc = readReference('configuration.md');
@@ -71,6 +71,11 @@ describe('docs/reference/configuration.md lists exactly the accepted keys', () =
     }
   });
 
+  it('Protocol2389Options and Agent2389Options', () => {
+    expectSameKeys('Protocol2389Options', documented('Protocol2389Options'), knownKeys((u) => createRuntime({ protocol2389: { broker: 'mqtt://localhost:1883', ...u } })));
+    expectSameKeys('Agent2389Options', documented('Agent2389Options'), knownKeys((u) => createRuntime({ protocol2389: { broker: 'mqtt://localhost:1883', agents: [{ id: 'a', flow: 'f', ...u }] } })));
+  });
+
   it('FleetOptions', () => {
     expectSameKeys('FleetOptions', documented('FleetOptions'), knownKeys((u) => createRuntime({ fleet: { transport: 'inprocess:', ...u } })));
   });
@@ -128,11 +133,13 @@ describe('docs/reference/configuration.md states the resolved defaults', () => {
 });
 
 describe('the roost.toml table', () => {
-  const body = section(doc, (h) => h.level === 2 && h.text === '`roost.toml` and the environment');
+  const whole = section(doc, (h) => h.level === 2 && h.text === '`roost.toml` and the environment');
+  // The flat keys' table comes before the `[[agent2389]]` subsection, which has a table of its own.
+  const [body, agentPart] = whole.split('\n### `[[agent2389]]`');
   const rows = new Map(
-    body
+    body!
       .split('\n')
-      .filter((l) => /^\| `[a-z_.]+` \|/.test(l))
+      .filter((l) => /^\| `[a-z0-9_.]+` \|/.test(l))
       .map((l) => {
         const cells = l.split(/(?<!\\)\|/).map((c) => c.trim());
         return [cells[1]!.replaceAll('`', ''), cells] as const;
@@ -141,6 +148,20 @@ describe('the roost.toml table', () => {
 
   it('lists exactly the keys of the schema, in its order', () => {
     expect([...rows.keys()]).toEqual(CONFIG_KEYS.map((k) => k.path));
+  });
+
+  it('lists exactly the keys of an [[agent2389]] table, with their rules and defaults', () => {
+    expect(agentPart, 'the [[agent2389]] subsection').toBeDefined();
+    const agentRows = agentPart!
+      .split('\n')
+      .filter((l) => /^\| `[a-z_]+` \|/.test(l))
+      .map((l) => l.split(/(?<!\\)\|/).map((c) => c.trim()));
+    expect(agentRows.map((r) => r[1]!.replaceAll('`', ''))).toEqual(AGENT2389_KEYS.map((k) => k.path));
+    for (const key of AGENT2389_KEYS) {
+      const cells = agentRows.find((r) => r[1] === `\`${key.path}\``)!;
+      const shown = key.default === null ? (key.type.kind === 'strings' ? '`[]`' : 'required') : `\`${typeof key.default === 'string' ? JSON.stringify(key.default) : String(key.default)}\``;
+      expect({ key: key.path, expected: cells[2], default: cells[3] }).toEqual({ key: key.path, expected: describeType(key.type), default: shown });
+    }
   });
 
   it('gives each its rule, default and variable', () => {

@@ -13,6 +13,7 @@ const doc = readReference('events.md');
 const eventsSource = readFileSync(new URL('../../src/flow/events.ts', import.meta.url), 'utf8');
 const streamSource = readFileSync(new URL('../../src/flow/trace-stream.ts', import.meta.url), 'utf8');
 const leaderSource = readFileSync(new URL('../../src/fleet/events.ts', import.meta.url), 'utf8');
+const protocol2389Source = readFileSync(new URL('../../src/protocol2389/events.ts', import.meta.url), 'utf8');
 
 /** A heading that is exactly a snake_case identifier (optionally in backticks) names an event type. */
 const TYPE_HEADING = /^`?([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`?$/;
@@ -35,15 +36,17 @@ function interfaceFields(source: string, name: string): string[] {
 function unionMembers(source: string, name: string): string[] {
   const m = new RegExp(`export type ${name}\\s*=([^;]*);`).exec(source);
   if (!m) throw new Error(`type ${name} not found`);
-  return [...m[1]!.matchAll(/'([a-z_]+)'/g)].map((t) => t[1]!);
+  return [...m[1]!.matchAll(/'([a-z0-9_]+)'/g)].map((t) => t[1]!);
 }
 
 /** Event interfaces and the union of their `type`s. */
-const FAMILIES = ['NodeEvent', 'TraceEvent', 'AgentEvent', 'DeadLetterEvent', 'StoreEvent', 'DispatchEvent', 'LeaderEvent'] as const;
+const FAMILIES = ['NodeEvent', 'TraceEvent', 'AgentEvent', 'DeadLetterEvent', 'StoreEvent', 'DispatchEvent', 'LeaderEvent', 'Agent2389TaskEvent', 'Agent2389CallEvent'] as const;
 
-/** The file each family is declared in: the leader events live with the fleet code. */
+/** The file each family is declared in: the leader events live with the fleet code, the 2389 ones with the protocol. */
 function sourceOf(family: string): string {
-  return family === 'LeaderEvent' ? leaderSource : eventsSource;
+  if (family === 'LeaderEvent') return leaderSource;
+  if (family.startsWith('Agent2389')) return protocol2389Source;
+  return eventsSource;
 }
 
 describe('docs/reference/events.md', () => {

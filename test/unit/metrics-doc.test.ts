@@ -19,7 +19,7 @@ function documented(): Map<string, Row> & { names: string[] } {
   const rows = new Map<string, Row>() as Map<string, Row> & { names: string[] };
   rows.names = [];
   for (const line of doc.split('\n')) {
-    const m = /^\|\s*`(roost_[a-z_]+)`\s*\|\s*([a-z]+)\s*\|\s*([^|]*)\|/.exec(line);
+    const m = /^\|\s*`(roost_[a-z0-9_]+)`\s*\|\s*([a-z]+)\s*\|\s*([^|]*)\|/.exec(line);
     if (!m) continue;
     rows.names.push(m[1]!);
     rows.set(m[1]!, { type: m[2]!, labels: [...m[3]!.matchAll(/`([a-z_]+)`/g)].map((l) => l[1]!).sort() });

@@ -87,6 +87,7 @@ export function protocol2389Options(config: ServiceConfig): Protocol2389Options 
       heartbeatS: a.heartbeatS,
       statusExpiryS: a.statusExpiryS,
       tenant: a.tenant,
+      payload: a.payload,
     })),
   };
 }

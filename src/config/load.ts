@@ -316,6 +316,7 @@ export interface Agent2389Config {
   readonly heartbeatS: number;
   readonly statusExpiryS: number;
   readonly tenant: string;
+  readonly payload: 'task' | 'input';
 }
 
 /** The `[[agent2389]]` tables of a file: each key checked, unknown keys and missing required ones refused. */
@@ -356,6 +357,7 @@ function agentTables(raw: unknown, file: string, lines: Map<string, number>, env
       heartbeatS: get<number>('heartbeat_s'),
       statusExpiryS: get<number>('status_expiry_s'),
       tenant: get<string>('tenant'),
+      payload: get<'task' | 'input'>('payload'),
     });
   });
 }

@@ -166,6 +166,7 @@ export const AGENT2389_KEYS: readonly ConfigKey[] = [
   { path: 'heartbeat_s', type: { kind: 'int', min: 1, max: 3600 }, default: 5, doc: 'seconds between republishing the `available` status' },
   { path: 'status_expiry_s', type: { kind: 'int', min: 1, max: 4_294_967_295 }, default: 3600, doc: 'the MQTT 5 message expiry of the status messages' },
   { path: 'tenant', type: { kind: 'string', pattern: /^[A-Za-z0-9._-]{1,64}$/, expected: 'a tenant name' }, default: 'default', doc: 'the tenant the traces run under' },
+  { path: 'payload', type: { kind: 'enum', values: ['task', 'input'] }, default: 'task', doc: "what the flow gets: `task` the task's `{task_id, conversation_id, topic, instruction, input, context?, routing_trace?}`, `input` its `input` alone (a flow written for that input, exposed unchanged)" },
 ];
 
 /** The keys by path. */

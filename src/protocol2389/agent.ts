@@ -220,15 +220,17 @@ export class ExposedAgent {
     const traceId = uuidv7();
     try {
       const r = await flow.emit(
-        {
-          task_id: task.task_id,
-          conversation_id: task.conversation_id,
-          topic: canonicalTopic(task.topic),
-          instruction: task.instruction,
-          input,
-          ...(task.context === undefined ? {} : { context: task.context }),
-          ...(task.routing_trace === undefined ? {} : { routing_trace: task.routing_trace }),
-        },
+        o.payload === 'input'
+          ? input
+          : {
+              task_id: task.task_id,
+              conversation_id: task.conversation_id,
+              topic: canonicalTopic(task.topic),
+              instruction: task.instruction,
+              input,
+              ...(task.context === undefined ? {} : { context: task.context }),
+              ...(task.routing_trace === undefined ? {} : { routing_trace: task.routing_trace }),
+            },
         {
           traceId,
           tenant: o.tenant,
@@ -239,6 +241,8 @@ export class ExposedAgent {
             'a2389-topic': canonicalTopic(task.topic),
             'a2389-version': task.version ?? '1',
             'a2389-agent': o.id,
+            // The headers' values hold up to 8,192 characters: a longer instruction is in the task payload only.
+            ...(task.instruction !== null && task.instruction.length <= 8192 ? { 'a2389-instruction': task.instruction } : {}),
           },
         },
         { note: { key: noteKey(traceId), value: note }, internal: true },

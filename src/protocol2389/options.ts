@@ -2,7 +2,7 @@
 import { invalidOption } from '../errors.js';
 import { NAME_PATTERN } from '../envelope/names.js';
 import type { TransportTlsOptions } from '../transport/base.js';
-import { checkObject, optInt } from '../validate-options.js';
+import { checkObject, optEnum, optInt } from '../validate-options.js';
 import { DEFAULT_MAX_DEPTH, isAgentId } from './wire.js';
 
 /** A flow exposed as a 2389 agent. */
@@ -22,6 +22,13 @@ export interface Agent2389Options {
   readonly statusExpiryS?: number;
   /** The tenant the traces run under (default `default`). */
   readonly tenant?: string;
+  /**
+   * What the flow gets as its payload: `task` (default) the task's `{task_id, conversation_id,
+   * topic, instruction, input, context?, routing_trace?}`; `input` the task's `input` alone, so a
+   * flow written for that input is exposed unchanged (the instruction is then in the
+   * `a2389-instruction` header when it fits one).
+   */
+  readonly payload?: 'task' | 'input';
 }
 
 /** The 2389 Agent Protocol over MQTT (src/protocol2389). */
@@ -50,6 +57,7 @@ export interface ResolvedAgent2389 {
   readonly heartbeatS: number;
   readonly statusExpiryS: number;
   readonly tenant: string;
+  readonly payload: 'task' | 'input';
 }
 
 export interface ResolvedProtocol2389 {
@@ -84,7 +92,7 @@ export function resolveProtocol2389(raw: unknown): ResolvedProtocol2389 {
   const seen = new Set<string>();
   const agents = agentsRaw.map((a: unknown, i: number): ResolvedAgent2389 => {
     const f = `${field}.agents[${i}]`;
-    const ao = checkObject(f, a, ['id', 'flow', 'capabilities', 'description', 'maxDepth', 'heartbeatS', 'statusExpiryS', 'tenant']);
+    const ao = checkObject(f, a, ['id', 'flow', 'capabilities', 'description', 'maxDepth', 'heartbeatS', 'statusExpiryS', 'tenant', 'payload']);
     if (!isAgentId(ao['id'])) throw invalidOption(`${f}.id`, 'an agent id of 1 to 64 letters, digits, . _ and -', ao['id']);
     if (seen.has(ao['id'])) throw invalidOption(`${f}.id`, 'an id no other agent of this process has', ao['id']);
     seen.add(ao['id']);
@@ -104,6 +112,7 @@ export function resolveProtocol2389(raw: unknown): ResolvedProtocol2389 {
       heartbeatS: optInt(f, ao, 'heartbeatS', 1, 3600, 5),
       statusExpiryS: optInt(f, ao, 'statusExpiryS', 1, 4_294_967_295, 3600),
       tenant,
+      payload: optEnum(f, ao, 'payload', ['task', 'input'] as const, 'task'),
     });
   });
   let health: ResolvedProtocol2389['health'] = null;

@@ -79,6 +79,20 @@ describe('a flow as a 2389 agent', () => {
     expect(env.idempotencyKey).toBe(task['task_id']);
   });
 
+  it("payload 'input': the flow gets the task's input alone, the instruction in a header", async () => {
+    let seen: Envelope<unknown> | null = null;
+    const f = await fixture((env) => {
+      seen = env as Envelope<unknown>;
+      return 'ok';
+    }, { payload: 'input' });
+    const task = taskV1(f.id, { id: 'T-1', text: 'refund please' });
+    await f.foreign.publish(`/control/agents/${f.id}/input`, task);
+    await f.foreign.until(() => replies(f, task['conversation_id'] as string).length > 0);
+    const env = seen as unknown as Envelope<unknown>;
+    expect(env.payload).toEqual({ id: 'T-1', text: 'refund please' });
+    expect(env.headers).toMatchObject({ 'a2389-instruction': 'do it', 'a2389-task-id': task['task_id'] });
+  });
+
   it('a string result stays a string; v2 context and routing trace reach the handler', async () => {
     let seen: Payload | null = null;
     const f = await fixture((env) => {

@@ -47,14 +47,15 @@ describe('[[agent2389]]', () => {
         'heartbeat_s = 2',
         'status_expiry_s = 60',
         'tenant = "acme"',
+        'payload = "input"',
         '',
       ].join('\n'),
     );
     const c = loadConfig({ file: path, env: {}, cwd: dir });
     expect(c.protocol2389).toEqual({ broker: 'mqtt://localhost:1883', healthPort: 0, healthHost: '127.0.0.1', registryExpiryMs: 15_000 });
     expect(c.agents2389).toEqual([
-      { id: 'summarizer', flow: 'summarize', capabilities: ['summarize', 'text'], description: 'Summarizes', maxDepth: 16, heartbeatS: 5, statusExpiryS: 3600, tenant: 'default' },
-      { id: 'echo.1', flow: 'echo', capabilities: [], description: '', maxDepth: 4, heartbeatS: 2, statusExpiryS: 60, tenant: 'acme' },
+      { id: 'summarizer', flow: 'summarize', capabilities: ['summarize', 'text'], description: 'Summarizes', maxDepth: 16, heartbeatS: 5, statusExpiryS: 3600, tenant: 'default', payload: 'task' },
+      { id: 'echo.1', flow: 'echo', capabilities: [], description: '', maxDepth: 4, heartbeatS: 2, statusExpiryS: 60, tenant: 'acme', payload: 'input' },
     ]);
     expect(protocol2389Options(c)).toMatchObject({ broker: 'mqtt://localhost:1883', health: { port: 0, host: '127.0.0.1' }, agents: [{ id: 'summarizer' }, { id: 'echo.1', maxDepth: 4 }] });
     expect(describeConfig(c).some((l) => l.startsWith('agent2389[1] = {"id":"echo.1"'))).toBe(true);

@@ -82,7 +82,7 @@ describe('a flow as a 2389 agent', () => {
   it("payload 'input': the flow gets the task's input alone, the instruction in a header", async () => {
     let seen: Envelope<unknown> | null = null;
     const f = await fixture((env) => {
-      seen = env as Envelope<unknown>;
+      seen = env;
       return 'ok';
     }, { payload: 'input' });
     const task = taskV1(f.id, { id: 'T-1', text: 'refund please' });

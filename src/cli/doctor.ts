@@ -7,6 +7,8 @@
  * - store: the journal is reachable and writable (a key written and read back);
  * - ports: the HTTP (and health) ports are free on the configured host;
  * - fleet: with `[fleet]`, its broker accepts a connection;
+ * - 2389: with `[protocol2389]` or `[[agent2389]]`, its broker accepts a connection and every
+ *   agent's flow is one the app adds;
  * - tracing: whether the `OTEL_*` variables turn tracing on, and where spans go.
  *
  * Exit 0 when nothing failed, 1 otherwise.
@@ -47,12 +49,13 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-async function checkApp(config: ServiceConfig): Promise<Finding> {
+async function checkApp(config: ServiceConfig, flows: string[] = []): Promise<Finding> {
   if (config.app === null) return { check: 'app', status: 'FAIL', message: 'no application module is configured', fix: 'set `app = "path/to/app.ts"` in roost.toml, or ROOST_APP' };
   const file = appPath(config.app, config.dir);
   const runtime = createRuntime({ logger: false });
   try {
     await loadApp(file, runtime);
+    flows.push(...runtime.flowNames());
     return { check: 'app', status: 'ok', message: `${config.app}: flows ${runtime.flowNames().join(', ')}` };
   } catch (error) {
     const e = ensureError(error);
@@ -133,12 +136,40 @@ async function checkFleet(config: ServiceConfig): Promise<Finding | null> {
   }
 }
 
+/** With the 2389 protocol: its broker accepts a connection, and each agent runs a flow the app has. */
+async function checkProtocol2389(config: ServiceConfig, flows: readonly string[] | null): Promise<Finding[]> {
+  const p = config.protocol2389;
+  if (p === null) return [];
+  const out: Finding[] = [];
+  const shown = hidePassword(p.broker);
+  let transport;
+  try {
+    transport = openTransport(p.broker, { clientId: `roost-doctor-2389-${process.pid}` }, 'protocol2389.broker');
+    await withTimeout(transport.connect(), STORE_CHECK_MS, `the broker at ${shown}`);
+    out.push({ check: '2389', status: 'ok', message: `${shown}: connected (agents: ${config.agents2389.map((a) => a.id).join(', ') || 'none'})` });
+  } catch (error) {
+    const e = ensureError(error);
+    out.push({ check: '2389', status: 'FAIL', message: `${shown}: ${isRoostError(e) ? `${e.code}: ` : ''}${e.message}`, fix: 'start the broker, or fix [protocol2389] broker / ROOST_2389_BROKER' });
+  } finally {
+    await transport?.close().catch(() => {});
+  }
+  if (flows !== null) {
+    config.agents2389.forEach((a, i) => {
+      if (!flows.includes(a.flow)) {
+        out.push({ check: '2389', status: 'FAIL', message: `agent2389[${i}] (${a.id}): the app has no flow ${JSON.stringify(a.flow)} (it has ${flows.join(', ') || 'none'})`, fix: `set agent2389[${i}].flow to one of the app's flows` });
+      }
+    });
+  }
+  return out;
+}
+
 async function checkPorts(config: ServiceConfig): Promise<Finding[]> {
   const out: Finding[] = [];
   const { host, port, healthPort } = config.http;
   for (const [name, value, env] of [
     ['http.port', port, 'ROOST_HTTP_PORT'],
     ['http.health_port', healthPort, 'ROOST_HEALTH_PORT'],
+    ['protocol2389.health_port', config.protocol2389?.healthPort ?? null, 'ROOST_2389_HEALTH_PORT'],
   ] as const) {
     if (value === null) continue;
     if (value === 0) {
@@ -178,10 +209,13 @@ export async function diagnose(args: { readonly config?: string }, io: Pick<Doct
     return [{ check: 'config', status: 'FAIL', message: `${isRoostError(e) ? `${e.code}: ` : ''}${e.message}`, fix: 'correct the key named above (docs/reference/configuration.md lists every key)' }];
   }
   const findings: Finding[] = [{ check: 'config', status: 'ok', message: `${config.file ?? 'no roost.toml: defaults and the environment'}: valid` }];
-  findings.push(await checkApp(config));
+  const flows: string[] = [];
+  const app = await checkApp(config, flows);
+  findings.push(app);
   findings.push(await checkStore(config));
   const fleet = await checkFleet(config);
   if (fleet !== null) findings.push(fleet);
+  findings.push(...(await checkProtocol2389(config, app.status === 'ok' ? flows : null)));
   findings.push(...(await checkPorts(config)));
   findings.push(checkTracing(io.env));
   return findings;

@@ -170,6 +170,19 @@ describe('roost doctor', () => {
     expect(down.status).toBe(1);
   });
 
+  it('checks the 2389 broker and that each [[agent2389]] runs a flow of the app', () => {
+    const good = workDir(`app = "${SERVE_APP}"\n[http]\nport = 0\n[store]\nurl = "memory:"\n[protocol2389]\nbroker = "${MQTT_URL}"\n[[agent2389]]\nid = "doc-a"\nflow = "echo"\n`);
+    const bad = workDir(`app = "${SERVE_APP}"\n[http]\nport = 0\n[store]\nurl = "memory:"\n[protocol2389]\nbroker = "mqtt://127.0.0.1:1"\n[[agent2389]]\nid = "doc-b"\nflow = "nope"\n`);
+    dirs.push(good, bad);
+    const ok = roost(['doctor'], { cwd: good.dir });
+    expect(ok.stdout).toMatch(/^ok {4}2389 +mqtt:\/\/127\.0\.0\.1:1883: connected \(agents: doc-a\)$/m);
+    expect(ok.status).toBe(0);
+    const down = roost(['doctor'], { cwd: bad.dir });
+    expect(down.stdout).toMatch(/^FAIL {2}2389 +mqtt:\/\/127\.0\.0\.1:1: ROOST_ERR_TRANSPORT_UNAVAILABLE/m);
+    expect(down.stdout).toMatch(/^FAIL {2}2389 +agent2389\[0\] \(doc-b\): the app has no flow "nope" \(it has echo, slow, fail\)$/m);
+    expect(down.status).toBe(1);
+  });
+
   it('an invalid configuration is the one finding (exit 1)', () => {
     const d = workDir('[http]\nport = -1\n');
     dirs.push(d);

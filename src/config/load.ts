@@ -11,6 +11,7 @@ import { dirname, resolve } from 'node:path';
 import { TomlError, parse } from 'smol-toml';
 import { RoostError, describeValue } from '../errors.js';
 import { hidePassword } from '../redact.js';
+import type { ResolvedAgent2389 } from '../protocol2389/options.js';
 import { AGENT2389_KEYS, CONFIG_BY_PATH, CONFIG_KEYS, describeType, type ConfigKey } from './schema.js';
 
 /** Where a value came from. */
@@ -306,18 +307,8 @@ function checkStrings(key: ConfigKey, path: string, value: unknown, source: Conf
   return Object.freeze([...(value as string[])]);
 }
 
-/** One `[[agent2389]]` table, as the loader returns it. */
-export interface Agent2389Config {
-  readonly id: string;
-  readonly flow: string;
-  readonly capabilities: readonly string[];
-  readonly description: string;
-  readonly maxDepth: number;
-  readonly heartbeatS: number;
-  readonly statusExpiryS: number;
-  readonly tenant: string;
-  readonly payload: 'task' | 'input';
-}
+/** One `[[agent2389]]` table, as the loader returns it: the runtime's agent options, resolved. */
+export type Agent2389Config = ResolvedAgent2389;
 
 /** The `[[agent2389]]` tables of a file: each key checked, unknown keys and missing required ones refused. */
 function agentTables(raw: unknown, file: string, lines: Map<string, number>, env: Readonly<Record<string, string | undefined>>): Agent2389Config[] {

@@ -8,6 +8,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { DEFAULT_BACKOFF, backoffDelay } from '../resilience/backoff.js';
 import type { Logger } from '../telemetry/logger.js';
 import { connectError, readTls, type TransportTlsOptions } from '../transport/base.js';
+import { firstConnect } from '../transport/mqtt.js';
 
 export interface ConnectionOptions {
   readonly url: string;
@@ -55,25 +56,7 @@ export async function openConnection(o: ConnectionOptions): Promise<MqttClient> 
   });
   client.on('error', (error) => o.logger.warn({ err: error, clientId: o.clientId }, '2389: mqtt client error'));
   try {
-    await new Promise<void>((resolve, reject) => {
-      let last: Error | null = null;
-      const done = (error: Error | null): void => {
-        client.off('connect', onConnect);
-        client.off('error', onError);
-        client.off('close', onClose);
-        if (error === null) resolve();
-        else reject(error);
-      };
-      const onConnect = (): void => done(null);
-      const onError = (error: Error): void => {
-        last = error;
-        if (!/ECONNRESET|EPIPE/.test((error as NodeJS.ErrnoException).code ?? '')) done(error);
-      };
-      const onClose = (): void => done(last ?? new Error('the broker closed the connection'));
-      client.on('connect', onConnect);
-      client.on('error', onError);
-      client.on('close', onClose);
-    });
+    await firstConnect(client);
   } catch (error) {
     client.end(true);
     throw connectError('mqtt', o.url, error, o.tls !== undefined);

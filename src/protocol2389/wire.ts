@@ -239,6 +239,17 @@ export function nextEnvelope(task: TaskEnvelope, agentId: string, result: unknow
   };
 }
 
+/** The JSON object in `bytes`, or null when they hold none. */
+function jsonObject(bytes: Uint8Array): Record<string, unknown> | null {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch {
+    return null;
+  }
+  return typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>) : null;
+}
+
 /** A status message (`/control/agents/{id}/status`, retained). */
 export interface StatusMessage {
   readonly agent_id: string;
@@ -250,14 +261,8 @@ export interface StatusMessage {
 
 /** Reads a status message leniently (foreign agents add fields); null when it is not one. */
 export function parseStatus(bytes: Uint8Array): StatusMessage | null {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-  } catch {
-    return null;
-  }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return null;
-  const o = doc as Record<string, unknown>;
+  const o = jsonObject(bytes);
+  if (o === null) return null;
   if (!isAgentId(o['agent_id']) || (o['status'] !== 'available' && o['status'] !== 'unavailable')) return null;
   const caps = Array.isArray(o['capabilities']) ? (o['capabilities'] as unknown[]).filter((c): c is string => typeof c === 'string') : [];
   return {
@@ -271,14 +276,8 @@ export function parseStatus(bytes: Uint8Array): StatusMessage | null {
 
 /** A response or an error on a conversation topic, read leniently; null when it is neither. */
 export function parseReply(bytes: Uint8Array): { taskId: string; response: unknown } | { taskId: string; error: { code: string; message: string } } | null {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-  } catch {
-    return null;
-  }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return null;
-  const o = doc as Record<string, unknown>;
+  const o = jsonObject(bytes);
+  if (o === null) return null;
   if (typeof o['task_id'] !== 'string') return null;
   const e = o['error'];
   if (typeof e === 'object' && e !== null) {

@@ -103,7 +103,7 @@ interface LocalSubscription {
  * Resolves on the client's first connection, or rejects on its first error or close (mqtt.js
  * would retry for ever; a first connect that cannot work should say why at once).
  */
-function firstConnect(client: MqttClient): Promise<void> {
+export function firstConnect(client: MqttClient): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let last: Error | null = null;
     const done = (error: Error | null): void => {

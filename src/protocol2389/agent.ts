@@ -60,6 +60,11 @@ const RECENT_TASKS = 10_000;
 export class ExposedAgent {
   private client: MqttClient | null = null;
   private heartbeat: ReturnType<typeof setInterval> | null = null;
+  /** Keeps the connection's keepalive going while a packet is being handled (see start()). */
+  private pinger: ReturnType<typeof setInterval> | null = null;
+  /** Packets being handled, and when one last started or ended. */
+  private busy = 0;
+  private busyAt = 0;
   /** True between start() and stopIntake(): the agent says it is available. */
   private open = false;
   private readonly recent = new Set<string>();
@@ -99,14 +104,35 @@ export class ExposedAgent {
     // Subscriptions are made again by announce() after a reconnect, which then knows their SUBACK.
     client.options.resubscribe = false;
     client.handleMessage = (packet, done) => {
-      this.onPacket(packet).then(
-        () => done(),
-        (error: unknown) => {
-          this.log.error({ err: ensureError(error) }, '2389: a task could not be handled');
-          done();
-        },
-      );
+      this.busy++;
+      this.busyAt = Date.now();
+      this.onPacket(packet)
+        .then(
+          () => done(),
+          (error: unknown) => {
+            this.log.error({ err: ensureError(error) }, '2389: a task could not be handled');
+            done();
+          },
+        )
+        .finally(() => {
+          this.busy--;
+          this.busyAt = Date.now();
+        });
     };
+    // While packets wait for room in the flow, mqtt.js reads nothing else, PINGRESP included
+    // (it is queued behind them): its keepalive would then drop a healthy connection (the will
+    // says `unavailable`, the tasks the broker had sent are lost with the clean session, and
+    // answers are sent twice). So, while busy, ping on its behalf and hold its timeout off.
+    const keepaliveMs = this.host.keepaliveSeconds * 500;
+    if (keepaliveMs > 0) {
+      this.pinger = setInterval(() => {
+        if ((this.busy > 0 || Date.now() - this.busyAt < keepaliveMs) && client.connected) {
+          client.sendPing();
+          client.reschedulePing(true);
+        }
+      }, keepaliveMs);
+      this.pinger.unref();
+    }
     this.client = client;
     this.open = true;
     try {
@@ -114,6 +140,8 @@ export class ExposedAgent {
     } catch (error) {
       this.open = false;
       this.client = null;
+      if (this.pinger !== null) clearInterval(this.pinger);
+      this.pinger = null;
       client.end(true);
       throw error;
     }
@@ -177,6 +205,8 @@ export class ExposedAgent {
   /** Closes the connection (after stopIntake: a clean disconnect, so the will is not sent). */
   async close(): Promise<void> {
     await this.stopIntake();
+    if (this.pinger !== null) clearInterval(this.pinger);
+    this.pinger = null;
     const client = this.client;
     this.client = null;
     if (client !== null) await client.endAsync(!client.connected).catch(() => {});
@@ -219,7 +249,7 @@ export class ExposedAgent {
     const note: TaskNote = { agent: o.id, task: rest, acceptedAt: Date.now() };
     const traceId = uuidv7();
     try {
-      const r = await flow.emit(
+      const r = await this.paced(() => flow.emit(
         o.payload === 'input'
           ? input
           : {
@@ -246,7 +276,7 @@ export class ExposedAgent {
           },
         },
         { note: { key: noteKey(traceId), value: note }, internal: true },
-      );
+      ));
       this.remember(task.task_id);
       if (r.deduplicated) {
         this.host.refused(o, 'duplicate', null, null, task.task_id, task.conversation_id, r.traceId);
@@ -257,6 +287,22 @@ export class ExposedAgent {
       const e = ensureError(error);
       const code: ErrorCode2389 = isRoostError(e, 'ROOST_ERR_VALIDATION') || isRoostError(e, 'ROOST_ERR_PAYLOAD_TOO_LARGE') ? 'invalid_input' : 'internal_error';
       this.reject(code === 'invalid_input' ? 'invalid' : 'not_accepted', code, e.message, task.task_id, task.conversation_id);
+    }
+  }
+
+  /**
+   * Emits, waiting while the runtime is at its in-flight trace limit (the packet is not
+   * acknowledged meanwhile, so the broker holds the next ones): a limit paces the intake as a
+   * full ingress queue does, instead of answering tasks with `internal_error`.
+   */
+  private async paced<T>(emit: () => Promise<T>): Promise<T> {
+    for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
+      try {
+        return await emit();
+      } catch (error) {
+        if (!isRoostError(error, 'ROOST_ERR_RESOURCE_LIMIT') || !this.open || !this.host.accepting()) throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }
 

@@ -178,16 +178,21 @@ export class Client2389 {
     this.stats.calls++;
     this.inFlight.set(agent, (this.inFlight.get(agent) ?? 0) + 1);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    let onAbort: (() => void) | undefined;
+    // The signal and the timeout bound the whole call, the wait for the reply subscription too
+    // (a slow SUBACK, a broker away): armed before it, they end a call that never got to send.
+    let fail!: (error: Error) => void;
+    const ended = new Promise<never>((_resolve, reject) => (fail = reject));
+    ended.catch(() => {});
+    const onAbort = (): void => fail(ensureError(options.signal!.reason ?? new Error('aborted')));
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.timeoutMs !== undefined) {
+      timer = setTimeout(() => fail(new RoostError('ROOST_ERR_REQUEST_TIMEOUT', `2389 agent ${agent} did not answer task ${taskId} within ${options.timeoutMs} ms`, { details: { agent, taskId } })), options.timeoutMs);
+    }
     try {
-      await this.subscribe(replyTopic);
+      await Promise.race([this.subscribe(replyTopic), ended]);
       const reply = await new Promise<{ response: unknown } | { error: { code: string; message: string } }>((resolve, reject) => {
         this.waiters.set(taskId, { resolve });
-        onAbort = () => reject(ensureError(options.signal!.reason ?? new Error('aborted')));
-        options.signal?.addEventListener('abort', onAbort, { once: true });
-        if (options.timeoutMs !== undefined) {
-          timer = setTimeout(() => reject(new RoostError('ROOST_ERR_REQUEST_TIMEOUT', `2389 agent ${agent} did not answer task ${taskId} within ${options.timeoutMs} ms`, { details: { agent, taskId } })), options.timeoutMs);
-        }
+        ended.catch(reject);
         this.client.publish(inputTopic(agent), JSON.stringify(task), { qos: 1 }, (error) => {
           if (error) {
             this.host.count('publishFailed');
@@ -213,7 +218,7 @@ export class Client2389 {
       throw error;
     } finally {
       clearTimeout(timer);
-      if (onAbort !== undefined) options.signal?.removeEventListener('abort', onAbort);
+      options.signal?.removeEventListener('abort', onAbort);
       this.waiters.delete(taskId);
       const n = (this.inFlight.get(agent) ?? 1) - 1;
       if (n <= 0) this.inFlight.delete(agent);

@@ -149,13 +149,24 @@ function checkRoutingTrace(value: unknown): string | null {
   return null;
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /**
  * Reads a TaskEnvelope: v2 when `version` is `"2.0"`, else v1 (no `version`); any other version
  * is refused. Never throws.
  */
 export function parseTask(bytes: Uint8Array, maxBytes = MAX_PACKET_BYTES): ParsedTask {
   let doc: unknown;
-  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+  // JSON is UTF-8: bytes that are not are refused (read leniently only to name the sender's
+  // conversation and task, when those are intact), not silently turned into U+FFFD.
+  let utf8 = true;
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    utf8 = false;
+    text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+  }
   try {
     doc = JSON.parse(text);
   } catch (error) {
@@ -164,11 +175,13 @@ export function parseTask(bytes: Uint8Array, maxBytes = MAX_PACKET_BYTES): Parse
     return { ok: false, reason: bytes.byteLength > maxBytes ? 'too_large' : 'not_json', message: why, conversationId: null, taskId: null };
   }
   const o = typeof doc === 'object' && doc !== null && !Array.isArray(doc) ? (doc as Record<string, unknown>) : null;
-  const conversationId = o !== null && isConversationId(o['conversation_id']) ? o['conversation_id'] : null;
+  const intact = (v: unknown): boolean => utf8 || (typeof v === 'string' && !v.includes('\uFFFD'));
+  const conversationId = o !== null && isConversationId(o['conversation_id']) && intact(o['conversation_id']) ? o['conversation_id'] : null;
   // As the sender wrote it (even when it is not a UUID), so it can match the error to its task.
-  const taskId = o !== null && typeof o['task_id'] === 'string' && o['task_id'].length <= 128 ? o['task_id'] : null;
+  const taskId = o !== null && typeof o['task_id'] === 'string' && o['task_id'].length <= 128 && intact(o['task_id']) ? o['task_id'] : null;
   const fail = (reason: 'too_large' | 'invalid' | 'unknown_version', message: string): ParsedTask => ({ ok: false, reason, message, conversationId, taskId });
   if (bytes.byteLength > maxBytes) return fail('too_large', `a packet of ${bytes.byteLength} bytes, over the ${maxBytes}-byte limit`);
+  if (!utf8) return fail('invalid', 'expected UTF-8 (JSON text is UTF-8)');
   if (o === null) return fail('invalid', 'expected a JSON object (a TaskEnvelope)');
   const version = o['version'];
   if (version !== undefined && version !== '2.0') return fail('unknown_version', `version: expected "2.0" (v2) or absent (v1), got ${JSON.stringify(version)}`);

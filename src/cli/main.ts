@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 /**
  * The `roost` command: the service (serve.ts), its configuration and checks (doctor.ts), task
- * submission to a running server (submit.ts), the fleet's presence (agents.ts), envelope checks
- * and the journal commands (journal.ts).
+ * submission to a running server (submit.ts), the fleet's presence (agents.ts), a live view of
+ * 2389 Agent Protocol traffic (monitor.ts), envelope checks and the journal commands (journal.ts).
  *
  *   roost serve [--config roost.toml]
  *   roost worker [--config roost.toml] [--nodes flow/node,…]
  *   roost config check | roost doctor
  *   roost submit <flow> [json|@file|-] [--wait]
  *   roost agents [--transport URL] [--namespace NS] [--json] [--wait-ms N] | [--url URL]
+ *   roost monitor [--mode M] [--format F] [--agent-id ID] [--conversation-id CID] [--broker URL] …
  *   roost version
  *   roost validate [file|-] [--max-bytes N]   one envelope per line (or one JSON document)
  *   roost trace|replay|dlq|backup|prune …     see journal.ts (--store URL)
@@ -24,6 +25,7 @@ import { ensureError, isRoostError } from '../errors.js';
 import { describeConfig, loadConfig, nodeList } from '../config/load.js';
 import { doctor } from './doctor.js';
 import { UsageError, journalCommand } from './journal.js';
+import { monitorCommand } from './monitor.js';
 import { loadOrExplain, serve } from './serve.js';
 import { submit } from './submit.js';
 import { roostVersion } from '../version.js';
@@ -39,6 +41,12 @@ commands:
   agents [--transport URL]         the fleet by presence: id, status, load, agents, nodes, last seen
          [--namespace NS] [--json] (default: the configuration's [fleet] transport and namespace; --wait-ms N
          [--wait-ms N] [--url URL] to listen, default 1000; --url asks a running server instead)
+  monitor                          watch 2389 Agent Protocol traffic on an MQTT broker live, until Ctrl-C:
+         [--mode M] [--format F]   M all|availability|conversations|inputs|progress, F pretty|compact|json
+         [--agent-id ID]           only that agent's messages; [--conversation-id CID] only that conversation's
+         [--broker URL]            default $ROOST_2389_BROKER, else mqtt://localhost:1883; or --broker-host H
+                                   --broker-port P; --username U, --password P (or $MQTT_PASSWORD); --tls,
+                                   --ca FILE, --cert FILE --key FILE; stop by itself: --count N, --duration-ms N
   version                          print the version
   validate [file|-] [--max-bytes N] check envelopes (one JSON per line, or one document)
   trace <trace-id>                 a trace's journaled history as a timeline
@@ -97,6 +105,20 @@ async function main(argv: string[]): Promise<number> {
         namespace: { type: 'string' },
         json: { type: 'boolean' },
         'wait-ms': { type: 'string' },
+        mode: { type: 'string' },
+        format: { type: 'string' },
+        'agent-id': { type: 'string' },
+        'conversation-id': { type: 'string' },
+        broker: { type: 'string' },
+        'broker-host': { type: 'string' },
+        'broker-port': { type: 'string' },
+        username: { type: 'string' },
+        password: { type: 'string' },
+        tls: { type: 'boolean' },
+        ca: { type: 'string' },
+        cert: { type: 'string' },
+        'duration-ms': { type: 'string' },
+        count: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -167,6 +189,35 @@ async function main(argv: string[]): Promise<number> {
       io,
     );
   }
+  if (command === 'monitor') {
+    if (rest.length > 0) {
+      process.stderr.write(`monitor: takes no arguments (got ${rest.join(' ')})\n${USAGE}`);
+      return 2;
+    }
+    // SIGINT / SIGTERM end the watch: the monitor disconnects and exits 0.
+    const stop = new AbortController();
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => stop.abort());
+    return monitorCommand(
+      {
+        mode: v.mode,
+        format: v.format,
+        agentId: v['agent-id'],
+        conversationId: v['conversation-id'],
+        broker: v.broker,
+        brokerHost: v['broker-host'],
+        brokerPort: v['broker-port'],
+        username: v.username,
+        password: v.password,
+        tls: v.tls,
+        ca: v.ca,
+        cert: v.cert,
+        key: v.key,
+        durationMs: v['duration-ms'],
+        count: v.count,
+      },
+      { ...io, signal: stop.signal },
+    );
+  }
   if (command === 'validate') {
     const source = rest[0] ?? '-';
     const rawMax = parsed.values['max-bytes'];
@@ -232,7 +283,7 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 const code = await main(process.argv.slice(2));
-// serve, worker and agents have closed what they opened; anything left (a library's timer, a
-// broker client's reconnect) must not keep the process up.
-if (process.argv[2] === 'serve' || process.argv[2] === 'worker' || process.argv[2] === 'agents') process.exit(code);
+// serve, worker, agents and monitor have closed what they opened; anything left (a library's
+// timer, a broker client's reconnect) must not keep the process up.
+if (['serve', 'worker', 'agents', 'monitor'].includes(process.argv[2] ?? '')) process.exit(code);
 process.exitCode = code;

@@ -22,6 +22,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { ensureError } from '../errors.js';
 import { hidePassword } from '../redact.js';
 import { classify, formatCompact, formatJson, formatPretty, passes, type MonitorFilters, type MonitorMessage } from './monitor-format.js';
+import { firstConnect } from '../transport/mqtt.js';
 
 /** What `--mode` watches. */
 export const MONITOR_MODES = ['all', 'availability', 'conversations', 'inputs', 'progress'] as const;
@@ -212,31 +213,6 @@ function connectProblem(error: Error, url: string, tls: boolean): string {
     return `TLS to ${where} failed (${reason}): check --ca, and --cert/--key if the broker requires a client certificate`;
   }
   return `${where}: ${reason}`;
-}
-
-/** Resolves once `client` connected; rejects with the first failure (or the timeout). */
-function firstConnect(client: MqttClient, timeoutMs: number): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let last: Error | null = null;
-    const done = (error: Error | null): void => {
-      clearTimeout(timer);
-      client.off('connect', onConnect);
-      client.off('error', onError);
-      client.off('close', onClose);
-      if (error === null) resolve();
-      else reject(error);
-    };
-    const timer = setTimeout(() => done(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    const onConnect = (): void => done(null);
-    const onError = (error: Error): void => {
-      last = error;
-      if (!/ECONNRESET|EPIPE/.test((error as NodeJS.ErrnoException).code ?? '')) done(error);
-    };
-    const onClose = (): void => done(last ?? new Error('the broker closed the connection'));
-    client.on('connect', onConnect);
-    client.on('error', onError);
-    client.on('close', onClose);
-  });
 }
 
 /** Runs `roost monitor`; resolves with the exit code. */

@@ -103,16 +103,19 @@ interface LocalSubscription {
  * Resolves on the client's first connection, or rejects on its first error or close (mqtt.js
  * would retry for ever; a first connect that cannot work should say why at once).
  */
-export function firstConnect(client: MqttClient): Promise<void> {
+export function firstConnect(client: MqttClient, timeoutMs?: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let last: Error | null = null;
     const done = (error: Error | null): void => {
+      clearTimeout(timer);
       client.off('connect', onConnect);
       client.off('error', onError);
       client.off('close', onClose);
       if (error === null) resolve();
       else reject(error);
     };
+    // mqtt.js's own connectTimeout ends an attempt; this bounds the whole wait when asked.
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => done(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
     const onConnect = (): void => done(null);
     const onError = (error: Error): void => {
       last = error;

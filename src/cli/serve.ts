@@ -78,17 +78,7 @@ export function protocol2389Options(config: ServiceConfig): Protocol2389Options 
     broker: p.broker,
     registryExpiryMs: p.registryExpiryMs,
     ...(p.healthPort === null ? {} : { health: { port: p.healthPort, host: p.healthHost } }),
-    agents: config.agents2389.map((a) => ({
-      id: a.id,
-      flow: a.flow,
-      capabilities: a.capabilities,
-      description: a.description,
-      maxDepth: a.maxDepth,
-      heartbeatS: a.heartbeatS,
-      statusExpiryS: a.statusExpiryS,
-      tenant: a.tenant,
-      payload: a.payload,
-    })),
+    agents: config.agents2389, // the loader's tables are the resolved agent options already
   };
 }
 

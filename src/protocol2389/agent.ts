@@ -22,7 +22,7 @@ import type { TransportTlsOptions } from '../transport/base.js';
 import { openConnection } from './connection.js';
 import type { Agent2389RejectReason } from './events.js';
 import type { ResolvedAgent2389 } from './options.js';
-import { agentOfInputTopic, canonicalTopic, conversationTopic, inputTopic, parseTask, statusTopic, timestamp, type ErrorCode2389, type TaskEnvelope } from './wire.js';
+import { canonicalTopic, conversationTopic, inputTopic, parseTask, statusTopic, timestamp, type ErrorCode2389, type TaskEnvelope } from './wire.js';
 
 /** What is kept with a trace started for a task (journaled with the trace): enough to answer it. */
 export interface TaskNote {
@@ -228,7 +228,8 @@ export class ExposedAgent {
       return;
     }
     const task = parsed.task;
-    if (canonicalTopic(task.topic) !== inputTopic(o.id) || agentOfInputTopic(task.topic) !== o.id) {
+    const topic = canonicalTopic(task.topic);
+    if (topic !== inputTopic(o.id)) {
       this.reject('wrong_topic', 'invalid_input', `topic: expected ${inputTopic(o.id)}, got ${JSON.stringify(task.topic.slice(0, 200))}`, task.task_id, task.conversation_id);
       return;
     }
@@ -255,7 +256,7 @@ export class ExposedAgent {
           : {
               task_id: task.task_id,
               conversation_id: task.conversation_id,
-              topic: canonicalTopic(task.topic),
+              topic,
               instruction: task.instruction,
               input,
               ...(task.context === undefined ? {} : { context: task.context }),
@@ -268,7 +269,7 @@ export class ExposedAgent {
           headers: {
             'a2389-task-id': task.task_id,
             'a2389-conversation-id': task.conversation_id,
-            'a2389-topic': canonicalTopic(task.topic),
+            'a2389-topic': topic,
             'a2389-version': task.version ?? '1',
             'a2389-agent': o.id,
             // The headers' values hold up to 8,192 characters: a longer instruction is in the task payload only.

@@ -65,8 +65,13 @@ export interface ClientHost {
   count(what: 'received' | 'published' | 'publishFailed'): void;
 }
 
+/** How many statuses may be heard between two sweeps of the lapsed agents. */
+const SWEEP_EVERY = 1_024;
+
 export class Client2389 {
-  private readonly agents = new Map<string, { info: Omit<Agent2389Info, 'inFlight'> }>();
+  private readonly agents = new Map<string, Omit<Agent2389Info, 'inFlight'>>();
+  /** Statuses heard since the last sweep of lapsed agents (the map holds the live ones, and at most this many more). */
+  private sinceSweep = 0;
   private readonly inFlight = new Map<string, number>();
   /** Waiters by task id. */
   private readonly waiters = new Map<string, Waiter>();
@@ -97,9 +102,8 @@ export class Client2389 {
       }
       const status = parseStatus(bytes);
       if (status === null || status.agent_id !== id) return; // not a status message of that agent
-      this.agents.set(id, {
-        info: { id, status: status.status, capabilities: status.capabilities ?? [], description: status.description ?? null, timestamp: status.timestamp, heardAt: Date.now() },
-      });
+      this.agents.set(id, { id, status: status.status, capabilities: status.capabilities ?? [], description: status.description ?? null, timestamp: status.timestamp, heardAt: Date.now() });
+      if (++this.sinceSweep >= SWEEP_EVERY) this.sweep(Date.now());
       return;
     }
     if (topic.startsWith('/conversations/')) {
@@ -114,12 +118,18 @@ export class Client2389 {
 
   /** The agents heard of within the registry's expiry (available or not). */
   list(now = Date.now()): Agent2389Info[] {
+    this.sweep(now);
     const out: Agent2389Info[] = [];
-    for (const { info } of this.agents.values()) {
-      if (now - info.heardAt > this.host.registryExpiryMs) continue;
+    for (const info of this.agents.values()) {
       out.push({ ...info, inFlight: this.inFlight.get(info.id) ?? 0 });
     }
     return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  /** Forgets the agents not heard from within the registry's expiry. */
+  private sweep(now: number): void {
+    this.sinceSweep = 0;
+    for (const [id, info] of this.agents) if (now - info.heardAt > this.host.registryExpiryMs) this.agents.delete(id);
   }
 
   /** The available agent for a capability: the fewest calls in flight, then the one heard from last. */
@@ -248,6 +258,7 @@ export class Client2389 {
     const sub = this.subscriptions.get(topic);
     if (sub === undefined || --sub.users > 0) return;
     this.subscriptions.delete(topic);
-    if (this.client.connected) this.client.unsubscribe(topic);
+    // Also while disconnected: mqtt.js then forgets the topic, so a reconnect does not subscribe to it again.
+    this.client.unsubscribe(topic, () => {});
   }
 }

@@ -718,7 +718,7 @@ export class Flow implements RunnerFlow, SubflowTarget {
       trace.pending = 0;
       this.traces.add(trace);
       this.running++;
-      this.host.traceResumed(this.name, r.traceId);
+      this.host.traceResumed(this.name, r.traceId, r.idempotencyKey);
       resumed.set(r.traceId, trace);
       if (r.idempotencyKey !== null && window !== null) {
         window.set(this.name, r.tenant, r.idempotencyKey, r.traceId, r.idempotencyFingerprint ?? undefined, now);

@@ -51,7 +51,7 @@ export interface FlowHost {
   /** Throws `ROOST_ERR_STORE_FULL` while the journal is over its size cap. */
   assertStoreRoom(): void;
   /** Counts a trace resumed from the journal (not refused by the in-flight limit: it was accepted already). */
-  traceResumed(flow: string, traceId: string): void;
+  traceResumed(flow: string, traceId: string, idempotencyKey: string | null): void;
   /** How the fleet runs the handler node `node` of `flow` on its workers, or null when it runs here. */
   remoteNode(flow: string, node: string, timeoutMs: number | null): RemoteNode | null;
   /** A pending envelope of a remote node, resumed from the journal, had this lease (a worker may hold it still). */

@@ -21,10 +21,10 @@ import type { Logger } from '../telemetry/logger.js';
 import { ExposedAgent, noteKey, type AgentHost, type TaskNote } from './agent.js';
 import { Agent2389Error, Client2389, type Agent2389Info, type Call2389Options, type Target2389 } from './client.js';
 import { openConnection } from './connection.js';
-import type { Agent2389RejectReason } from './events.js';
+import type { Agent2389RejectReason, Agent2389TaskEvent } from './events.js';
 import { Health2389Server, type Health2389Snapshot } from './health.js';
 import type { ResolvedAgent2389, ResolvedProtocol2389 } from './options.js';
-import { conversationTopic, nextEnvelope, type ErrorCode2389, type TaskEnvelope } from './wire.js';
+import { conversationTopic, isTaskId, nextEnvelope, type ErrorCode2389, type TaskEnvelope } from './wire.js';
 
 /** What the protocol needs of its runtime. */
 export interface Protocol2389Host {
@@ -116,7 +116,7 @@ export class Protocol2389 {
       connectTimeoutMs: o.connectTimeoutMs,
       keepaliveSeconds: o.keepaliveSeconds,
       logger: this.log,
-      onAttempt: () => this.counts.connectionAttempts++,
+      onAttempt: () => this.count('attempt'),
     });
     this.connection = connection;
     const client = new Client2389(connection, {
@@ -148,8 +148,12 @@ export class Protocol2389 {
     return this.health?.port ?? null;
   }
 
-  /** A trace was resumed from the journal (told by the runtime, before or after start). */
-  resumed(flow: string, traceId: string): void {
+  /**
+   * A trace was resumed from the journal (told by the runtime, before or after start). Only a
+   * trace keyed by a task id (a UUID) can be a 2389 task's: the others cost no journal read.
+   */
+  resumed(flow: string, traceId: string, idempotencyKey: string | null): void {
+    if (!isTaskId(idempotencyKey)) return;
     if (!this.started) this.resumedTraces.push({ flow, traceId });
     else this.answerResumed(flow, traceId);
   }
@@ -209,11 +213,7 @@ export class Protocol2389 {
       this.count('publishFailed');
       this.log.error({ err: ensureError(error), traceId, taskId: task.task_id }, '2389: publishing an answer failed');
     }
-    this.counts.totalMs += ms;
-    this.counts.lastTaskAt = Date.now();
-    if (ok) this.counts.completed++;
-    else this.counts.failed++;
-    this.host.publish({
+    this.taskEvent({
       type: 'agent2389_task',
       ts: Date.now(),
       agent: note.agent,
@@ -226,6 +226,36 @@ export class Protocol2389 {
       traceId,
       latencyMs: ms,
     });
+  }
+
+  /** Counts a task's event for the 2389 `/metrics` (the Prometheus ones derive from the event itself), then publishes it. */
+  private taskEvent(e: Agent2389TaskEvent): void {
+    const c = this.counts;
+    switch (e.outcome) {
+      case 'accepted':
+        c.accepted++;
+        break;
+      case 'completed':
+      case 'failed':
+        if (e.outcome === 'completed') c.completed++;
+        else c.failed++;
+        c.totalMs += e.latencyMs ?? 0;
+        break;
+      case 'rejected':
+        c.rejected++;
+        break;
+      case 'duplicate':
+        c.duplicates++;
+        break;
+      case 'retained':
+        c.retained++;
+        break;
+    }
+    // Every event but an answer's is about a packet that came in; task activity (for the
+    // `task_processing` check) is a task taken or answered, not a packet refused.
+    if (e.outcome !== 'completed' && e.outcome !== 'failed') c.received++;
+    if (e.outcome === 'accepted' || e.outcome === 'completed' || e.outcome === 'failed') c.lastTaskAt = e.ts;
+    this.host.publish(e);
   }
 
   private count(what: 'received' | 'published' | 'publishFailed' | 'attempt'): void {
@@ -248,10 +278,7 @@ export class Protocol2389 {
       count: (what) => this.count(what),
       refused: (agent, outcome, reason, code, taskId, conversationId, traceId) => this.refused(agent, outcome, reason, code, taskId, conversationId, traceId),
       accepted: (agent, traceId, note) => {
-        this.counts.received++;
-        this.counts.accepted++;
-        this.counts.lastTaskAt = Date.now();
-        this.host.publish({ type: 'agent2389_task', ts: Date.now(), agent: agent.id, flow: agent.flow, outcome: 'accepted', reason: null, code: null, taskId: note.task.task_id, conversationId: note.task.conversation_id, traceId, latencyMs: null });
+        this.taskEvent({ type: 'agent2389_task', ts: Date.now(), agent: agent.id, flow: agent.flow, outcome: 'accepted', reason: null, code: null, taskId: note.task.task_id, conversationId: note.task.conversation_id, traceId, latencyMs: null });
         const flow = this.host.flow(agent.flow);
         if (flow !== undefined) this.track(this.answer(flow, traceId, note));
       },
@@ -259,11 +286,7 @@ export class Protocol2389 {
   }
 
   private refused(agent: ResolvedAgent2389, outcome: 'rejected' | 'duplicate' | 'retained', reason: Agent2389RejectReason | null, code: ErrorCode2389 | null, taskId: string | null, conversationId: string | null, traceId: string | null): void {
-    this.counts.received++;
-    if (outcome === 'rejected') this.counts.rejected++;
-    else if (outcome === 'duplicate') this.counts.duplicates++;
-    else this.counts.retained++;
-    this.host.publish({ type: 'agent2389_task', ts: Date.now(), agent: agent.id, flow: agent.flow, outcome, reason, code, taskId, conversationId, traceId, latencyMs: null });
+    this.taskEvent({ type: 'agent2389_task', ts: Date.now(), agent: agent.id, flow: agent.flow, outcome, reason, code, taskId, conversationId, traceId, latencyMs: null });
   }
 
   /** No more tasks: every exposed agent ends its input subscription and says `unavailable`. */

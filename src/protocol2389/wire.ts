@@ -22,6 +22,11 @@ export function isAgentId(value: unknown): value is string {
   return typeof value === 'string' && AGENT_ID.test(value);
 }
 
+/** A task id as 2389 requires it: a UUID. */
+export function isTaskId(value: unknown): boolean {
+  return typeof value === 'string' && UUID.test(value);
+}
+
 /** A conversation id usable as one topic segment: no `/`, no wildcards, no NUL, 1 to 256 characters. */
 export function isConversationId(value: unknown): value is string {
   return typeof value === 'string' && value.length >= 1 && value.length <= 256 && !/[/+#]/.test(value) && !value.includes('\u0000');
@@ -185,8 +190,9 @@ export function parseTask(bytes: Uint8Array, maxBytes = MAX_PACKET_BYTES): Parse
   if (o === null) return fail('invalid', 'expected a JSON object (a TaskEnvelope)');
   const version = o['version'];
   if (version !== undefined && version !== '2.0') return fail('unknown_version', `version: expected "2.0" (v2) or absent (v1), got ${JSON.stringify(version)}`);
-  if (typeof o['task_id'] !== 'string') return fail('invalid', 'task_id: expected a UUID string');
-  if (!UUID.test(o['task_id'])) return fail('invalid', `task_id: expected a UUID, got ${JSON.stringify(o['task_id'].slice(0, 64))}`);
+  const rawTaskId = o['task_id'];
+  if (typeof rawTaskId !== 'string') return fail('invalid', 'task_id: expected a UUID string');
+  if (!isTaskId(rawTaskId)) return fail('invalid', `task_id: expected a UUID, got ${JSON.stringify(rawTaskId.slice(0, 64))}`);
   if (typeof o['conversation_id'] !== 'string' || o['conversation_id'] === '') return fail('invalid', 'conversation_id: expected a non-empty string');
   if (conversationId === null) return fail('invalid', 'conversation_id: expected 1 to 256 characters without /, + or #');
   if (typeof o['topic'] !== 'string') return fail('invalid', 'topic: expected a topic string');
@@ -206,7 +212,7 @@ export function parseTask(bytes: Uint8Array, maxBytes = MAX_PACKET_BYTES): Parse
   }
   const task: TaskEnvelope = {
     ...(version === '2.0' ? { version } : {}),
-    task_id: o['task_id'],
+    task_id: rawTaskId,
     conversation_id: conversationId,
     topic: o['topic'],
     instruction: instruction ?? null,

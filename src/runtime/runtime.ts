@@ -337,9 +337,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
   }
 
   /** @internal */
-  traceResumed(flow: string, traceId: string): void {
+  traceResumed(flow: string, traceId: string, idempotencyKey: string | null): void {
     this.inFlight++;
-    this.protocol2389?.resumed(flow, traceId);
+    this.protocol2389?.resumed(flow, traceId, idempotencyKey);
   }
 
   /** @internal */

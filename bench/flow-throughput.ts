@@ -13,11 +13,14 @@
  *
  *   npm run bench                                        200,000 messages, 3 rounds
  *   BENCH_MESSAGES=20000 BENCH_ROUNDS=3 npm run bench    a quick run
+ *   BENCH_ABLATE=1 …                                     also roost with each guarantee off (r-nokey: no
+ *                                                        idempotency key, r-noevent: no listener,
+ *                                                        r-nopolicy: no timeout or retries) and all off (r-bare)
  */
 import { cpus } from 'node:os';
 import { envInt, gcAvailable, inc, measure, median, type Payload, type Sample, type Target, type Variant } from './lib/measure.js';
 import { openRawQueue } from './lib/raw-queue.js';
-import { ROOST_CONFIG_NOTE, ROOST_QUEUE_CAPACITY, roostVariant } from './lib/roost.js';
+import { ABLATION_VARIANTS, ROOST_CONFIG_NOTE, ROOST_QUEUE_CAPACITY, roostVariant } from './lib/roost.js';
 import { fixed, int, line, ratio, table } from './lib/format.js';
 
 const STEPS = 3;
@@ -47,7 +50,10 @@ const rawQueue: Variant = {
   open: () => Promise.resolve(openRawQueue([inc, inc, inc], RAW_QUEUE_CAPACITY)),
 };
 
-const VARIANTS: readonly Variant[] = [rawAsync, rawQueue, roostVariant];
+const ABLATE = process.env['BENCH_ABLATE'] === '1';
+const VARIANTS: readonly Variant[] = [rawAsync, rawQueue, roostVariant, ...(ABLATE ? ABLATION_VARIANTS : [])];
+/** The variants compared with raw-queue. */
+const ROOSTS: ReadonlySet<Variant> = new Set([roostVariant, ...ABLATION_VARIANTS]);
 
 // ---- formatting ---------------------------------------------------------------------------------
 
@@ -56,7 +62,7 @@ function rawRow(s: Sample, position: number): string[] {
 }
 const RAW_HEADER = ['round', '#', 'variant', 'C', 'msgs/s', 'p50 µs', 'p99 µs', 'ms', 'checks'];
 /** Raw rows are printed one by one as measured, so their widths are fixed up front. */
-const RAW_WIDTHS = [5, 2, 9, 2, 11, 9, 10, 7, 0];
+const RAW_WIDTHS = [5, 2, 10, 2, 11, 9, 10, 7, 0];
 
 // ---- run ----------------------------------------------------------------------------------------
 
@@ -70,6 +76,7 @@ async function main(): Promise<void> {
   );
   console.log(`  raw-queue: ring cap ${RAW_QUEUE_CAPACITY} per edge (4 edges), 1 sequential consumer per node, backpressure by waiting producers, replies by Map<id, resolve>`);
   console.log(`  ${ROOST_CONFIG_NOTE}`);
+  if (ABLATE) console.log('  ablation: r-nokey = roost without the idempotency key, r-noevent = without the listener, r-nopolicy = without timeout and retries, r-bare = without all three');
   if (ROUNDS < 3) console.log(`  warning: ${ROUNDS} round(s); medians over fewer than 3 rounds do not filter noise`);
   if (ROOST_QUEUE_CAPACITY !== RAW_QUEUE_CAPACITY) throw new Error('the queue capacities of raw-queue and roost must match');
 
@@ -96,7 +103,7 @@ async function main(): Promise<void> {
   const rows = jobs.map(({ variant, c }) => {
     const rates = pick(variant.name, c).map((s) => s.msgsPerSec);
     const spread = ((Math.max(...rates) - Math.min(...rates)) / median(rates)) * 100;
-    const isRoost = variant === roostVariant;
+    const isRoost = ROOSTS.has(variant);
     const thr = med(variant.name, c, (s) => s.msgsPerSec);
     const p99 = med(variant.name, c, (s) => s.p99Us);
     return [

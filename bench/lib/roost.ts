@@ -19,46 +19,81 @@ export const ROOST_CONFIG_NOTE =
   'the rest of the envelope is made by Roost), 1 event listener counting events, logger off, default limits; ' +
   'per message: flow.emit(payload, { tenant, idempotencyKey }) then flow.fetch(traceId)';
 
-/** A handler node running the shared step on the envelope's payload. */
-function incNode(name: string) {
-  return node(name, (env: Envelope<Payload>) => inc(env.payload), ROOST_POLICY);
+/** What an ablation variant turns off (`BENCH_ABLATE=1`): the price of each guarantee alone. */
+export interface RoostFeatures {
+  /** A fresh idempotency key per message (the window is used). */
+  readonly key: boolean;
+  /** One event listener counting events. */
+  readonly listener: boolean;
+  /** `timeoutMs` and `retries` on every node. */
+  readonly policy: boolean;
 }
 
-export const roostVariant: Variant = {
-  name: 'roost',
-  async open(): Promise<Target> {
-    const rt = createRuntime({ logger: false });
-    let events = 0;
-    rt.on(() => {
-      events++;
-    });
-    const n1 = incNode('n1');
-    const n2 = incNode('n2');
-    const n3 = incNode('n3');
-    const flow = rt.flow({ name: 'bench', edges: [n1.to(n2), n2.to(n3)], queueCapacity: ROOST_QUEUE_CAPACITY });
-    await rt.start();
-    let key = 0;
-    return {
-      async submit(payload: Payload): Promise<unknown> {
-        // A key per message, as a caller that retries its own requests sends: the window is used.
-        const { traceId } = await flow.emit(payload, { tenant: 'bench', idempotencyKey: `k${key++}` });
-        return flow.fetch(traceId);
-      },
-      async close(): Promise<string> {
-        const fs = flow.stats();
-        await rt.close();
-        const rs = rt.stats();
-        // Every trace must have succeeded and left nothing behind; a silent failure would
-        // otherwise show up only as a suspiciously good number.
-        const problems: string[] = [];
-        if (fs.failed !== 0 || fs.cancelled !== 0) problems.push(`${fs.failed} failed, ${fs.cancelled} cancelled traces`);
-        if (fs.activeTraces !== 0 || rs.inFlightTraces !== 0) problems.push(`${rs.inFlightTraces} traces still in flight`);
-        if (rs.deadLetters !== 0) problems.push(`${rs.deadLetters} dead letters`);
-        if (fs.lateResults !== 0) problems.push(`${fs.lateResults} late results`);
-        if (events !== fs.succeeded * EVENTS_PER_TRACE) problems.push(`${events} events for ${fs.succeeded} traces (expected ${EVENTS_PER_TRACE} each)`);
-        if (problems.length > 0) throw new Error(`roost: ${problems.join('; ')}`);
-        return `${fs.succeeded} ok, ${(events / fs.succeeded).toFixed(0)} ev/msg`;
-      },
-    };
-  },
-};
+const ALL: RoostFeatures = { key: true, listener: true, policy: true };
+
+/** A handler node running the shared step on the envelope's payload. */
+function incNode(name: string, policy: NodePolicy | undefined) {
+  return node(name, (env: Envelope<Payload>) => inc(env.payload), policy);
+}
+
+/** The roost variant with `features` (all of them: the configuration the brief fixes). */
+export function roostVariantWith(name: string, features: RoostFeatures = ALL): Variant {
+  return {
+    name,
+    async open(): Promise<Target> {
+      const rt = createRuntime({ logger: false });
+      let events = 0;
+      if (features.listener) {
+        rt.on(() => {
+          events++;
+        });
+      }
+      const policy = features.policy ? ROOST_POLICY : undefined;
+      const n1 = incNode('n1', policy);
+      const n2 = incNode('n2', policy);
+      const n3 = incNode('n3', policy);
+      const flow = rt.flow({ name: 'bench', edges: [n1.to(n2), n2.to(n3)], queueCapacity: ROOST_QUEUE_CAPACITY });
+      await rt.start();
+      let key = 0;
+      const plain = { tenant: 'bench' };
+      return {
+        async submit(payload: Payload): Promise<unknown> {
+          // A key per message, as a caller that retries its own requests sends: the window is used.
+          const options = features.key ? { tenant: 'bench', idempotencyKey: `k${key++}` } : plain;
+          const { traceId } = await flow.emit(payload, options);
+          return flow.fetch(traceId);
+        },
+        async close(): Promise<string> {
+          const fs = flow.stats();
+          await rt.close();
+          const rs = rt.stats();
+          // Every trace must have succeeded and left nothing behind; a silent failure would
+          // otherwise show up only as a suspiciously good number.
+          const problems: string[] = [];
+          if (fs.failed !== 0 || fs.cancelled !== 0) problems.push(`${fs.failed} failed, ${fs.cancelled} cancelled traces`);
+          if (fs.activeTraces !== 0 || rs.inFlightTraces !== 0) problems.push(`${rs.inFlightTraces} traces still in flight`);
+          if (rs.deadLetters !== 0) problems.push(`${rs.deadLetters} dead letters`);
+          if (fs.lateResults !== 0) problems.push(`${fs.lateResults} late results`);
+          const expected = features.listener ? fs.succeeded * EVENTS_PER_TRACE : 0;
+          if (events !== expected) problems.push(`${events} events for ${fs.succeeded} traces (expected ${expected})`);
+          if (problems.length > 0) throw new Error(`${name}: ${problems.join('; ')}`);
+          return features.listener ? `${fs.succeeded} ok, ${(events / fs.succeeded).toFixed(0)} ev/msg` : `${fs.succeeded} ok`;
+        },
+      };
+    },
+  };
+}
+
+/** The configuration the brief fixes: every guarantee on. */
+export const roostVariant: Variant = roostVariantWith('roost');
+
+/**
+ * One guarantee off each, then all of them: what each costs on its own, and what the runtime's
+ * core (admission, queues, runs, trace tracking, results) costs without any.
+ */
+export const ABLATION_VARIANTS: readonly Variant[] = [
+  roostVariantWith('r-nokey', { key: false, listener: true, policy: true }),
+  roostVariantWith('r-noevent', { key: true, listener: false, policy: true }),
+  roostVariantWith('r-nopolicy', { key: true, listener: true, policy: false }),
+  roostVariantWith('r-bare', { key: false, listener: false, policy: false }),
+];

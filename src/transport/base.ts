@@ -7,7 +7,7 @@ import { decodeEnvelope, encodeEnvelope, DEFAULT_MAX_ENVELOPE_BYTES } from '../e
 import type { Envelope } from '../envelope/envelope.js';
 import { readFileSync } from 'node:fs';
 import { RoostError, ensureError, isRoostError } from '../errors.js';
-import { optInt } from '../validate-options.js';
+import { checkObject, optInt } from '../validate-options.js';
 import type { Logger } from '../telemetry/logger.js';
 import { INTERRUPTED, Interrupts, Outbox, isRefused, type TransportOutboxOptions } from './outbox.js';
 import { shownUrl, topicSegments, type Delivery, type EnvelopeHandler, type TransportState, type TransportStateEvent, type TransportStats } from './transport.js';
@@ -68,6 +68,9 @@ export function connectError(kind: string, url: string, error: unknown, tls: boo
   });
 }
 
+/** The keys of {@link TransportBaseOptions}: each transport refuses any key neither these nor its own. */
+export const BASE_OPTION_KEYS: readonly string[] = ['tls', 'maxEnvelopeBytes', 'maxPendingPublishes', 'logger', 'outbox'];
+
 /** Options every transport takes. */
 export interface TransportBaseOptions {
   /** TLS (with a CA of its own, and a client certificate for mTLS). */
@@ -115,8 +118,12 @@ export abstract class TransportBase {
   /** Fired when the connection goes: publishes awaiting the broker and the outbox's drain stop waiting. */
   private readonly away = new Interrupts();
 
-  constructor(options: TransportBaseOptions = {}) {
-    const o = options as Record<string, unknown>;
+  /**
+   * @param known the subclass's own option keys: any other key (a typo, an option of another
+   * transport) is `ROOST_ERR_INVALID_OPTION` instead of being ignored.
+   */
+  constructor(options: TransportBaseOptions = {}, known: readonly string[] = []) {
+    const o = checkObject('options', options, [...BASE_OPTION_KEYS, ...known]);
     this.maxBytes = optInt('', o, 'maxEnvelopeBytes', 1, 64 * 1024 * 1024, DEFAULT_MAX_ENVELOPE_BYTES);
     this.maxPending = optInt('', o, 'maxPendingPublishes', 1, Number.MAX_SAFE_INTEGER, 10_000);
     this.logger = options.logger ?? null;

@@ -106,7 +106,7 @@ export class InProcessTransport extends TransportBase implements Transport {
   private readonly removers = new Set<() => void>();
 
   constructor(options: InProcessTransportOptions = {}) {
-    super(options);
+    super(options, ['broker']);
     this.broker = options.broker ?? processBroker;
   }
 

@@ -43,7 +43,8 @@ import { InvalidArgumentError, nanos, type NatsConnection } from '@nats-io/trans
 import type { Envelope } from '../envelope/envelope.js';
 import { RoostError, ensureError, invalidOption } from '../errors.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
-import { NatsTransport, natsSubject, type NatsTransportOptions } from './nats.js';
+import { BASE_OPTION_KEYS } from './base.js';
+import { NATS_OPTION_KEYS, NatsTransport, natsSubject, type NatsTransportOptions } from './nats.js';
 import { checkGroup, topicSegments, transportClosed, type EnvelopeHandler, type SubscribeOptions, type Subscription } from './transport.js';
 
 /** Options of a {@link JetStreamTransport}: those of the core NATS transport, and the stream's and consumers'. */
@@ -100,8 +101,8 @@ const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 const DEFAULT_MAX_ACK_PENDING = 64;
 /** An ephemeral consumer whose subscriber vanished without unsubscribing is removed by the server after this long without pulls. */
 const EPHEMERAL_INACTIVE_MS = 30_000;
-const KNOWN_OPTIONS = [
-  'url', 'name', 'connectTimeoutMs', 'tls', 'maxEnvelopeBytes', 'maxPendingPublishes', 'logger', 'outbox',
+/** The JetStream options besides the core transport's. */
+const JETSTREAM_OPTION_KEYS = [
   'stream', 'subjectPrefix', 'maxAgeMs', 'maxBytes', 'discard', 'duplicateWindowMs', 'maxAckPending', 'ackWaitMs', 'maxDeliver', 'retryDelayMs', 'publishTimeoutMs', 'deleteGroupConsumers',
 ];
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,32}$/;
@@ -109,7 +110,7 @@ const SUBJECT_PREFIX = /^[A-Za-z0-9_\-:]{1,128}(\.[A-Za-z0-9_\-:]{1,128}){0,15}$
 
 /** Checks the JetStream options (the core ones are the core transport's). */
 export function resolveJetStreamOptions(options: JetStreamTransportOptions): ResolvedJetStreamOptions {
-  const o = checkObject('options', options, KNOWN_OPTIONS);
+  const o = checkObject('options', options, [...BASE_OPTION_KEYS, ...NATS_OPTION_KEYS, ...JETSTREAM_OPTION_KEYS]);
   const stream = o['stream'] ?? 'ROOST';
   if (typeof stream !== 'string' || !STREAM_NAME.test(stream)) throw invalidOption('stream', 'a stream name of 1 to 32 letters, digits, _ and -', stream);
   const subjectPrefix = o['subjectPrefix'] ?? `roost-js.${stream}`;
@@ -159,7 +160,7 @@ export class JetStreamTransport extends NatsTransport {
   private restoring: Promise<void> | null = null;
 
   constructor(options: JetStreamTransportOptions) {
-    super(options);
+    super(options, JETSTREAM_OPTION_KEYS);
     this.jetstream = resolveJetStreamOptions(options);
   }
 

@@ -77,6 +77,8 @@ export interface MqttTransportOptions extends TransportBaseOptions {
   readonly keepaliveSeconds?: number;
 }
 
+const MQTT_OPTION_KEYS: readonly string[] = ['url', 'clientId', 'receiveMaximum', 'connectTimeoutMs', 'session', 'keepaliveSeconds'];
+
 /**
  * One subscription at the broker, shared by every local subscription to its filter: the broker
  * keeps one subscription per filter and client, so a second SUBSCRIBE would replace the first and
@@ -157,7 +159,7 @@ export class MqttTransport extends TransportBase implements Transport {
   private readonly presenceChannels = new Map<string, MqttPresenceChannel>();
 
   constructor(private readonly options: MqttTransportOptions) {
-    super(options);
+    super(options, MQTT_OPTION_KEYS);
     this.clientId = options.clientId ?? `roost-${randomUUID().slice(0, 12)}`;
     topicSegments(this.clientId, false, 'clientId'); // it is a segment of this client's reply topic
     this.replyTopic = `_roost/reply/${this.clientId}`;

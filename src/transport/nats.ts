@@ -35,6 +35,9 @@ import {
   type Transport,
 } from './transport.js';
 
+/** The keys of {@link NatsTransportOptions} besides the base ones. */
+export const NATS_OPTION_KEYS: readonly string[] = ['url', 'name', 'connectTimeoutMs'];
+
 /** Options of a {@link NatsTransport}. */
 export interface NatsTransportOptions extends TransportBaseOptions {
   /** `nats://host:port` (several, comma-separated, for a cluster); credentials may be in it. */
@@ -84,8 +87,12 @@ export class NatsTransport extends TransportBase implements Transport {
   private reconnectDelay = backoffDelay(DEFAULT_BACKOFF, 1);
   private readonly presenceChannels = new Map<string, NatsPresenceChannel>();
 
-  constructor(protected readonly options: NatsTransportOptions) {
-    super(options);
+  /** @param known the option keys besides the core ones (a subclass's). */
+  constructor(
+    protected readonly options: NatsTransportOptions,
+    known: readonly string[] = [],
+  ) {
+    super(options, [...NATS_OPTION_KEYS, ...known]);
   }
 
   async connect(): Promise<void> {

@@ -2,45 +2,47 @@
  * The idempotency window: (flow, tenant, caller's key) → the first trace's id and the request's
  * fingerprint, bounded by count (`max`, the oldest go first) and by age (`ttlMs`).
  *
- * Why not a `Map` keyed by `flow\0tenant\0key` (what it was): with the window full (100,000 keys
- * by default, which a busy flow reaches in seconds) every keyed emit built and flattened a
- * composite key string, then did a lookup, an insert and an eviction in a table far larger than
- * the CPU caches, and kept an entry object, the key and the trace id alive long enough to be
- * promoted out of the young generation (every scavenge copied them twice): a fifth of the whole
- * cost of a message in the flow benchmark. Here nothing of an entry is a JavaScript object:
+ * Why not a `Map` keyed by `flow\0tenant\0key`: with the window full (100,000 keys by default,
+ * which a busy flow reaches in seconds) every keyed emit built and flattened a composite key,
+ * then did a lookup, an insert and an eviction in a table far larger than the CPU caches, and kept
+ * an entry object, the key and the trace id alive long enough to be promoted out of the young
+ * generation: a fifth of the whole cost of a message in the flow benchmark. Here nothing of an
+ * entry is a JavaScript object, and the memory a new key touches stays small:
  *
- * - an entry's fields sit in typed arrays in insertion order (every entry lives `ttlMs`, so that
- *   is expiry order): eviction takes entries from the front in O(1), and the garbage collector
- *   never traces or moves an entry. The key (and a fingerprint) is copied into a character ring;
- *   a trace id the flow has just made is kept as the time and bits it was made from (any other
- *   as characters: parsing one cost as much as the rest of an insert); the flow and tenant are
- *   one small number, a scope, shared by the entries of the pair and freed with the last of them. So an entry takes some 50 bytes plus its key: the memory an entry
- *   touches is what the window costs once the caches are full of other work.
- * - entries are found through an open-addressing table (linear probing, load at most one half)
- *   of (32-bit hash, record) pairs, so a miss, the usual case, reads one or two adjacent words
- *   and compares no text; the hash is of the scope and the key, never of a concatenation. The
- *   `set` that follows a `find` that missed (every new keyed emit) reuses that miss's hash and
- *   the free slot its probe ended on, when the table has not changed in between.
- * - the records and the character ring are rings: in the steady state (a full window, one
- *   eviction per insert) nothing is moved or allocated. A removed entry leaves the table at once
- *   (backward-shift deletion, no tombstones); when a ring fills (many entries deleted behind a
- *   live one, or the window grows) the live entries are copied, in order, into rings grown so
- *   that they fill at most three quarters, so memory stays bounded by `max` whatever mix of inserts and
- *   deletes comes.
+ * - Entries are kept in insertion order (every entry lives `ttlMs`, so that is expiry order) in
+ *   **generations** of `G` records (about `max / 8`): fields in typed arrays, the key, the trace
+ *   id when it is not one this process just made (that one is kept as the time and bits it was
+ *   made from) and the fingerprint in a character array; the flow and tenant are one small
+ *   number, a scope, shared by the entries of the pair and freed with the last of them.
+ * - Each generation has its own open-addressing table (linear probing, load at most one half)
+ *   of (32-bit hash, record) pairs and a small Bloom filter (16 bits an entry, both bits of a key
+ *   in one word). A new key, the usual case, probes the newest generation's table, which is in
+ *   cache because every insert goes there, and one filter word of each older generation; an
+ *   older table is read only on a filter hit (one in some 50 per generation). One table the size
+ *   of the whole window was a cache miss on every lookup and another on every eviction.
+ * - Eviction takes entries from the front of the oldest generation in O(1) without touching a
+ *   table (a removed entry is only marked; lookups skip it), and a generation whose entries are
+ *   all gone is recycled whole. A key set again or deleted is marked the same way; when marked
+ *   entries pile up (many deletes), the live ones are copied, in order, into fresh generations,
+ *   so memory stays bounded by `max` whatever mix of inserts and deletes comes.
+ * - The `set` that follows a `find` that missed (every new keyed emit) reuses that miss's hash,
+ *   and knows there is no older entry to mark, while the window has not changed in between.
  */
 
 import { formatUuidv7 } from '../envelope/uuid.js';
 
-/** Records to start with (the table has twice as many slots, the character ring 16 each). */
-const INITIAL_RECORDS = 1024;
-const CHARS_PER_RECORD = 16;
-
 /**
  * Per record in `meta`: character offset, key length, fingerprint length + 1 (0: none), trace id
- * length (-1: kept as time and bits in `idMs` and `idBits`), scope id. Key, trace id (if as
+ * length (-1: kept as time and bits in `idMs` and `idBits`), scope id, hash. Key, trace id (if as
  * characters) and fingerprint follow each other from the offset.
  */
-const STRIDE = 5;
+const STRIDE = 6;
+/** Characters a generation starts with per record (it grows when keys are longer). */
+const CHARS_PER_RECORD = 16;
+/** Generations the window's `max` is split into (more: less memory per step, more filters per lookup). */
+const GENERATIONS = 8;
+/** Records a generation has at most (2 ** 17): a huge window has more generations instead of larger ones. */
+const MAX_GENERATION_SHIFT = 17;
 
 /** MurmurHash3's 32-bit finaliser. */
 function avalanche(x: number): number {
@@ -56,121 +58,235 @@ interface Scope {
   readonly tenant: string;
   /** Its hash, the seed of its entries' hashes. */
   readonly seed: number;
-  /** Its entries in the window (records, live or not yet reached by the head). */
+  /** Its live entries. */
   refs: number;
+}
+
+/** Up to `G` records in insertion order, with their table and filter. */
+class Generation {
+  readonly meta: Int32Array;
+  readonly idMs: Float64Array;
+  readonly idBits: Int32Array;
+  readonly expires: Float64Array;
+  /** 1 while a record is live. */
+  readonly live: Uint8Array;
+  chars: Uint16Array;
+  charsUsed = 0;
+  /** Records appended (live or not). */
+  count = 0;
+  /** Per slot: the hash, then record index + 1 (0: empty). */
+  readonly table: Int32Array;
+  readonly mask: number;
+  readonly bloom: Int32Array;
+  readonly bloomMask: number;
+
+  constructor(readonly size: number) {
+    this.meta = new Int32Array(STRIDE * size);
+    this.idMs = new Float64Array(size);
+    this.idBits = new Int32Array(3 * size);
+    this.expires = new Float64Array(size);
+    this.live = new Uint8Array(size);
+    this.chars = new Uint16Array(CHARS_PER_RECORD * size);
+    this.table = new Int32Array(2 * 2 * size);
+    this.mask = 2 * size - 1;
+    const words = Math.max(1, size >>> 1); // 16 bits a record
+    this.bloom = new Int32Array(words);
+    this.bloomMask = words - 1;
+  }
+
+  /** Empties it for reuse. */
+  reset(): void {
+    this.count = 0;
+    this.charsUsed = 0;
+    this.table.fill(0);
+    this.bloom.fill(0);
+    this.live.fill(0);
+  }
+
+  /** False when `h` was surely never inserted here. */
+  mayHave(h: number): boolean {
+    return (this.bloom[(h >>> 16) & this.bloomMask]! & bloomBits(h)) === bloomBits(h);
+  }
+
+  /** The live record for (`scopeId`, `key`) with hash `h`, or -1. */
+  lookup(scopeId: number, key: string, h: number): number {
+    const table = this.table;
+    const mask = this.mask;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const e = table[2 * i + 1]!;
+      if (e === 0) return -1;
+      if (table[2 * i] === h && this.live[e - 1] === 1 && this.matches(e - 1, scopeId, key)) return e - 1;
+    }
+  }
+
+  private matches(r: number, scopeId: number, key: string): boolean {
+    const m = STRIDE * r;
+    const meta = this.meta;
+    if (meta[m + 4] !== scopeId || meta[m + 1] !== key.length) return false;
+    const at = meta[m]!;
+    const chars = this.chars;
+    for (let i = 0; i < key.length; i++) if (chars[at + i] !== key.charCodeAt(i)) return false;
+    return true;
+  }
+
+  /** Appends a record (room checked by the caller) with `n` characters; returns its index. */
+  append(h: number, scopeId: number, n: number): number {
+    if (this.charsUsed + n > this.chars.length) {
+      let size = this.chars.length;
+      while (this.charsUsed + n > size) size *= 2;
+      const chars = new Uint16Array(size);
+      chars.set(this.chars.subarray(0, this.charsUsed));
+      this.chars = chars;
+    }
+    const r = this.count++;
+    const m = STRIDE * r;
+    this.meta[m] = this.charsUsed;
+    this.meta[m + 4] = scopeId;
+    this.meta[m + 5] = h;
+    this.charsUsed += n;
+    this.live[r] = 1;
+    const table = this.table;
+    const mask = this.mask;
+    let i = h & mask;
+    while (table[2 * i + 1] !== 0) i = (i + 1) & mask;
+    table[2 * i] = h;
+    table[2 * i + 1] = r + 1;
+    this.bloom[(h >>> 16) & this.bloomMask]! |= bloomBits(h);
+    return r;
+  }
+
+  put(at: number, s: string): number {
+    const chars = this.chars;
+    for (let i = 0; i < s.length; i++) chars[at + i] = s.charCodeAt(i);
+    return at + s.length;
+  }
+
+  text(at: number, n: number): string {
+    let out = '';
+    // In pieces: an argument list has a length limit.
+    for (let i = 0; i < n; i += 4096) out += String.fromCharCode(...this.chars.subarray(at + i, at + Math.min(n, i + 4096)));
+    return out;
+  }
+
+  /** Characters of record `r`. */
+  length(r: number): number {
+    const m = STRIDE * r;
+    const meta = this.meta;
+    const fp = meta[m + 2]!;
+    return meta[m + 1]! + Math.max(0, meta[m + 3]!) + (fp === 0 ? 0 : fp - 1);
+  }
+}
+
+/** The two filter bits of hash `h` in its word. */
+function bloomBits(h: number): number {
+  return (1 << (h & 31)) | (1 << ((h >>> 5) & 31));
 }
 
 /** See the module comment. */
 export class IdempotencyWindow {
-  /** Records: a ring of `count` from `head`, oldest first; a removed record has slot -1. */
-  private meta: Int32Array;
-  /** The time and `IdBits` (see `uuid.ts`) of each record's trace id (when its `meta` length is -1). */
-  private idMs: Float64Array;
-  private idBits: Int32Array;
-  private expires: Float64Array;
-  /** The table slot of each live record, or -1. */
-  private slots: Int32Array;
-  private rmask: number;
-  private head = 0;
-  private count = 0;
-  private live = 0;
-  /** The records' text, back to back in record order: a ring of `charsUsed` from `charsHead`. */
-  private chars: Uint16Array;
-  private amask: number;
-  private charsHead = 0;
-  private charsUsed = 0;
-  /** Live records' characters. */
-  private liveChars = 0;
-  /** Per slot: the hash, then record index + 1 (0: empty). */
-  private table: Int32Array;
-  private mask: number;
+  /** Records per generation: 2 ** genShift. A handle is generation index << genShift | record. */
+  private readonly genShift: number;
+  private readonly genSize: number;
+  /** Most generations at once; one more is made only after the live entries are compacted. */
+  private readonly maxGenerations: number;
+  /** Oldest first; the last takes the inserts. */
+  private gens: Generation[] = [];
+  /**
+   * Emptied generations kept for reuse (allocating one costs far more than emptying it): a full
+   * window recycles one every `genSize` inserts; a compaction returns all it copied from. At most
+   * `maxGenerations`.
+   */
+  private spares: Generation[] = [];
+  /** Records of the oldest generation before this one are gone. */
+  private cursor = 0;
+  private liveCount = 0;
   /** Scopes by flow, then tenant; by id; free ids. */
   private readonly scopes = new Map<string, Map<string, Scope>>();
   private scopeById: (Scope | undefined)[] = [];
   private freeScopeIds: number[] = [];
   /** The scope of the last call: most emits repeat both flow and tenant. */
   private lastScope: Scope | null = null;
-  /** Bumped by every change of the table: a remembered miss holds only while it is unchanged. */
+  /** Bumped by every change: a remembered miss holds only while it is unchanged. */
   private version = 0;
-  /**
-   * The last miss of {@link find}: its key, scope, hash and the free slot its probe ended on. The
-   * `set` that follows a miss (every new keyed emit) puts its entry there without hashing the
-   * key and probing again.
-   */
+  /** The last miss of {@link find}: its key, scope and hash, and the version it saw. */
   private missKey: string | null = null;
   private missScope: Scope | null = null;
   private missHash = 0;
-  private missSlot = -1;
   private missVersion = -1;
 
   /**
    * @param max most entries kept; the oldest go first.
    * @param ttlMs how long an entry lives.
-   * @param initialRecords records to make room for at first, a power of two (tests start small).
    */
   constructor(
     readonly max: number,
     readonly ttlMs: number,
-    initialRecords = INITIAL_RECORDS,
   ) {
-    this.meta = new Int32Array(STRIDE * initialRecords);
-    this.idMs = new Float64Array(initialRecords);
-    this.idBits = new Int32Array(3 * initialRecords);
-    this.expires = new Float64Array(initialRecords);
-    this.slots = new Int32Array(initialRecords);
-    this.rmask = initialRecords - 1;
-    this.chars = new Uint16Array(CHARS_PER_RECORD * initialRecords);
-    this.amask = CHARS_PER_RECORD * initialRecords - 1;
-    this.table = new Int32Array(2 * 2 * initialRecords);
-    this.mask = 2 * initialRecords - 1;
+    let shift = 2;
+    while (2 ** shift * GENERATIONS < max && shift < MAX_GENERATION_SHIFT) shift++;
+    const g = 2 ** shift;
+    this.genShift = shift;
+    this.genSize = g;
+    this.maxGenerations = Math.ceil(max / g) + 2;
   }
 
   /** Live entries. */
   get size(): number {
-    return this.live;
+    return this.liveCount;
+  }
+
+  /** @internal typed-array elements held (for tests of boundedness). */
+  get footprint(): number {
+    let n = 0;
+    for (const g of [...this.gens, ...this.spares]) {
+      n += g.meta.length + g.idMs.length + g.idBits.length + g.expires.length + g.live.length + g.chars.length + g.table.length + g.bloom.length;
+    }
+    return n;
   }
 
   /**
-   * The record of the live entry for (`flow`, `tenant`, `key`), or -1. Read it with
+   * A handle on the live entry for (`flow`, `tenant`, `key`), or -1. Read it with
    * {@link traceIdAt} and {@link fingerprintAt} before the window changes again.
    */
   find(flow: string, tenant: string, key: string, now: number): number {
     const scope = this.scope(flow, tenant, false);
     if (scope === null) return -1;
     const h = hashOf(scope, key);
-    const r = this.lookup(scope.id, key, h);
-    if (r < 0) {
+    const found = this.locate(scope.id, key, h);
+    if (found < 0) {
       this.missKey = key;
       this.missScope = scope;
       this.missHash = h;
-      this.missSlot = this.probeEnd;
       this.missVersion = this.version;
       return -1;
     }
-    if (this.expires[r]! <= now) {
+    if (this.gens[found >>> this.genShift]!.expires[found & (this.genSize - 1)]! <= now) {
       this.sweep(now);
       return -1;
     }
-    return r;
+    return found;
   }
 
-  /** The trace id of record `r` (from {@link find}). */
-  traceIdAt(r: number): string {
+  /** The trace id of the entry `handle` (from {@link find}). */
+  traceIdAt(handle: number): string {
+    const gen = this.gens[handle >>> this.genShift]!;
+    const r = handle & (this.genSize - 1);
     const m = STRIDE * r;
-    const meta = this.meta;
+    const meta = gen.meta;
     const n = meta[m + 3]!;
-    if (n >= 0) return this.text(meta[m]! + meta[m + 1]!, n);
-    const bits = this.idBits;
-    return formatUuidv7(this.idMs[r]!, bits[3 * r]!, bits[3 * r + 1]!, bits[3 * r + 2]!);
+    if (n >= 0) return gen.text(meta[m]! + meta[m + 1]!, n);
+    const bits = gen.idBits;
+    return formatUuidv7(gen.idMs[r]!, bits[3 * r]!, bits[3 * r + 1]!, bits[3 * r + 2]!);
   }
 
-  /** The fingerprint of record `r` (from {@link find}), if its request had one. */
-  fingerprintAt(r: number): string | undefined {
-    const m = STRIDE * r;
-    const meta = this.meta;
+  /** The fingerprint of the entry `handle` (from {@link find}), if its request had one. */
+  fingerprintAt(handle: number): string | undefined {
+    const gen = this.gens[handle >>> this.genShift]!;
+    const m = STRIDE * (handle & (this.genSize - 1));
+    const meta = gen.meta;
     const n = meta[m + 2]!;
     if (n === 0) return undefined;
-    return this.text(meta[m]! + meta[m + 1]! + Math.max(0, meta[m + 3]!), n - 1);
+    return gen.text(meta[m]! + meta[m + 1]! + Math.max(0, meta[m + 3]!), n - 1);
   }
 
   /**
@@ -191,54 +307,42 @@ export class IdempotencyWindow {
     idC = 0,
   ): void {
     const scope = this.scope(flow, tenant, true)!;
-    // Counted first: the scope's last record may be the old entry of this key, removed below, and
-    // a reshape that drops it must not free the scope the new record goes into.
+    // Counted first: the old entry of this key may be the scope's last, and marking it gone
+    // below must not free the scope the new entry goes into.
     scope.refs++;
     let h: number;
-    let slot = -1;
     if (this.missVersion === this.version && this.missKey === key && this.missScope === scope) {
-      // `find` just missed this key and the table has not changed since: no old entry, and the
-      // new one goes where that probe ended.
-      h = this.missHash;
-      slot = this.missSlot;
+      h = this.missHash; // `find` just missed this key and nothing changed since: no old entry
     } else {
       h = hashOf(scope, key);
-      const old = this.lookup(scope.id, key, h);
-      if (old >= 0) this.remove(old);
+      const old = this.locate(scope.id, key, h);
+      if (old >= 0) this.kill(this.gens[old >>> this.genShift]!, old & (this.genSize - 1));
     }
     this.missKey = null;
     this.missScope = null;
+    this.version++;
     const asBits = idMs >= 0;
-    const n = key.length + (asBits ? 0 : traceId.length) + (fingerprint === undefined ? 0 : fingerprint.length);
-    if (this.count === this.slots.length || this.charsUsed + n > this.chars.length) this.reshape(n);
-    const r = (this.head + this.count++) & this.rmask;
+    const fpLength = fingerprint === undefined ? 0 : fingerprint.length;
+    const n = key.length + (asBits ? 0 : traceId.length) + fpLength;
+    const gen = this.current();
+    const r = gen.append(h, scope.id, n);
     const m = STRIDE * r;
-    const meta = this.meta;
-    let at = (this.charsHead + this.charsUsed) & this.amask;
-    meta[m] = at;
+    const meta = gen.meta;
     meta[m + 1] = key.length;
-    meta[m + 2] = fingerprint === undefined ? 0 : fingerprint.length + 1;
+    meta[m + 2] = fingerprint === undefined ? 0 : fpLength + 1;
     meta[m + 3] = asBits ? -1 : traceId.length;
-    meta[m + 4] = scope.id;
     if (asBits) {
-      this.idMs[r] = idMs;
-      const bits = this.idBits;
+      gen.idMs[r] = idMs;
+      const bits = gen.idBits;
       bits[3 * r] = idA;
       bits[3 * r + 1] = idB;
       bits[3 * r + 2] = idC;
     }
-    this.charsUsed += n;
-    this.liveChars += n;
-    at = this.put(at, key);
-    if (!asBits) at = this.put(at, traceId);
-    if (fingerprint !== undefined) this.put(at, fingerprint);
-    this.expires[r] = now + this.ttlMs;
-    if (2 * (this.live + 1) > this.mask + 1) {
-      this.rehash(2 * (this.mask + 1)); // load at most one half
-      slot = -1;
-    }
-    this.place(r, h, slot);
-    this.live++;
+    let at = gen.put(meta[m]!, key);
+    if (!asBits) at = gen.put(at, traceId);
+    if (fingerprint !== undefined) gen.put(at, fingerprint);
+    gen.expires[r] = now + this.ttlMs;
+    this.liveCount++;
     this.sweep(now);
   }
 
@@ -246,31 +350,123 @@ export class IdempotencyWindow {
   delete(flow: string, tenant: string, key: string): boolean {
     const scope = this.scope(flow, tenant, false);
     if (scope === null) return false;
-    const r = this.lookup(scope.id, key, hashOf(scope, key));
-    if (r < 0) return false;
-    this.remove(r);
+    const found = this.locate(scope.id, key, hashOf(scope, key));
+    if (found < 0) return false;
+    this.kill(this.gens[found >>> this.genShift]!, found & (this.genSize - 1));
     return true;
   }
 
   /** Evicts expired entries, then the oldest while over the cap. */
   sweep(now: number): void {
-    const slots = this.slots;
-    while (this.count > 0) {
-      const r = this.head;
-      if (slots[r]! >= 0) {
-        if (this.expires[r]! > now && this.live <= this.max) break;
-        this.remove(r);
+    while (this.gens.length > 0) {
+      const gen = this.gens[0]!;
+      if (this.cursor === gen.count) {
+        if (this.gens.length === 1) {
+          if (gen.count > 0 && this.liveCount === 0) this.recycle(); // empty: start it again
+          return;
+        }
+        this.recycle();
+        continue;
       }
-      this.drop(r);
+      const r = this.cursor;
+      if (gen.live[r] === 1) {
+        if (gen.expires[r]! > now && this.liveCount <= this.max) return;
+        this.kill(gen, r);
+      }
+      this.cursor++;
     }
   }
 
   clear(): void {
-    while (this.count > 0) {
-      const r = this.head;
-      if (this.slots[r]! >= 0) this.remove(r);
-      this.drop(r);
+    for (const gen of this.gens) for (let r = 0; r < gen.count; r++) if (gen.live[r] === 1) this.kill(gen, r);
+    this.gens = [];
+    this.cursor = 0;
+  }
+
+  /** The live entry for (`scopeId`, `key`) with hash `h`, newest generation first, as a handle; or -1. */
+  private locate(scopeId: number, key: string, h: number): number {
+    const gens = this.gens;
+    const last = gens.length - 1;
+    for (let g = last; g >= 0; g--) {
+      const gen = gens[g]!;
+      // The newest generation's table is in cache and has no filter worth asking.
+      if (g !== last && !gen.mayHave(h)) continue;
+      const r = gen.lookup(scopeId, key, h);
+      if (r >= 0) return (g << this.genShift) | r;
     }
+    return -1;
+  }
+
+  /** Marks record `r` of `gen` gone. */
+  private kill(gen: Generation, r: number): void {
+    gen.live[r] = 0;
+    this.liveCount--;
+    this.version++;
+    this.unref(gen.meta[STRIDE * r + 4]!);
+  }
+
+  /** The generation that takes the next insert: the newest, or a new one when it is full. */
+  private current(): Generation {
+    const last = this.gens[this.gens.length - 1];
+    if (last !== undefined && last.count < last.size) return last;
+    if (this.gens.length >= this.maxGenerations) {
+      this.compact();
+      const after = this.gens[this.gens.length - 1];
+      if (after !== undefined && after.count < after.size) return after;
+    }
+    return this.fresh();
+  }
+
+  private fresh(): Generation {
+    const spare = this.spares.pop();
+    if (spare !== undefined) spare.reset();
+    const gen = spare ?? new Generation(this.genSize);
+    this.gens.push(gen);
+    return gen;
+  }
+
+  /** The oldest generation is used up: it goes (kept as a spare). */
+  private recycle(): void {
+    this.spare(this.gens.shift()!);
+    this.cursor = 0;
+  }
+
+  private spare(gen: Generation): void {
+    if (this.spares.length < this.maxGenerations) this.spares.push(gen);
+  }
+
+  /**
+   * Marked records fill whole generations (deletes, or keys set again): copies the live
+   * records, in order, into fresh generations and drops the old ones.
+   */
+  private compact(): void {
+    const old = this.gens;
+    const start = this.cursor;
+    this.gens = [];
+    this.cursor = 0;
+    this.version++;
+    for (let g = 0; g < old.length; g++) {
+      const from = old[g]!;
+      for (let r = g === 0 ? start : 0; r < from.count; r++) {
+        if (from.live[r] !== 1) continue;
+        const last = this.gens[this.gens.length - 1];
+        const to = last !== undefined && last.count < last.size ? last : this.fresh();
+        const m = STRIDE * r;
+        const n = from.length(r);
+        const w = to.append(from.meta[m + 5]!, from.meta[m + 4]!, n);
+        const mw = STRIDE * w;
+        to.meta[mw + 1] = from.meta[m + 1]!;
+        to.meta[mw + 2] = from.meta[m + 2]!;
+        to.meta[mw + 3] = from.meta[m + 3]!;
+        const src = from.meta[m]!;
+        const dst = to.meta[mw]!;
+        for (let i = 0; i < n; i++) to.chars[dst + i] = from.chars[src + i]!;
+        to.idMs[w] = from.idMs[r]!;
+        for (let f = 0; f < 3; f++) to.idBits[3 * w + f] = from.idBits[3 * r + f]!;
+        to.expires[w] = from.expires[r]!;
+      }
+    }
+    for (const gen of old) this.spare(gen);
   }
 
   /** The scope of (`flow`, `tenant`); made when `make`, else null when it has no entries. */
@@ -295,168 +491,9 @@ export class IdempotencyWindow {
     return scope;
   }
 
-  /** Where the last {@link lookup} that found nothing ended: the first free slot of its probe. */
-  private probeEnd = -1;
-
-  private lookup(scopeId: number, key: string, h: number): number {
-    const table = this.table;
-    const mask = this.mask;
-    for (let i = h & mask; ; i = (i + 1) & mask) {
-      const e = table[2 * i + 1]!;
-      if (e === 0) {
-        this.probeEnd = i;
-        return -1;
-      }
-      if (table[2 * i] === h && this.matches(e - 1, scopeId, key)) return e - 1;
-    }
-  }
-
-  /** True when record `r` is for (`scopeId`, `key`). */
-  private matches(r: number, scopeId: number, key: string): boolean {
-    const m = STRIDE * r;
-    const meta = this.meta;
-    if (meta[m + 4] !== scopeId || meta[m + 1] !== key.length) return false;
-    const at = meta[m]!;
-    const chars = this.chars;
-    const amask = this.amask;
-    for (let i = 0; i < key.length; i++) if (chars[(at + i) & amask] !== key.charCodeAt(i)) return false;
-    return true;
-  }
-
-  /** Writes `s` at `at` (wrapping round the ring); returns where it ends. */
-  private put(at: number, s: string): number {
-    const chars = this.chars;
-    const amask = this.amask;
-    for (let i = 0; i < s.length; i++) chars[(at + i) & amask] = s.charCodeAt(i);
-    return (at + s.length) & amask;
-  }
-
-  private text(at: number, n: number): string {
-    const codes = new Array<number>(n);
-    for (let i = 0; i < n; i++) codes[i] = this.chars[(at + i) & this.amask]!;
-    let out = '';
-    // In pieces: an argument list has a length limit.
-    for (let i = 0; i < n; i += 4096) out += String.fromCharCode(...codes.slice(i, i + 4096));
-    return out;
-  }
-
-  /** Characters of record `r`. */
-  private length(r: number): number {
-    const m = STRIDE * r;
-    const meta = this.meta;
-    const fp = meta[m + 2]!;
-    return meta[m + 1]! + Math.max(0, meta[m + 3]!) + (fp === 0 ? 0 : fp - 1);
-  }
-
-  /** Puts record `r` into the first free slot of its probe sequence (`at` when known, else -1). */
-  private place(r: number, h: number, at = -1): void {
-    const table = this.table;
-    const mask = this.mask;
-    let i = at;
-    if (i < 0) {
-      i = h & mask;
-      while (table[2 * i + 1] !== 0) i = (i + 1) & mask;
-    }
-    this.version++;
-    table[2 * i] = h;
-    table[2 * i + 1] = r + 1;
-    this.slots[r] = i;
-  }
-
-  /** Takes live record `r` out of the table (its place in the rings goes when it reaches the head). */
-  private remove(r: number): void {
-    const table = this.table;
-    const mask = this.mask;
-    const slots = this.slots;
-    // Backward-shift deletion: later members of the probe run move up into the hole unless
-    // their home slot lies (cyclically) after the hole, so no probe ever passes a gap.
-    let hole = slots[r]!;
-    for (let j = (hole + 1) & mask; ; j = (j + 1) & mask) {
-      const e = table[2 * j + 1]!;
-      if (e === 0) break;
-      const home = table[2 * j]! & mask;
-      if (hole <= j ? hole < home && home <= j : hole < home || home <= j) continue;
-      table[2 * hole] = table[2 * j]!;
-      table[2 * hole + 1] = e;
-      slots[e - 1] = hole;
-      hole = j;
-    }
-    table[2 * hole + 1] = 0;
-    this.version++;
-    slots[r] = -1;
-    this.live--;
-    this.liveChars -= this.length(r);
-  }
-
-  /** Drops the head record (removed from the table already) from the rings, and its scope's count. */
-  private drop(r: number): void {
-    const n = this.length(r);
-    this.head = (r + 1) & this.rmask;
-    this.count--;
-    this.charsHead = (this.charsHead + n) & this.amask;
-    this.charsUsed -= n;
-    this.unref(r);
-  }
-
-  /**
-   * A ring is full (the next record needs `need` characters): copies the live records and their
-   * text, in order, to the front of new rings sized so that they fill at most three quarters of
-   * them (a full default window of 100,000 then fits 131,072 records, and a ring that fills
-   * again has a quarter of its records to evict or delete first), and points the table at their
-   * new places.
-   */
-  private reshape(need: number): void {
-    let records = this.slots.length;
-    while (4 * (this.live + 1) > 3 * records) records *= 2;
-    let size = this.chars.length;
-    while (4 * (this.liveChars + need) > 3 * size) size *= 2;
-    const meta = new Int32Array(STRIDE * records);
-    const idMs = new Float64Array(records);
-    const idBits = new Int32Array(3 * records);
-    const expires = new Float64Array(records);
-    const slots = new Int32Array(records);
-    const chars = new Uint16Array(size);
-    let w = 0;
-    let c = 0;
-    for (let k = 0; k < this.count; k++) {
-      const r = (this.head + k) & this.rmask;
-      const slot = this.slots[r]!;
-      if (slot < 0) {
-        this.unref(r);
-        continue;
-      }
-      const m = STRIDE * r;
-      const n = this.length(r);
-      const at = this.meta[m]!;
-      for (let i = 0; i < n; i++) chars[c + i] = this.chars[(at + i) & this.amask]!;
-      const mw = STRIDE * w;
-      meta[mw] = c;
-      for (let f = 1; f < STRIDE; f++) meta[mw + f] = this.meta[m + f]!;
-      idMs[w] = this.idMs[r]!;
-      for (let f = 0; f < 3; f++) idBits[3 * w + f] = this.idBits[3 * r + f]!;
-      expires[w] = this.expires[r]!;
-      slots[w] = slot;
-      this.table[2 * slot + 1] = w + 1;
-      w++;
-      c += n;
-    }
-    this.meta = meta;
-    this.idMs = idMs;
-    this.idBits = idBits;
-    this.expires = expires;
-    this.slots = slots;
-    this.rmask = records - 1;
-    this.chars = chars;
-    this.amask = size - 1;
-    this.head = 0;
-    this.count = w;
-    this.charsHead = 0;
-    this.charsUsed = c;
-  }
-
-  /** Record `r` leaves the rings: its scope loses it, and goes with its last record. */
-  private unref(r: number): void {
-    const scope = this.scopeById[this.meta[STRIDE * r + 4]!]!;
+  /** A live entry of scope `id` is gone: the scope goes with its last one. */
+  private unref(id: number): void {
+    const scope = this.scopeById[id]!;
     if (--scope.refs === 0) {
       const byTenant = this.scopes.get(scope.flow)!;
       byTenant.delete(scope.tenant);
@@ -466,15 +503,6 @@ export class IdempotencyWindow {
       if (this.lastScope === scope) this.lastScope = null;
     }
   }
-
-  /** A table of `slots` slots, holding every live record again. */
-  private rehash(slots: number): void {
-    const old = this.table;
-    this.version++;
-    this.table = new Int32Array(2 * slots);
-    this.mask = slots - 1;
-    for (let i = 0; i < old.length; i += 2) if (old[i + 1] !== 0) this.place(old[i + 1]! - 1, old[i]!);
-  }
 }
 
 /** The table hash of `key` in `scope`. */
@@ -483,4 +511,3 @@ function hashOf(scope: Scope, key: string): number {
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
   return avalanche(h);
 }
-

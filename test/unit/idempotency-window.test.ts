@@ -140,6 +140,25 @@ describe('IdempotencyWindow', () => {
     for (let i = 1; i < 4_000; i += 2) expect(w.find('f', 't', `k${i}`, 1)).toBeGreaterThanOrEqual(0);
   });
 
+  it('keeps exactly the newest `max` keys across many generations, each found through its generation', () => {
+    const max = 5_000; // generations of 1,024: the keys span six of them, most behind a filter
+    const w = new IdempotencyWindow(max, 1_000_000);
+    for (let i = 0; i < 23_456; i++) {
+      expect(w.find('f', 't', `k${i}`, 1)).toBe(-1);
+      w.set('f', 't', `k${i}`, `t${i}`, i % 2 === 0 ? undefined : `fp${i}`, 1);
+    }
+    expect(w.size).toBe(max);
+    for (let i = 23_456 - max; i < 23_456; i++) {
+      const r = w.find('f', 't', `k${i}`, 1);
+      expect(r).toBeGreaterThanOrEqual(0);
+      expect(w.traceIdAt(r)).toBe(`t${i}`);
+      expect(w.fingerprintAt(r)).toBe(i % 2 === 0 ? undefined : `fp${i}`);
+    }
+    for (let i = 0; i < 23_456 - max; i++) expect(w.find('f', 't', `k${i}`, 1)).toBe(-1);
+    // Another tenant's same keys are other entries.
+    expect(w.find('f', 'u', 'k23455', 1)).toBe(-1);
+  });
+
   it('keeps its arrays bounded under a long run of inserts and deletes', () => {
     const w = new IdempotencyWindow(100, 1_000_000);
     for (let i = 0; i < 200_000; i++) {

@@ -653,6 +653,9 @@ export class Runtime implements FlowHost, AsyncDisposable {
       // Resume what the journal holds before taking new work: unfinished traces go on where
       // their last commit left them.
       if (this.store !== null) {
+        // Opened (migrated) first, outside storeTimeoutMs: that bounds each operation, and the
+        // first would otherwise carry the migrations (and any other process's, under their lock).
+        await this.store.ready();
         // The newest dead letters come back into the in-memory queue; older ones stay
         // replayable by id from the store.
         const letters = await this.store.listDeadLetters({ limit: Math.min(1000, this.options.deadLetters.max) });

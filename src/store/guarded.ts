@@ -62,6 +62,11 @@ export class GuardedStore implements Store {
     return this.inner.shared;
   }
 
+  /** The inner store's {@link Store.ready}: neither under the timeout nor counted by the breaker. */
+  ready(): Promise<void> {
+    return this.inner.ready?.() ?? Promise.resolve();
+  }
+
   /** Throws `ROOST_ERR_STORE_UNAVAILABLE` while the breaker is open (new work is refused at once). */
   assertAvailable(): void {
     if (this.breaker.state === 'open') throw openError(this.breaker.failures);

@@ -38,7 +38,7 @@ import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, leaseOf, type LeaseRow } from '.
 const MIGRATIONS = new URL('./migrations/postgres/', import.meta.url);
 const MIN_SERVER_VERSION = 130000;
 /** Advisory lock key of the migrations ("roostmig" as a number). */
-const MIGRATION_LOCK = 0x726f6f73746d6967n;
+export const MIGRATION_LOCK = 0x726f6f73746d6967n;
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -148,7 +148,8 @@ export class PostgresStore implements Store {
   /** The database URL without the schema parameter and with any password hidden (for messages). */
   readonly displayUrl: string;
   private readonly pool: pg.Pool;
-  private readonly ready: Promise<void>;
+  /** The connection check and the migrations, run once from the constructor. */
+  private readonly migrated: Promise<void>;
   private closed = false;
 
   constructor(url: string, options: PostgresStoreOptions = {}) {
@@ -166,8 +167,16 @@ export class PostgresStore implements Store {
     // A connection that dies while checked out emits 'error' on its client: without a listener
     // that is an uncaught exception. The query in flight fails anyway, and that is reported.
     this.pool.on('connect', (client) => client.on('error', () => {}));
-    this.ready = this.init();
-    this.ready.catch(() => {}); // reported by the first operation that awaits it
+    this.migrated = this.init();
+    this.migrated.catch(() => {}); // reported by ready() and by the first operation that awaits it
+  }
+
+  /**
+   * Resolves once the schema is migrated (rejects with `ROOST_ERR_STORE_UNAVAILABLE` when the
+   * server cannot be reached or a migration failed). Every operation waits for it too.
+   */
+  ready(): Promise<void> {
+    return this.migrated;
   }
 
   private async init(): Promise<void> {
@@ -177,8 +186,14 @@ export class PostgresStore implements Store {
     } catch (error) {
       throw unavailable('cannot connect to PostgreSQL', error);
     }
+    let timeoutRestored = false;
     try {
       checkServerVersion((await client.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
+      // The operations' statement_timeout does not bound the migrations: waiting for another
+      // process's migrations (the lock) or rewriting a large table takes as long as it takes.
+      // RESET (below) gives the connection back to the pool with the timeout it was opened with;
+      // one that failed before it is closed instead.
+      await client.query('SET statement_timeout = 0');
       // Under the lock: CREATE SCHEMA IF NOT EXISTS races with itself across processes.
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
       try {
@@ -202,10 +217,12 @@ export class PostgresStore implements Store {
       } finally {
         await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK.toString()]);
       }
+      await client.query('RESET statement_timeout');
+      timeoutRestored = true;
     } catch (error) {
       throw isRoostError(error) ? error : unavailable('PostgreSQL journal migration failed', error);
     } finally {
-      client.release();
+      client.release(!timeoutRestored); // true: closed, not pooled
     }
   }
 
@@ -642,14 +659,14 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.ready.catch(() => {});
+    await this.migrated.catch(() => {});
     await this.pool.end();
   }
 
   /** Waits for the migrations, then runs `fn`; driver errors become coded errors. */
   private async run<T>(fn: () => Promise<T>): Promise<T> {
     if (this.closed) throw new RoostError('ROOST_ERR_INVALID_STATE', 'store: it is closed', { field: 'store', expected: 'an open store', received: 'closed' });
-    await this.ready;
+    await this.migrated;
     try {
       return await fn();
     } catch (error) {

@@ -281,6 +281,13 @@ export interface Store {
    */
   readonly shared: boolean;
   /**
+   * Resolves once the store takes operations (PostgreSQL: connected and its schema migrated);
+   * rejects with `ROOST_ERR_STORE_UNAVAILABLE` when it cannot be opened. Absent: ready at once
+   * (a store that opens in its constructor). The runtime waits for it at start, outside the
+   * operations' timeout: a migration is not an operation, and may take long.
+   */
+  ready?(): Promise<void>;
+  /**
    * Commits `batch` in one transaction; resolves once it is durable (for a durable store). When
    * `signal` aborts (the caller gave up on this commit: a timeout), a commit that has not sent
    * its COMMIT yet rolls back instead, so a commit the caller was told failed never lands after

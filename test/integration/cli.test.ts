@@ -9,7 +9,9 @@ function roost(args: string[], input?: string): { status: number | null; stdout:
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-describe('roost CLI', () => {
+// Seven runs of the CLI from the sources (tsx compiles them at each start): about 13 s on this
+// machine, 30 s under a busy neighbour; the bound is twice that (as the other CLI tests').
+describe('roost CLI', { timeout: 60_000 }, () => {
   it('validate: exit 0 for valid envelopes, 1 with the code of each bad one, 2 for bad usage', () => {
     const now = Date.now();
     const good = { v: 1, id: uuidv7(), traceId: uuidv7(), tenant: 't', from: 'a', to: 'b', kind: 'task', payload: {}, createdAt: now, attempt: 1 };

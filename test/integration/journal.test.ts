@@ -97,6 +97,34 @@ describe('emit and fetch wait for their commits', () => {
   });
 });
 
+describe('opening the store', () => {
+  it('start waits for the store to be ready (its migrations) outside storeTimeoutMs, and runs no operation before', async () => {
+    const path = freshPath();
+    let opened = false;
+    const early: string[] = [];
+    /** A journal whose opening takes five operation timeouts (a migration, or another process's under its lock). */
+    class SlowToOpen extends SqliteStore {
+      async ready(): Promise<void> {
+        await new Promise((r) => setTimeout(r, 500));
+        opened = true;
+      }
+      override listDeadLetters(query?: Parameters<SqliteStore['listDeadLetters']>[0]): ReturnType<SqliteStore['listDeadLetters']> {
+        if (!opened) early.push('listDeadLetters');
+        return super.listDeadLetters(query);
+      }
+    }
+    const rt = createRuntime({ logger: false, store: new SlowToOpen(path), storeTimeoutMs: 100 });
+    runtimes.push(rt);
+    const flow = rt.flow({ name: 'f', edges: [node('a', (env: Envelope<number>) => env.payload + 1).to()] });
+    // The opening is not an operation: five of storeTimeoutMs do not fail the start (a PostgreSQL
+    // store's first operation used to carry its migrations, and timed out).
+    await rt.start();
+    expect(opened).toBe(true);
+    expect(early).toEqual([]);
+    expect(await flow.fetch((await flow.emit(1)).traceId)).toBe(2);
+  });
+});
+
 describe('the idempotency window outlives the process', () => {
   it('a key emitted before a restart returns the first trace after it, also to concurrent repeats', async () => {
     const path = freshPath();

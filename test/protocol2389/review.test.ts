@@ -491,6 +491,11 @@ describe('backpressure and pacing', () => {
       { concurrency: 8 },
     );
     const tasks = await burst(a, 6);
+    // All six accepted (journaled) first: the intake takes one packet at a time, so the quick
+    // answers can be out before the last tasks are read, and a task read after close() began
+    // is refused (not_accepted, answered internal_error), as it should be: it never ran.
+    const accepted = (): number => a.events.filter((e) => e.type === 'agent2389_task' && e.outcome === 'accepted').length;
+    await a.f.until(() => accepted() === 6, 10_000, 'all six accepted');
     await a.f.until(() => answered(a, tasks.slice(0, 3)).every((r) => r.length > 0), 10_000, 'the quick answers');
     await a.rt.close();
     await sleep(300);

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { uuidv7 } from '../../src/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/open.js';
-import { PostgresStore, checkServerVersion } from '../../src/store/postgres.js';
+import { MIGRATION_LOCK, PostgresStore, checkServerVersion } from '../../src/store/postgres.js';
 import { storeContract } from './contract.js';
 
 import { PG_URL, assertPgReachable, dropSchemas, freshSchema, schemaUrl } from '../helpers/postgres.js';
@@ -96,6 +96,32 @@ describe('postgres journal', () => {
     }
     expect(() => checkServerVersion('120017')).toThrow(/PostgreSQL 12\.17 is older than 13/);
     for (const ok of ['130000', '150019', '170002']) expect(() => checkServerVersion(ok)).not.toThrow();
+  });
+
+  it('migrations are not bound by the statement timeout (they wait for another process holding their lock), and the pooled connection has it back after', async () => {
+    const holder = new pg.Client({ connectionString: PG_URL });
+    await holder.connect();
+    let store: PostgresStore | null = null;
+    try {
+      await holder.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]); // another process migrating
+      store = new PostgresStore(schemaUrl(freshSchema('slowmig')), { statementTimeoutMs: 300 });
+      let ready = false;
+      const opening = store.ready().then(() => {
+        ready = true;
+      });
+      // Four statement timeouts: the wait for the lock used to be cancelled after the first.
+      await new Promise((r) => setTimeout(r, 1_200));
+      expect(ready).toBe(false);
+      await holder.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK.toString()]);
+      await opening;
+      expect(await store.getValue('x')).toBeUndefined();
+      // The one connection so far is the one that migrated: its operations are bounded again.
+      const pool = (store as unknown as { pool: pg.Pool }).pool; // private: the connection's own setting
+      expect((await pool.query<{ statement_timeout: string }>('SHOW statement_timeout')).rows).toEqual([{ statement_timeout: '300ms' }]);
+    } finally {
+      await holder.end();
+      await store?.close();
+    }
   });
 
   it('an unreachable server gives ROOST_ERR_STORE_UNAVAILABLE on the first operation', async () => {

@@ -32,8 +32,22 @@ export interface TaskNote {
   readonly acceptedAt: number;
 }
 
+/**
+ * The key prefix of the notes: a note lives while its task's answer is owed, and is deleted once
+ * the answer is delivered (its PUBACK is back), so the notes under it are the answers still owed.
+ */
+export const NOTE_PREFIX = 'agent2389:';
+
 /** The key of a trace's note. */
-export const noteKey = (traceId: string): string => `agent2389:${traceId}`;
+export const noteKey = (traceId: string): string => `${NOTE_PREFIX}${traceId}`;
+
+/** A note as read back from the journal, or null when `value` is none (not a 2389 task's). */
+export function readNote(value: unknown): TaskNote | null {
+  if (value === null || typeof value !== 'object') return null;
+  const note = value as Partial<TaskNote>;
+  if (typeof note.agent !== 'string' || note.task === null || typeof note.task !== 'object' || typeof note.acceptedAt !== 'number') return null;
+  return note as TaskNote;
+}
 
 /** What an exposed agent needs of the protocol. */
 export interface AgentHost {

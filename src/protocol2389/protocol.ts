@@ -5,6 +5,12 @@
  * this process (those resumed from the journal too: the task's note is journaled with its trace),
  * and serves an optional 2389-shaped health server (health.ts).
  *
+ * Answers are at least once with a journal: a task's note lives until its answer (and its `next`
+ * task) is delivered, PUBACK back, and is then deleted. At start-up, before its agents take
+ * tasks, the protocol lists the notes left (the answers still owed: a crash came between a
+ * trace's end and its answer's PUBACK, or the publish failed) and answers the finished traces
+ * among them from the journal; the running ones are answered when they end, as resumed traces.
+ *
  * Lifecycle, driven by the runtime: `start()` once the runtime runs (agents say `available` only
  * then); `stopIntake()` when its drain begins (no more tasks; agents say `unavailable`); `close()`
  * after the drain, once the answers of the finished traces are out.
@@ -17,19 +23,22 @@ import type { RoostEvent } from '../flow/events.js';
 import type { Flow } from '../flow/flow.js';
 import type { Handler, HandlerContext } from '../flow/handler.js';
 import type { Journal } from '../store/journal.js';
+import { ownerLeaseName, type Store, type StoredTrace } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
-import { ExposedAgent, noteKey, type AgentHost, type TaskNote } from './agent.js';
+import { ExposedAgent, NOTE_PREFIX, noteKey, readNote, type AgentHost, type TaskNote } from './agent.js';
 import { Agent2389Error, Client2389, type Agent2389Info, type Call2389Options, type Target2389 } from './client.js';
 import { openConnection } from './connection.js';
 import type { Agent2389RejectReason, Agent2389TaskEvent } from './events.js';
 import { Health2389Server, type Health2389Snapshot } from './health.js';
 import type { ResolvedAgent2389, ResolvedProtocol2389 } from './options.js';
-import { conversationTopic, isTaskId, nextEnvelope, type ErrorCode2389, type TaskEnvelope } from './wire.js';
+import { conversationTopic, isTaskId, nextEnvelope, nextTaskId, type ErrorCode2389, type TaskEnvelope } from './wire.js';
 
 /** What the protocol needs of its runtime. */
 export interface Protocol2389Host {
   readonly logger: Logger;
   readonly journal: Journal | null;
+  /** The runtime's owner name (of the traces it starts). */
+  readonly owner: string;
   flow(name: string): Flow | undefined;
   /** True while the runtime takes tasks. */
   accepting(): boolean;
@@ -53,6 +62,27 @@ function answerCode(error: unknown): ErrorCode2389 {
     if (isRoostError(e, 'ROOST_ERR_VALIDATION')) return 'invalid_input';
   }
   return 'internal_error';
+}
+
+/** How a trace ended, as its answer tells it. */
+type Outcome = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly code: ErrorCode2389; readonly message: string };
+
+/**
+ * The outcome of a finished trace as the journal holds it (its error is a code and a message:
+ * an {@link Agent2389Error}'s own code is not kept, so such a failure is `internal_error` here).
+ */
+function storedOutcome(t: StoredTrace): Outcome {
+  if (t.status === 'succeeded') return { ok: true, result: t.result ?? null };
+  return { ok: false, code: t.error?.code === 'ROOST_ERR_VALIDATION' ? 'invalid_input' : 'internal_error', message: t.error?.message ?? `trace ${t.traceId} ${t.status}` };
+}
+
+/** Notes read per page at start-up. */
+const NOTES_PAGE = 256;
+
+/** An answer owed for a finished trace, found at start-up. */
+interface Owed {
+  readonly trace: StoredTrace;
+  readonly note: TaskNote;
 }
 
 export class Protocol2389 {
@@ -126,12 +156,15 @@ export class Protocol2389 {
     });
     connection.on('message', (_topic, _payload, packet) => client.onPacket(packet));
     this.clientValue = client;
+    let owed: Owed[];
     try {
       await client.start();
       if (o.health !== null) {
         this.health = new Health2389Server(o.health, () => this.snapshot());
         await this.health.listen();
       }
+      // Before the agents take tasks: every note listed is then of a trace accepted before.
+      owed = await this.owedAnswers(new Set(this.resumedTraces.map((r) => r.traceId)));
       for (const agent of this.agents.values()) await agent.start();
     } catch (error) {
       await this.close();
@@ -141,6 +174,54 @@ export class Protocol2389 {
     // Traces of 2389 tasks resumed from the journal: answered when they end, as if taken here.
     const resumed = this.resumedTraces.splice(0);
     for (const { flow, traceId } of resumed) this.answerResumed(flow, traceId);
+    // Traces that ended before a crash and whose answers did not go out: answered now.
+    if (owed.length > 0) this.log.warn({ answers: owed.length }, '2389: answering the tasks whose traces ended before a crash, unanswered');
+    for (const { trace, note } of owed) {
+      this.counts.accepted++;
+      this.track(this.deliver(trace.flow, trace.traceId, note, storedOutcome(trace)));
+    }
+  }
+
+  /**
+   * The answers still owed by this process's agents for traces that finished (see the module
+   * comment), but for the traces in `skip` (resumed: answered when they end). Costs a page read
+   * of the notes left, and a trace read per note of an agent of this process: the notes are
+   * deleted as answers are delivered, so what is left is the tasks in flight and the answers a
+   * crash cut off. Never rejects: a store that fails is logged, and its answers wait for the next start.
+   */
+  private async owedAnswers(skip: ReadonlySet<string>): Promise<Owed[]> {
+    const journal = this.host.journal;
+    if (journal === null || this.agents.size === 0) return [];
+    const store = journal.store;
+    const owed: Owed[] = [];
+    try {
+      for (let after: string | null = null; ; ) {
+        const page = await store.listCheckpoints(NOTE_PREFIX, after, NOTES_PAGE);
+        for (const c of page) {
+          const note = readNote(c.value);
+          const agent = note === null ? undefined : this.agents.get(note.agent);
+          if (note === null || agent === undefined || skip.has(c.traceId)) continue;
+          const trace = await store.getTrace(agent.options.flow, c.traceId);
+          if (trace === null || trace.status === 'running' || !(await this.mine(store, trace))) continue;
+          owed.push({ trace, note });
+        }
+        if (page.length < NOTES_PAGE) break;
+        after = page[page.length - 1]!.key;
+      }
+    } catch (error) {
+      this.log.error({ err: ensureError(error) }, '2389: reading the answers owed from the journal failed (they are answered at a later start)');
+    }
+    return owed;
+  }
+
+  /**
+   * True when this process answers a finished trace: always with a store of one process; with a
+   * shared one, when it owned the trace, or its owner is gone (its lease lapsed), as a takeover decides.
+   */
+  private async mine(store: Store, t: StoredTrace): Promise<boolean> {
+    if (!store.shared || t.owner === null || t.owner === this.host.owner) return true;
+    const lease = await store.getLease(ownerLeaseName(t.owner));
+    return lease === null || lease.until <= Date.now();
   }
 
   /** The port the health server listens on (null: none). */
@@ -165,8 +246,8 @@ export class Protocol2389 {
     const work = journal
       .getCheckpoint(noteKey(traceId))
       .then((found) => {
-        const note = found?.value as TaskNote | undefined;
-        if (note === undefined || note === null || typeof note !== 'object' || typeof note.agent !== 'string') return; // not a 2389 task
+        const note = found === undefined ? null : readNote(found.value);
+        if (note === null) return; // not a 2389 task's
         this.counts.accepted++;
         return this.answer(flow, traceId, note);
       })
@@ -181,34 +262,40 @@ export class Protocol2389 {
 
   /** Waits for the trace's end, then publishes its answer (and its `next` task). */
   private async answer(flow: Flow, traceId: string, note: TaskNote): Promise<void> {
-    const task = note.task as TaskEnvelope;
-    let ok = true;
-    let result: unknown = null;
-    let failure: unknown = null;
+    let outcome: Outcome;
     try {
-      result = (await flow.fetch(traceId)) ?? null;
+      outcome = { ok: true, result: (await flow.fetch(traceId)) ?? null };
     } catch (error) {
       // A trace stopped by a close with a journal resumes at the next start, which answers it.
       if (this.closing && this.host.journal !== null && isRoostError(error, 'ROOST_ERR_TRACE_CANCELLED')) return;
-      ok = false;
-      failure = error;
+      outcome = { ok: false, code: answerCode(error), message: ensureError(error).message };
     }
+    await this.deliver(flow.name, traceId, note, outcome);
+  }
+
+  /**
+   * Publishes a finished trace's answer (and its `next` task); once every PUBACK is back, deletes
+   * its note: the answer is delivered. A publish that fails leaves the note, so the next start
+   * answers the task again.
+   */
+  private async deliver(flowName: string, traceId: string, note: TaskNote, outcome: Outcome): Promise<void> {
+    const task = note.task as TaskEnvelope;
     const connection = this.agents.get(note.agent)?.connection ?? this.connection;
     if (connection === null) return;
     const topic = conversationTopic(task.conversation_id, note.agent);
     const ms = Date.now() - note.acceptedAt;
-    const code = ok ? null : answerCode(failure);
-    const body = ok ? { response: result, task_id: task.task_id } : { error: { code, message: ensureError(failure).message }, task_id: task.task_id };
+    const body = outcome.ok ? { response: outcome.result, task_id: task.task_id } : { error: { code: outcome.code, message: outcome.message }, task_id: task.task_id };
     try {
       await connection.publishAsync(topic, JSON.stringify(body), { qos: 1 });
       this.count('published');
-      if (ok) {
-        const next = nextEnvelope(task, note.agent, result, randomUUID());
+      if (outcome.ok) {
+        const next = nextEnvelope(task, note.agent, outcome.result, nextTaskId(traceId));
         if (next !== null) {
           await connection.publishAsync(next.topic, JSON.stringify(next), { qos: 1 });
           this.count('published');
         }
       }
+      this.host.journal?.checkpointRemoved(noteKey(traceId));
     } catch (error) {
       this.count('publishFailed');
       this.log.error({ err: ensureError(error), traceId, taskId: task.task_id }, '2389: publishing an answer failed');
@@ -217,10 +304,10 @@ export class Protocol2389 {
       type: 'agent2389_task',
       ts: Date.now(),
       agent: note.agent,
-      flow: flow.name,
-      outcome: ok ? 'completed' : 'failed',
+      flow: flowName,
+      outcome: outcome.ok ? 'completed' : 'failed',
       reason: null,
-      code,
+      code: outcome.ok ? null : outcome.code,
       taskId: task.task_id,
       conversationId: task.conversation_id,
       traceId,

@@ -5,6 +5,8 @@
  * sender can be told).
  */
 
+import { createHash } from 'node:crypto';
+
 /** Error codes of a 2389 error envelope. */
 export type ErrorCode2389 = 'tool_execution_failed' | 'llm_error' | 'invalid_input' | 'pipeline_depth_exceeded' | 'internal_error';
 
@@ -256,6 +258,19 @@ export function nextEnvelope(task: TaskEnvelope, agentId: string, result: unknow
     },
     routing_trace: [...trace, { from_agent: agentId, to_agent: agentOfInputTopic(topic) ?? topic, reason: 'next', timestamp: ts, step_number: trace.length + 1 }],
   };
+}
+
+/**
+ * The task id of the `next` task a trace's answer sends: a UUIDv4 made from the trace id (a hash,
+ * not random), so the same answer sent again after a crash sends the same task, which the next
+ * agent drops as a duplicate.
+ */
+export function nextTaskId(traceId: string): string {
+  const b = createHash('sha256').update(`roost-2389-next:${traceId}`).digest();
+  b[6] = (b[6]! & 0x0f) | 0x40; // version 4
+  b[8] = (b[8]! & 0x3f) | 0x80; // RFC 9562 variant
+  const h = b.subarray(0, 16).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 /** The JSON object in `bytes`, or null when they hold none. */

@@ -20,7 +20,7 @@ import { traceHistory } from '../store/history.js';
 import { Journal } from '../store/journal.js';
 import { openStore } from '../store/open.js';
 import { addRequest, takeRequests } from '../store/requests.js';
-import type { DispatchLease, Store, StoredEvent, StoredTrace, TracePage, TraceQuery } from '../store/store.js';
+import { ownerLeaseName, type DispatchLease, type Store, type StoredEvent, type StoredTrace, type TracePage, type TraceQuery } from '../store/store.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { checkObject, optBool, optEnum, optInt } from '../validate-options.js';
 import { Agent, type AgentInfo, type AgentOptions } from './agent.js';
@@ -141,6 +141,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
         : new Protocol2389(p2389, {
             logger: this.logger,
             journal: this.journal,
+            owner: this.options.owner,
             flow: (name) => this.flows.get(name),
             accepting: () => this.stateValue === 'running',
             publish: (e) => this.publish(e),
@@ -717,7 +718,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
   private ownerLeaseToken = 0;
 
   private get ownerLeaseName(): string {
-    return `owner:${this.options.owner}`;
+    return ownerLeaseName(this.options.owner);
   }
 
   private async renewOwnerLease(store: Store): Promise<void> {
@@ -735,7 +736,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
         if (owner === me) continue;
         if (this.fleet?.options.role === 'worker') continue; // a worker resumes its own traces only
         if (owner !== null) {
-          const lease = await store.getLease(`owner:${owner}`);
+          const lease = await store.getLease(ownerLeaseName(owner));
           if (lease !== null && lease.until > Date.now()) continue; // alive
         }
         for (const id of await store.claimTraces(flow.name, owner, me)) claimed.add(id);

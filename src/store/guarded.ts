@@ -17,6 +17,7 @@ import type {
   Store,
   StoreBatch,
   StoredDeadLetter,
+  StoredCheckpoint,
   StoredEvent,
   StoredTrace,
   TracePage,
@@ -158,6 +159,9 @@ export class GuardedStore implements Store {
   }
   getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined> {
     return this.call('getCheckpoint', () => this.inner.getCheckpoint(key));
+  }
+  listCheckpoints(prefix: string, after: string | null, limit: number): Promise<readonly StoredCheckpoint[]> {
+    return this.call('listCheckpoints', () => this.inner.listCheckpoints(prefix, after, limit));
   }
   history(traceId: string): Promise<readonly StoredEvent[]> {
     return this.call('history', () => this.inner.history(traceId));

@@ -55,6 +55,7 @@ interface Batch {
   events: EventWrite[];
   steps: StepWrite[];
   checkpoints: CheckpointWrite[];
+  checkpointsRemoved: string[];
   deadLetters: StoredDeadLetter[];
   deadLettersRemoved: string[];
   /** Settles when this batch is committed. */
@@ -87,6 +88,7 @@ function newBatch(no: number): Batch {
     events: [],
     steps: [],
     checkpoints: [],
+    checkpointsRemoved: [],
     deadLetters: [],
     deadLettersRemoved: [],
     done,
@@ -218,9 +220,17 @@ export class Journal {
     this.recentCheckpoints.set(write.key, write.value);
     this.open().checkpoints.push(write);
   }
+  /** Deletes a checkpoint (after any written in the same batch). */
+  checkpointRemoved(key: string): void {
+    this.recentCheckpoints.set(key, REMOVED);
+    this.open().checkpointsRemoved.push(key);
+  }
   /** A checkpoint: from a batch not yet committed, or from the store. */
   async getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined> {
-    if (this.recentCheckpoints.has(key)) return { value: this.recentCheckpoints.get(key) };
+    if (this.recentCheckpoints.has(key)) {
+      const value = this.recentCheckpoints.get(key);
+      return value === REMOVED ? undefined : { value };
+    }
     return this.store.getCheckpoint(key);
   }
   deadLetter(letter: StoredDeadLetter): void {
@@ -309,11 +319,13 @@ export class Journal {
           events: batch.events,
           steps: batch.steps,
           checkpoints: batch.checkpoints,
+          checkpointsRemoved: batch.checkpointsRemoved,
           deadLetters: batch.deadLetters,
           deadLettersRemoved: batch.deadLettersRemoved,
         });
         for (const s of batch.steps) this.recentSteps.delete(s.stepKey);
         for (const c of batch.checkpoints) if (this.recentCheckpoints.get(c.key) === c.value) this.recentCheckpoints.delete(c.key);
+        for (const key of batch.checkpointsRemoved) if (this.recentCheckpoints.get(key) === REMOVED) this.recentCheckpoints.delete(key);
         this.retryDelay = 0;
         batch.resolve();
         this.onCommitted();
@@ -356,6 +368,9 @@ function keptAccepted(batch: Batch): PendingWrite[] {
   }
   return kept;
 }
+
+/** What `recentCheckpoints` holds for a checkpoint removed in a batch not yet committed. */
+const REMOVED: unique symbol = Symbol('removed');
 
 const MIN_RETRY_MS = 50;
 const MAX_RETRY_MS = 2_000;

@@ -20,6 +20,7 @@ import type {
   Store,
   StoreBatch,
   StoredDeadLetter,
+  StoredCheckpoint,
   StoredEvent,
   StoredTrace,
   TracePage,
@@ -167,6 +168,12 @@ export class MemoryStore implements Store {
       }
       keys.add(c.key);
     }
+    for (const key of batch.checkpointsRemoved ?? []) {
+      const c = this.checkpoints.get(key);
+      if (c === undefined) continue;
+      this.checkpoints.delete(key);
+      this.checkpointKeys.get(c.traceId)?.delete(key);
+    }
     for (const d of batch.deadLetters ?? []) this.deadLetters.set(d.id, copy(d));
     for (const id of batch.deadLettersRemoved ?? []) this.deadLetters.delete(id);
     for (const o of batch.outbox ?? []) {
@@ -308,6 +315,19 @@ export class MemoryStore implements Store {
     return this.run(() => {
       const c = this.checkpoints.get(key);
       return c === undefined ? undefined : { value: copy(c.value) };
+    });
+  }
+
+  listCheckpoints(prefix: string, after: string | null, limit: number): Promise<readonly StoredCheckpoint[]> {
+    return this.run(() => {
+      const keys: string[] = [];
+      for (const key of this.checkpoints.keys()) if (key.startsWith(prefix) && (after === null || key > after)) keys.push(key);
+      // UTF-16 order, which is byte order for the keys the runtime writes (ASCII).
+      keys.sort();
+      return keys.slice(0, limit).map((key) => {
+        const c = this.checkpoints.get(key)!;
+        return { key, traceId: c.traceId, value: copy(c.value) };
+      });
     });
   }
 

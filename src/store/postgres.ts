@@ -33,7 +33,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
-import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, leaseOf, type LeaseRow } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, leaseOf, prefixEnd, type LeaseRow, type StoredCheckpoint } from './store.js';
 
 const MIGRATIONS = new URL('./migrations/postgres/', import.meta.url);
 const MIN_SERVER_VERSION = 130000;
@@ -347,6 +347,7 @@ export class PostgresStore implements Store {
         [checkpoints.map((x) => x.key), checkpoints.map((x) => x.traceId), checkpoints.map((x) => json(x.value)), checkpoints.map((x) => x.ts)],
       );
     }
+    if ((b.checkpointsRemoved ?? []).length > 0) await c.query('DELETE FROM checkpoints WHERE key = ANY($1::text[])', [b.checkpointsRemoved]);
     const letters = b.deadLetters ?? [];
     if (letters.length > 0) {
       await c.query(
@@ -499,6 +500,17 @@ export class PostgresStore implements Store {
     return this.run(async () => {
       const { rows } = await this.pool.query<{ value: unknown }>('SELECT value FROM checkpoints WHERE key = $1', [key]);
       return rows[0] === undefined ? undefined : { value: rows[0].value };
+    });
+  }
+
+  listCheckpoints(prefix: string, after: string | null, limit: number): Promise<readonly StoredCheckpoint[]> {
+    return this.run(async () => {
+      // The key is in byte order (migration 007): the prefix's range is the keys that start with it.
+      const { rows } = await this.pool.query<{ key: string; trace_id: string; value: unknown }>(
+        'SELECT key, trace_id, value FROM checkpoints WHERE key >= $1 AND key < $2 AND key > $3 ORDER BY key LIMIT $4',
+        [prefix, prefixEnd(prefix), after ?? '', limit],
+      );
+      return rows.map((r) => ({ key: r.key, traceId: r.trace_id, value: r.value }));
     });
   }
 

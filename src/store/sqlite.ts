@@ -35,7 +35,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
-import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, leaseOf, type LeaseRow } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, leaseOf, prefixEnd, type LeaseRow, type StoredCheckpoint } from './store.js';
 
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
@@ -151,6 +151,9 @@ export class SqliteStore implements Store {
         'INSERT INTO checkpoints (key, trace_id, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, ts = excluded.ts',
       ),
       getCheckpoint: db.prepare('SELECT value FROM checkpoints WHERE key = ?'),
+      removeCheckpoint: db.prepare('DELETE FROM checkpoints WHERE key = ?'),
+      // By the primary key's range: the keys that start with a prefix, after a key.
+      listCheckpoints: db.prepare('SELECT key, trace_id, value FROM checkpoints WHERE key >= ? AND key < ? AND key > ? ORDER BY key LIMIT ?'),
       pruneCheckpoints: db.prepare('DELETE FROM checkpoints WHERE trace_id = ?'),
       deadLetter: db.prepare(
         `INSERT OR REPLACE INTO dead_letters (id, flow, node, trace_id, tenant, envelope, error, attempts, created_at)
@@ -257,6 +260,7 @@ export class SqliteStore implements Store {
       }
       for (const st of batch.steps ?? []) s.step.run(st.stepKey, st.traceId, json(st.value), st.ts);
       for (const c of batch.checkpoints ?? []) s.checkpoint.run(c.key, c.traceId, json(c.value), c.ts);
+      for (const key of batch.checkpointsRemoved ?? []) s.removeCheckpoint.run(key);
       for (const d of batch.deadLetters ?? []) {
         s.deadLetter.run(d.id, d.flow, d.node, d.traceId, d.tenant, json(d.envelope), json(d.error), d.attempts, d.createdAt);
       }
@@ -380,6 +384,12 @@ export class SqliteStore implements Store {
       const row = this.statements.getCheckpoint.get(key) as { value: string } | undefined;
       return row === undefined ? undefined : { value: JSON.parse(row.value) as unknown };
     });
+  }
+
+  listCheckpoints(prefix: string, after: string | null, limit: number): Promise<readonly StoredCheckpoint[]> {
+    return this.run(() =>
+      (this.statements.listCheckpoints.all(prefix, prefixEnd(prefix), after ?? '', limit) as { key: string; trace_id: string; value: string }[]).map((r) => ({ key: r.key, traceId: r.trace_id, value: JSON.parse(r.value) as unknown })),
+    );
   }
 
   history(traceId: string): Promise<readonly StoredEvent[]> {

@@ -148,6 +148,13 @@ export interface CheckpointWrite {
   readonly ts: number;
 }
 
+/** A checkpoint as stored (listed by key prefix). */
+export interface StoredCheckpoint {
+  readonly key: string;
+  readonly traceId: string;
+  readonly value: unknown;
+}
+
 /** A dead letter as stored. */
 export interface StoredDeadLetter {
   readonly id: string;
@@ -216,6 +223,8 @@ export interface StoreBatch {
   readonly steps?: readonly StepWrite[];
   /** The latest checkpoint per key wins. */
   readonly checkpoints?: readonly CheckpointWrite[];
+  /** Keys of checkpoints to delete (applied after `checkpoints`). */
+  readonly checkpointsRemoved?: readonly string[];
   readonly deadLetters?: readonly StoredDeadLetter[];
   /** Ids of dead letters to delete (replayed or removed). */
   readonly deadLettersRemoved?: readonly string[];
@@ -314,6 +323,11 @@ export interface Store {
   getStep(stepKey: string): Promise<{ readonly value: unknown } | undefined>;
   /** The latest checkpoint saved under `key`, or undefined. */
   getCheckpoint(key: string): Promise<{ readonly value: unknown } | undefined>;
+  /**
+   * The checkpoints whose key starts with `prefix` (not empty) and sorts after `after` (null: from
+   * the first), in key order (byte order, whatever the database's locale), at most `limit`.
+   */
+  listCheckpoints(prefix: string, after: string | null, limit: number): Promise<readonly StoredCheckpoint[]>;
   /** The journaled events of a trace, in commit order. */
   history(traceId: string): Promise<readonly StoredEvent[]>;
   listDeadLetters(query?: { flow?: string; tenant?: string; limit?: number }): Promise<readonly StoredDeadLetter[]>;
@@ -360,6 +374,14 @@ export const RECEIVE_MARK_PREFIX = 'roost:seen:';
 /** The first key after every receive mark (`:` + 1 is `;`): the end of their key range. */
 export const RECEIVE_MARK_END = 'roost:seen;';
 
+
+/** The name of the lease an owner of traces holds while it lives (with a shared store). */
+export const ownerLeaseName = (owner: string): string => `owner:${owner}`;
+
+/** The first key after every key that starts with `prefix` (its last character + 1), for a key range. */
+export function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
 
 /** The lease columns of a pending row. */
 export interface LeaseRow {

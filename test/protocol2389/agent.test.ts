@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime, node, type Envelope, type RoostEvent, type Runtime } from '../../src/index.js';
 import { Agent2389Error } from '../../src/index.js';
+import { nextTaskId } from '../../src/protocol2389/wire.js';
 import { MQTT_URL, requireBroker } from '../helpers/brokers.js';
 import { ForeignClient, agentId, clearRetained, taskV1, taskV2 } from './helpers.js';
 
@@ -126,7 +127,7 @@ describe('a flow as a 2389 agent', () => {
     expect(JSON.stringify([ea, eb])).not.toMatch(/\n\s+at /);
   });
 
-  it('chains next: a new task with a fresh UUIDv4 task id, the same conversation, the result as input, the rest of the chain; v2 steps and routing extended', async () => {
+  it('chains next: a new task with a UUIDv4 task id made from the trace id, the same conversation, the result as input, the rest of the chain; v2 steps and routing extended', async () => {
     const f = await fixture((env) => ({ handled: env.payload.instruction }));
     const nextAgent = agentId('next');
     used.push(nextAgent);
@@ -138,6 +139,9 @@ describe('a flow as a 2389 agent', () => {
     const forwarded = f.foreign.on(`/control/agents/${nextAgent}/input`)[0]!.json as Record<string, unknown>;
     expect(forwarded['task_id']).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(forwarded['task_id']).not.toBe(task['task_id']);
+    // The same on a re-send after a crash (the next agent drops it as a duplicate).
+    const accepted = f.events.find((e) => e.type === 'agent2389_task' && e.outcome === 'accepted') as { traceId: string } | undefined;
+    expect(forwarded['task_id']).toBe(nextTaskId(accepted!.traceId));
     expect(forwarded).toMatchObject({ version: '2.0', conversation_id: task['conversation_id'], topic: `/control/agents/${nextAgent}/input`, instruction: 'second step', input: { handled: 'do it' }, next: rest });
     const context = forwarded['context'] as { steps_completed: { agent_id: string }[]; iteration_count: number; original_query: string };
     expect(context.original_query).toBe('the question');

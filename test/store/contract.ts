@@ -232,6 +232,26 @@ export function storeContract(name: string, open: () => Promise<Store> | Store, 
       expect(await store.getCheckpoint('c-1')).toBeUndefined();
     });
 
+    it('lists checkpoints by key prefix in byte order, in pages, and deletes them by key', async () => {
+      const t = uuidv7();
+      const keys = ['p:b', 'p:a', 'p', 'p:c', 'p;', 'p:A', 'o:z', 'p:b:1'];
+      await store.commit({ checkpoints: keys.map((key, i) => ({ key, traceId: t, value: { i }, ts: i })) });
+      const all = await store.listCheckpoints('p:', null, 100);
+      // Byte order (upper case first), whatever the database's locale; not 'p', 'p;' nor 'o:z'.
+      expect(all.map((c) => c.key)).toEqual(['p:A', 'p:a', 'p:b', 'p:b:1', 'p:c']);
+      expect(all[0]).toEqual({ key: 'p:A', traceId: t, value: { i: 5 } });
+      expect((await store.listCheckpoints('p:', null, 2)).map((c) => c.key)).toEqual(['p:A', 'p:a']);
+      expect((await store.listCheckpoints('p:', 'p:a', 2)).map((c) => c.key)).toEqual(['p:b', 'p:b:1']);
+      expect(await store.listCheckpoints('p:', 'p:c', 2)).toEqual([]);
+      expect(await store.listCheckpoints('q:', null, 10)).toEqual([]);
+      // Deleted after the writes of the same batch; a key that is not there is no error.
+      await store.commit({ checkpoints: [{ key: 'p:c', traceId: t, value: 9, ts: 9 }], checkpointsRemoved: ['p:a', 'p:c', 'p:none'] });
+      expect(await store.getCheckpoint('p:a')).toBeUndefined();
+      expect(await store.getCheckpoint('p:c')).toBeUndefined();
+      expect((await store.listCheckpoints('p:', null, 100)).map((c) => c.key)).toEqual(['p:A', 'p:b', 'p:b:1']);
+      expect(await store.getCheckpoint('p')).toEqual({ value: { i: 2 } });
+    });
+
     it('finds a trace by its id alone, and derives its lifecycle events from it', async () => {
       const [a, b] = [uuidv7(), uuidv7()];
       await store.commit({

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isRoostError, openStore, uuidv7 } from '../../src/index.js';
+import { Journal } from '../../src/store/journal.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { StoreBatch } from '../../src/store/store.js';
 import { storeContract } from './contract.js';
@@ -64,5 +65,28 @@ describe('memory store bounds', () => {
       expect((caught as { field?: string }).field).toBe('store');
     }
     expect(() => new MemoryStore({ maxFinishedTraces: 0 })).toThrow(/maxFinishedTraces/);
+  });
+});
+
+describe('journal checkpoints', () => {
+  it('a checkpoint removed reads as gone at once (before its commit), and is gone from the store after it', async () => {
+    const store = new MemoryStore();
+    const journal = new Journal(store, () => {});
+    const t = uuidv7();
+    journal.checkpoint({ key: 'n', traceId: t, value: { a: 1 }, ts: 1 });
+    await journal.committed();
+    expect(await store.getCheckpoint('n')).toEqual({ value: { a: 1 } });
+    journal.checkpointRemoved('n');
+    expect(await journal.getCheckpoint('n')).toBeUndefined();
+    expect(await store.getCheckpoint('n')).toEqual({ value: { a: 1 } }); // not committed yet
+    await journal.committed();
+    expect(await store.getCheckpoint('n')).toBeUndefined();
+    expect(await journal.getCheckpoint('n')).toBeUndefined();
+    // Written again later: there again.
+    journal.checkpoint({ key: 'n', traceId: t, value: 2, ts: 2 });
+    expect(await journal.getCheckpoint('n')).toEqual({ value: 2 });
+    await journal.committed();
+    expect(await store.getCheckpoint('n')).toEqual({ value: 2 });
+    await store.close();
   });
 });

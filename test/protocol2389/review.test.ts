@@ -533,8 +533,6 @@ describe('backpressure and pacing', () => {
     const accepted = (): number => a.events.filter((e) => e.type === 'agent2389_task' && e.outcome === 'accepted').length;
     await a.f.until(() => accepted() === 6, 10_000, 'all six accepted');
     await a.f.until(() => answered(a, tasks.slice(0, 3)).every((r) => r.length > 0), 10_000, 'the quick answers');
-    // Every task accepted before the close (one still unread then would be refused, not resumed).
-    await until(() => a.events.filter((e) => e.type === 'agent2389_task' && (e as { outcome: string }).outcome === 'accepted').length === 6, 10_000, 'every task accepted');
     await a.rt.close();
     await sleep(300);
     expect(answered(a, tasks.slice(0, 3)).map((r) => r.length)).toEqual([1, 1, 1]);

@@ -62,6 +62,14 @@ export interface AgentHost {
   accepting(): boolean;
   /** A task was refused or skipped (counted, logged, an event). */
   refused(agent: ResolvedAgent2389, outcome: 'rejected' | 'duplicate' | 'retained', reason: Agent2389RejectReason | null, code: ErrorCode2389 | null, taskId: string | null, conversationId: string | null, traceId: string | null): void;
+  /** A task's trace is about to be emitted with this id: its answer is this process's from now on. */
+  taking(traceId: string): void;
+  /**
+   * The emit with that id failed or was a duplicate: the task is not this process's to answer.
+   * Its note is deleted too (a commit that failed is retried by the journal, and would otherwise
+   * land a note the next start answered a second time).
+   */
+  forget(traceId: string): void;
   /** A trace started for a task: answer it when it ends. */
   accepted(agent: ResolvedAgent2389, traceId: string, note: TaskNote): void;
   /** Counts (for the 2389 `/metrics`). */
@@ -263,6 +271,7 @@ export class ExposedAgent {
     const { input, ...rest } = task;
     const note: TaskNote = { agent: o.id, task: rest, acceptedAt: Date.now() };
     const traceId = uuidv7();
+    this.host.taking(traceId);
     try {
       const r = await this.paced(() => flow.emit(
         o.payload === 'input'
@@ -294,11 +303,13 @@ export class ExposedAgent {
       ));
       this.remember(task.task_id);
       if (r.deduplicated) {
+        this.host.forget(traceId);
         this.host.refused(o, 'duplicate', null, null, task.task_id, task.conversation_id, r.traceId);
         return;
       }
       this.host.accepted(o, r.traceId, note);
     } catch (error) {
+      this.host.forget(traceId);
       const e = ensureError(error);
       const code: ErrorCode2389 = isRoostError(e, 'ROOST_ERR_VALIDATION') || isRoostError(e, 'ROOST_ERR_PAYLOAD_TOO_LARGE') ? 'invalid_input' : 'internal_error';
       this.reject(code === 'invalid_input' ? 'invalid' : 'not_accepted', code, e.message, task.task_id, task.conversation_id);

@@ -10,6 +10,9 @@
  * tasks, the protocol lists the notes left (the answers still owed: a crash came between a
  * trace's end and its answer's PUBACK, or the publish failed) and answers the finished traces
  * among them from the journal; the running ones are answered when they end, as resumed traces.
+ * It looks again every `ownerLeaseMs`: an owner of a shared store whose lease lapsed later (the
+ * takeover claims only running traces), and a publish of its own that failed. A trace this process
+ * has in hand (`owning`) is never looked at, and a lapsed owner's is taken under a lease per trace.
  *
  * Lifecycle, driven by the runtime: `start()` once the runtime runs (agents say `available` only
  * then); `stopIntake()` when its drain begins (no more tasks; agents say `unavailable`); `close()`
@@ -23,7 +26,7 @@ import type { RoostEvent } from '../flow/events.js';
 import type { Flow } from '../flow/flow.js';
 import type { Handler, HandlerContext } from '../flow/handler.js';
 import type { Journal } from '../store/journal.js';
-import { ownerLeaseName, type Store, type StoredTrace } from '../store/store.js';
+import { ownerLeaseName, type Lease, type Store, type StoredTrace } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ExposedAgent, NOTE_PREFIX, noteKey, readNote, type AgentHost, type TaskNote } from './agent.js';
 import { Agent2389Error, Client2389, type Agent2389Info, type Call2389Options, type Target2389 } from './client.js';
@@ -39,6 +42,8 @@ export interface Protocol2389Host {
   readonly journal: Journal | null;
   /** The runtime's owner name (of the traces it starts). */
   readonly owner: string;
+  /** How long an owner lease lasts unrenewed: how often the answers owed are looked for again. */
+  readonly ownerLeaseMs: number;
   flow(name: string): Flow | undefined;
   /** True while the runtime takes tasks. */
   accepting(): boolean;
@@ -83,7 +88,12 @@ const NOTES_PAGE = 256;
 interface Owed {
   readonly trace: StoredTrace;
   readonly note: TaskNote;
+  /** The trace's answer lease this process won (a lapsed owner's trace), released once sent; null: its own. */
+  readonly claim: Lease | null;
 }
+
+/** How long a process holds a lapsed owner's trace's answer (a crash mid-send: another may take it after). */
+const ANSWER_LEASE_MS = 60_000;
 
 export class Protocol2389 {
   private readonly agents = new Map<string, ExposedAgent>();
@@ -97,6 +107,15 @@ export class Protocol2389 {
   private readonly resumedTraces: { flow: string; traceId: string }[] = [];
   /** Answers being waited for or published. */
   private readonly answering = new Set<Promise<void>>();
+  /**
+   * Traces whose answer this process has in hand (a task taken here, a resumed trace, an owed
+   * answer being sent): from then until its note's deletion is committed, or its publish failed.
+   * A look for owed answers skips them, so one process never answers a trace twice.
+   */
+  private readonly owning = new Set<string>();
+  /** Looks for owed answers again every `ownerLeaseMs` (a lapsed owner's, a publish that failed). */
+  private owedTimer: ReturnType<typeof setInterval> | null = null;
+  private owedBusy = false;
   private readonly counts = {
     received: 0,
     accepted: 0,
@@ -164,7 +183,7 @@ export class Protocol2389 {
         await this.health.listen();
       }
       // Before the agents take tasks: every note listed is then of a trace accepted before.
-      owed = await this.owedAnswers(new Set(this.resumedTraces.map((r) => r.traceId)));
+      owed = await this.owedAnswers();
       for (const agent of this.agents.values()) await agent.start();
     } catch (error) {
       await this.close();
@@ -176,20 +195,45 @@ export class Protocol2389 {
     for (const { flow, traceId } of resumed) this.answerResumed(flow, traceId);
     // Traces that ended before a crash and whose answers did not go out: answered now.
     if (owed.length > 0) this.log.warn({ answers: owed.length }, '2389: answering the tasks whose traces ended before a crash, unanswered');
-    for (const { trace, note } of owed) {
-      this.counts.accepted++;
-      this.track(this.deliver(trace.flow, trace.traceId, note, storedOutcome(trace)));
+    this.deliverOwed(owed);
+    if (this.host.journal !== null && this.agents.size > 0) {
+      this.owedTimer = setInterval(() => void this.lookAgain(), Math.max(1_000, this.host.ownerLeaseMs));
+      this.owedTimer.unref();
+    }
+  }
+
+  private deliverOwed(owed: readonly Owed[]): void {
+    for (const { trace, note, claim } of owed) {
+      const work = this.deliver(trace.flow, trace.traceId, note, storedOutcome(trace));
+      this.track(claim === null ? work : work.finally(() => this.host.journal?.store.releaseLease(claim.name, this.host.owner, claim.token).catch(() => {})));
+    }
+  }
+
+  /**
+   * The periodic look for answers owed: those of an owner whose lease lapsed since (the takeover
+   * claims only running traces), and this process's own whose publish failed.
+   */
+  private async lookAgain(): Promise<void> {
+    if (this.owedBusy || this.closing) return;
+    this.owedBusy = true;
+    try {
+      const owed = await this.owedAnswers();
+      if (owed.length > 0) this.log.warn({ answers: owed.length }, '2389: answering the tasks whose answers are owed (an owner gone, or a publish failed)');
+      if (!this.closing) this.deliverOwed(owed);
+    } finally {
+      this.owedBusy = false;
     }
   }
 
   /**
    * The answers still owed by this process's agents for traces that finished (see the module
-   * comment), but for the traces in `skip` (resumed: answered when they end). Costs a page read
-   * of the notes left, and a trace read per note of an agent of this process: the notes are
-   * deleted as answers are delivered, so what is left is the tasks in flight and the answers a
-   * crash cut off. Never rejects: a store that fails is logged, and its answers wait for the next start.
+   * comment), but for those this process has in hand ({@link owning}: taken here, resumed, or
+   * being sent). Costs a page read of the notes left, and a trace read per note of an agent of
+   * this process: the notes are deleted as answers are delivered, so what is left is the tasks in
+   * flight and the answers a crash cut off or a failed publish left. Never rejects: a note that
+   * cannot be read is logged and looked at again next time.
    */
-  private async owedAnswers(skip: ReadonlySet<string>): Promise<Owed[]> {
+  private async owedAnswers(): Promise<Owed[]> {
     const journal = this.host.journal;
     if (journal === null || this.agents.size === 0) return [];
     const store = journal.store;
@@ -200,28 +244,41 @@ export class Protocol2389 {
         for (const c of page) {
           const note = readNote(c.value);
           const agent = note === null ? undefined : this.agents.get(note.agent);
-          if (note === null || agent === undefined || skip.has(c.traceId)) continue;
-          const trace = await store.getTrace(agent.options.flow, c.traceId);
-          if (trace === null || trace.status === 'running' || !(await this.mine(store, trace))) continue;
-          owed.push({ trace, note });
+          if (note === null || agent === undefined || this.owning.has(c.traceId)) continue;
+          try {
+            const trace = await store.getTrace(agent.options.flow, c.traceId);
+            if (trace === null || trace.status === 'running' || this.owning.has(c.traceId)) continue;
+            const claim = await this.claim(store, trace);
+            if (claim === false) continue;
+            this.owning.add(c.traceId);
+            owed.push({ trace, note, claim });
+          } catch (error) {
+            this.log.error({ err: ensureError(error), traceId: c.traceId }, '2389: reading an answer owed failed (it is looked at again later)');
+          }
         }
         if (page.length < NOTES_PAGE) break;
         after = page[page.length - 1]!.key;
       }
     } catch (error) {
-      this.log.error({ err: ensureError(error) }, '2389: reading the answers owed from the journal failed (they are answered at a later start)');
+      this.log.error({ err: ensureError(error) }, '2389: listing the answers owed failed (they are looked for again later)');
     }
     return owed;
   }
 
   /**
-   * True when this process answers a finished trace: always with a store of one process; with a
-   * shared one, when it owned the trace, or its owner is gone (its lease lapsed), as a takeover decides.
+   * Whether this process answers a finished trace: always with a store of one process; with a
+   * shared one, when it owned the trace (null: nothing to release), or when its owner is gone (its
+   * lease lapsed, or it has none) and this process wins the trace's answer lease, which two
+   * processes looking at once cannot both hold (the lease, to release once sent). False: not here.
    */
-  private async mine(store: Store, t: StoredTrace): Promise<boolean> {
-    if (!store.shared || t.owner === null || t.owner === this.host.owner) return true;
-    const lease = await store.getLease(ownerLeaseName(t.owner));
-    return lease === null || lease.until <= Date.now();
+  private async claim(store: Store, t: StoredTrace): Promise<Lease | null | false> {
+    if (!store.shared || t.owner === this.host.owner) return null;
+    if (t.owner !== null) {
+      const lease = await store.getLease(ownerLeaseName(t.owner));
+      if (lease !== null && lease.until > Date.now()) return false;
+    }
+    const won = await store.acquireLease(`agent2389-answer:${t.traceId}`, this.host.owner, ANSWER_LEASE_MS, Date.now());
+    return won ?? false;
   }
 
   /** The port the health server listens on (null: none). */
@@ -235,6 +292,7 @@ export class Protocol2389 {
    */
   resumed(flow: string, traceId: string, idempotencyKey: string | null): void {
     if (!isTaskId(idempotencyKey)) return;
+    this.owning.add(traceId); // answered when it ends: an owed-answer look must leave it
     if (!this.started) this.resumedTraces.push({ flow, traceId });
     else this.answerResumed(flow, traceId);
   }
@@ -247,11 +305,17 @@ export class Protocol2389 {
       .getCheckpoint(noteKey(traceId))
       .then((found) => {
         const note = found === undefined ? null : readNote(found.value);
-        if (note === null) return; // not a 2389 task's
+        if (note === null) {
+          this.owning.delete(traceId); // not a 2389 task's
+          return;
+        }
         this.counts.accepted++;
         return this.answer(flow, traceId, note);
       })
-      .catch((error: unknown) => this.log.error({ err: ensureError(error), traceId }, '2389: reading the note of a resumed trace failed'));
+      .catch((error: unknown) => {
+        this.owning.delete(traceId); // looked at again by the next look for owed answers
+        this.log.error({ err: ensureError(error), traceId }, '2389: reading the note of a resumed trace failed');
+      });
     this.track(work);
   }
 
@@ -295,8 +359,19 @@ export class Protocol2389 {
           this.count('published');
         }
       }
-      this.host.journal?.checkpointRemoved(noteKey(traceId));
+      const journal = this.host.journal;
+      if (journal !== null) {
+        journal.checkpointRemoved(noteKey(traceId));
+        // Held until the deletion is committed: a look for owed answers reads the store.
+        void journal.committed().then(
+          () => this.owning.delete(traceId),
+          () => this.owning.delete(traceId),
+        );
+      } else {
+        this.owning.delete(traceId);
+      }
     } catch (error) {
+      this.owning.delete(traceId); // the note stays: the next look for owed answers sends it again
       this.count('publishFailed');
       this.log.error({ err: ensureError(error), traceId, taskId: task.task_id }, '2389: publishing an answer failed');
     }
@@ -364,6 +439,11 @@ export class Protocol2389 {
       accepting: () => !this.closing && this.host.accepting(),
       count: (what) => this.count(what),
       refused: (agent, outcome, reason, code, taskId, conversationId, traceId) => this.refused(agent, outcome, reason, code, taskId, conversationId, traceId),
+      taking: (traceId) => this.owning.add(traceId),
+      forget: (traceId) => {
+        this.owning.delete(traceId);
+        this.host.journal?.checkpointRemoved(noteKey(traceId));
+      },
       accepted: (agent, traceId, note) => {
         this.taskEvent({ type: 'agent2389_task', ts: Date.now(), agent: agent.id, flow: agent.flow, outcome: 'accepted', reason: null, code: null, taskId: note.task.task_id, conversationId: note.task.conversation_id, traceId, latencyMs: null });
         const flow = this.host.flow(agent.flow);
@@ -384,6 +464,8 @@ export class Protocol2389 {
 
   /** Waits (up to `timeoutMs`) for the answers in flight, then disconnects. Never rejects. */
   async close(timeoutMs = 5_000): Promise<void> {
+    if (this.owedTimer !== null) clearInterval(this.owedTimer);
+    this.owedTimer = null;
     await this.stopIntake();
     if (this.answering.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;

@@ -142,6 +142,7 @@ export class Runtime implements FlowHost, AsyncDisposable {
             logger: this.logger,
             journal: this.journal,
             owner: this.options.owner,
+            ownerLeaseMs: this.options.ownerLeaseMs,
             flow: (name) => this.flows.get(name),
             accepting: () => this.stateValue === 'running',
             publish: (e) => this.publish(e),

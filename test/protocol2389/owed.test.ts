@@ -82,9 +82,9 @@ async function foreign(...topics: string[]): Promise<ForeignClient> {
   return f;
 }
 
-function runtime(store: string, id: string, owner: string): { rt: Runtime; events: RoostEvent[]; runs: string[] } {
+function runtime(store: string, id: string, owner: string, ownerLeaseMs?: number): { rt: Runtime; events: RoostEvent[]; runs: string[] } {
   const runs: string[] = [];
-  const rt = createRuntime({ logger: false, owner, store, protocol2389: { broker: MQTT_URL, agents: [{ id, flow: 'work' }] } });
+  const rt = createRuntime({ logger: false, owner, store, ...(ownerLeaseMs === undefined ? {} : { ownerLeaseMs }), protocol2389: { broker: MQTT_URL, agents: [{ id, flow: 'work' }] } });
   const events: RoostEvent[] = [];
   rt.on((e) => events.push(e));
   rt.flow({ name: 'work', edges: [node('run', (env) => (runs.push(env.traceId), { ran: true }), { retries: 0 }).to()] });
@@ -155,5 +155,45 @@ describe('answers owed at start-up', () => {
     expect(f.on(mine.conversation).map((h) => h.json)).toEqual([{ response: 'mine', task_id: mine.task['task_id'] }]);
     expect(f.on(alive.conversation)).toEqual([]);
     await rt.close();
+  });
+
+  it('with a shared store: two processes starting together answer a lapsed owner\'s trace once between them', async () => {
+    const id = agentId('owed-two');
+    used.push(id);
+    const url = schemaUrl(freshSchema('owed2'));
+    const seeding = new PostgresStore(url);
+    const batch: Left = { traces: [], checkpoints: [] };
+    const gone = Array.from({ length: 8 }, (_, i) => seed(batch, id, 'succeeded', { result: i, owner: 'gone-owner' }));
+    await leave(seeding, batch);
+
+    const f = await foreign('/conversations/#');
+    const b = runtime(url, id, 'b');
+    const c = runtime(url, id, 'c');
+    await Promise.all([b.rt.start(), c.rt.start()]);
+    await f.until(() => gone.every((g) => f.on(g.conversation).length > 0), 10_000, 'the answers owed');
+    await sleep(500);
+    for (const [i, g] of gone.entries()) expect(f.on(g.conversation).map((h) => h.json)).toEqual([{ response: i, task_id: g.task['task_id'] }]);
+  });
+
+  it('with a shared store: an owner whose lease lapses after this process started has its owed answers sent by the periodic look', async () => {
+    const id = agentId('owed-later');
+    used.push(id);
+    const url = schemaUrl(freshSchema('owedl'));
+    const seeding = new PostgresStore(url);
+    const batch: Left = { traces: [], checkpoints: [] };
+    const later = seed(batch, id, 'succeeded', { result: 'later', owner: 'fading-owner' });
+    // Alive for 1.5 s more, then lapsed (never renewed: its process died after this write).
+    expect(await seeding.acquireLease('owner:fading-owner', 'fading-owner', 1_500, Date.now())).not.toBeNull();
+    await leave(seeding, batch);
+
+    const f = await foreign('/conversations/#');
+    const { rt } = runtime(url, id, 'me', 500); // looks again every second
+    await rt.start();
+    await sleep(500);
+    expect(f.on(later.conversation)).toEqual([]); // its owner is alive still: left to it
+    // Lapsed at 1.5 s, looked at within a second after: bound 8 s (over 2× the 2.5 s it needs).
+    await f.until(() => f.on(later.conversation).length > 0, 8_000, 'the answer of the lapsed owner');
+    await sleep(1_500); // another look or two: not sent again
+    expect(f.on(later.conversation).map((h) => h.json)).toEqual([{ response: 'later', task_id: later.task['task_id'] }]);
   });
 });

@@ -92,6 +92,14 @@ function runtime(store: string, id: string, owner: string, ownerLeaseMs?: number
   return { rt, events, runs };
 }
 
+/** An agent id and a fresh PostgreSQL schema to leave rows in, as the processes of a fleet share it. */
+function sharedJournal(name: string, schema: string): { id: string; url: string; seeding: PostgresStore; batch: Left } {
+  const id = agentId(name);
+  used.push(id);
+  const url = schemaUrl(freshSchema(schema));
+  return { id, url, seeding: new PostgresStore(url), batch: { traces: [], checkpoints: [] } };
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('answers owed at start-up', () => {
@@ -135,11 +143,7 @@ describe('answers owed at start-up', () => {
   });
 
   it('with a shared store: the finished traces of a live owner are left to it; those of a lapsed owner are answered here', async () => {
-    const id = agentId('owed-pg');
-    used.push(id);
-    const url = schemaUrl(freshSchema('owed'));
-    const seeding = new PostgresStore(url);
-    const batch: Left = { traces: [], checkpoints: [] };
+    const { id, url, seeding, batch } = sharedJournal('owed-pg', 'owed');
     const alive = seed(batch, id, 'succeeded', { result: 'alive', owner: 'alive-owner' });
     const gone = seed(batch, id, 'succeeded', { result: 'gone', owner: 'gone-owner' });
     const mine = seed(batch, id, 'succeeded', { result: 'mine', owner: 'me' });
@@ -158,11 +162,7 @@ describe('answers owed at start-up', () => {
   });
 
   it('with a shared store: two processes starting together answer a lapsed owner\'s trace once between them', async () => {
-    const id = agentId('owed-two');
-    used.push(id);
-    const url = schemaUrl(freshSchema('owed2'));
-    const seeding = new PostgresStore(url);
-    const batch: Left = { traces: [], checkpoints: [] };
+    const { id, url, seeding, batch } = sharedJournal('owed-two', 'owed2');
     const gone = Array.from({ length: 8 }, (_, i) => seed(batch, id, 'succeeded', { result: i, owner: 'gone-owner' }));
     await leave(seeding, batch);
 
@@ -176,11 +176,7 @@ describe('answers owed at start-up', () => {
   });
 
   it('with a shared store: an owner whose lease lapses after this process started has its owed answers sent by the periodic look', async () => {
-    const id = agentId('owed-later');
-    used.push(id);
-    const url = schemaUrl(freshSchema('owedl'));
-    const seeding = new PostgresStore(url);
-    const batch: Left = { traces: [], checkpoints: [] };
+    const { id, url, seeding, batch } = sharedJournal('owed-later', 'owedl');
     const later = seed(batch, id, 'succeeded', { result: 'later', owner: 'fading-owner' });
     // Alive for 1.5 s more, then lapsed (never renewed: its process died after this write).
     expect(await seeding.acquireLease('owner:fading-owner', 'fading-owner', 1_500, Date.now())).not.toBeNull();

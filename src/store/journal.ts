@@ -218,7 +218,13 @@ export class Journal {
   }
   checkpoint(write: CheckpointWrite): void {
     this.recentCheckpoints.set(write.key, write.value);
-    this.open().checkpoints.push(write);
+    const batch = this.open();
+    // The stores apply a batch's removals after its writes: a removal of this key earlier in the
+    // same batch must not delete what is written now.
+    if (batch.checkpointsRemoved.length > 0 && batch.checkpointsRemoved.includes(write.key)) {
+      batch.checkpointsRemoved = batch.checkpointsRemoved.filter((k) => k !== write.key);
+    }
+    batch.checkpoints.push(write);
   }
   /** Deletes a checkpoint (after any written in the same batch). */
   checkpointRemoved(key: string): void {

@@ -87,6 +87,13 @@ describe('journal checkpoints', () => {
     expect(await journal.getCheckpoint('n')).toEqual({ value: 2 });
     await journal.committed();
     expect(await store.getCheckpoint('n')).toEqual({ value: 2 });
+    // Removed, then written again, in one batch: the write stands (a store applies removals last).
+    journal.checkpointRemoved('n');
+    journal.checkpoint({ key: 'n', traceId: t, value: 3, ts: 3 });
+    expect(await journal.getCheckpoint('n')).toEqual({ value: 3 });
+    await journal.committed();
+    expect(await store.getCheckpoint('n')).toEqual({ value: 3 });
+    expect(await journal.getCheckpoint('n')).toEqual({ value: 3 });
     await store.close();
   });
 });

@@ -13,6 +13,7 @@
  */
 import type { Envelope } from '../envelope/envelope.js';
 import type { EventError } from '../flow/events.js';
+import { invalidOption } from '../errors.js';
 
 /** Where a trace is, as stored. */
 export type StoredTraceStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
@@ -378,9 +379,15 @@ export const RECEIVE_MARK_END = 'roost:seen;';
 /** The name of the lease an owner of traces holds while it lives (with a shared store). */
 export const ownerLeaseName = (owner: string): string => `owner:${owner}`;
 
-/** The first key after every key that starts with `prefix` (its last character + 1), for a key range. */
+/**
+ * The first key after every key that starts with `prefix` (its last character + 1), for a key
+ * range. The last character must be below U+D800 (not a surrogate half, nor U+FFFF, whose
+ * successor is no character): the runtime's prefixes are ASCII.
+ */
 export function prefixEnd(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+  const last = prefix.charCodeAt(prefix.length - 1);
+  if (!(last < 0xd800)) throw invalidOption('listCheckpoints.prefix', 'a non-empty prefix whose last character is below U+D800', prefix);
+  return prefix.slice(0, -1) + String.fromCharCode(last + 1);
 }
 
 /** The lease columns of a pending row. */

@@ -12,7 +12,7 @@
  * among them from the journal; the running ones are answered when they end, as resumed traces.
  * It looks again every `ownerLeaseMs`: an owner of a shared store whose lease lapsed later (the
  * takeover claims only running traces), and a publish of its own that failed. A trace this process
- * has in hand (`owning`) is never looked at, and a lapsed owner's is taken under a lease per trace.
+ * has in hand (`owning`) is never looked at, and a lapsed owner's are taken under a lease per owner.
  *
  * Lifecycle, driven by the runtime: `start()` once the runtime runs (agents say `available` only
  * then); `stopIntake()` when its drain begins (no more tasks; agents say `unavailable`); `close()`
@@ -26,7 +26,7 @@ import type { RoostEvent } from '../flow/events.js';
 import type { Flow } from '../flow/flow.js';
 import type { Handler, HandlerContext } from '../flow/handler.js';
 import type { Journal } from '../store/journal.js';
-import { ownerLeaseName, type Lease, type Store, type StoredTrace } from '../store/store.js';
+import { ownerLeaseName, type Store, type StoredTrace } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ExposedAgent, NOTE_PREFIX, noteKey, readNote, type AgentHost, type TaskNote } from './agent.js';
 import { Agent2389Error, Client2389, type Agent2389Info, type Call2389Options, type Target2389 } from './client.js';
@@ -81,19 +81,20 @@ function storedOutcome(t: StoredTrace): Outcome {
   return { ok: false, code: t.error?.code === 'ROOST_ERR_VALIDATION' ? 'invalid_input' : 'internal_error', message: t.error?.message ?? `trace ${t.traceId} ${t.status}` };
 }
 
-/** Notes read per page at start-up. */
+/** Notes read per page by a look for owed answers. */
 const NOTES_PAGE = 256;
 
-/** An answer owed for a finished trace, found at start-up. */
+/** An answer owed for a finished trace, found by a look for owed answers. */
 interface Owed {
   readonly trace: StoredTrace;
   readonly note: TaskNote;
-  /** The trace's answer lease this process won (a lapsed owner's trace), released once sent; null: its own. */
-  readonly claim: Lease | null;
 }
 
-/** How long a process holds a lapsed owner's trace's answer (a crash mid-send: another may take it after). */
-const ANSWER_LEASE_MS = 60_000;
+/**
+ * How long a process holds the answers of a lapsed owner (renewed by its next look; after a crash
+ * mid-send, another process takes them once it lapses).
+ */
+const ANSWERS_LEASE_MS = 60_000;
 
 export class Protocol2389 {
   private readonly agents = new Map<string, ExposedAgent>();
@@ -203,10 +204,7 @@ export class Protocol2389 {
   }
 
   private deliverOwed(owed: readonly Owed[]): void {
-    for (const { trace, note, claim } of owed) {
-      const work = this.deliver(trace.flow, trace.traceId, note, storedOutcome(trace));
-      this.track(claim === null ? work : work.finally(() => this.host.journal?.store.releaseLease(claim.name, this.host.owner, claim.token).catch(() => {})));
-    }
+    for (const { trace, note } of owed) this.track(this.deliver(trace.flow, trace.traceId, note, storedOutcome(trace)));
   }
 
   /**
@@ -238,6 +236,8 @@ export class Protocol2389 {
     if (journal === null || this.agents.size === 0) return [];
     const store = journal.store;
     const owed: Owed[] = [];
+    /** Per owner of the traces met: whether this process answers them (one lease read and claim each). */
+    const here = new Map<string | null, boolean>();
     try {
       for (let after: string | null = null; ; ) {
         const page = await store.listCheckpoints(NOTE_PREFIX, after, NOTES_PAGE);
@@ -248,10 +248,11 @@ export class Protocol2389 {
           try {
             const trace = await store.getTrace(agent.options.flow, c.traceId);
             if (trace === null || trace.status === 'running' || this.owning.has(c.traceId)) continue;
-            const claim = await this.claim(store, trace);
-            if (claim === false) continue;
+            let mine = here.get(trace.owner);
+            if (mine === undefined) here.set(trace.owner, (mine = await this.answersHere(store, trace.owner)));
+            if (!mine) continue;
             this.owning.add(c.traceId);
-            owed.push({ trace, note, claim });
+            owed.push({ trace, note });
           } catch (error) {
             this.log.error({ err: ensureError(error), traceId: c.traceId }, '2389: reading an answer owed failed (it is looked at again later)');
           }
@@ -266,19 +267,19 @@ export class Protocol2389 {
   }
 
   /**
-   * Whether this process answers a finished trace: always with a store of one process; with a
-   * shared one, when it owned the trace (null: nothing to release), or when its owner is gone (its
-   * lease lapsed, or it has none) and this process wins the trace's answer lease, which two
-   * processes looking at once cannot both hold (the lease, to release once sent). False: not here.
+   * Whether this process answers the finished traces of `owner`: always with a store of one
+   * process; with a shared one, its own, and those of an owner that is gone (its lease lapsed, or
+   * it has none) once this process holds that owner's answers lease, which two processes looking at
+   * once cannot both hold. (A gone owner's finished traces are a fixed set: its running ones are
+   * claimed by a takeover, and answered by the claimer as resumed traces.)
    */
-  private async claim(store: Store, t: StoredTrace): Promise<Lease | null | false> {
-    if (!store.shared || t.owner === this.host.owner) return null;
-    if (t.owner !== null) {
-      const lease = await store.getLease(ownerLeaseName(t.owner));
+  private async answersHere(store: Store, owner: string | null): Promise<boolean> {
+    if (!store.shared || owner === this.host.owner) return true;
+    if (owner !== null) {
+      const lease = await store.getLease(ownerLeaseName(owner));
       if (lease !== null && lease.until > Date.now()) return false;
     }
-    const won = await store.acquireLease(`agent2389-answer:${t.traceId}`, this.host.owner, ANSWER_LEASE_MS, Date.now());
-    return won ?? false;
+    return (await store.acquireLease(`agent2389-answers:${owner ?? ''}`, this.host.owner, ANSWERS_LEASE_MS, Date.now())) !== null;
   }
 
   /** The port the health server listens on (null: none). */

@@ -65,11 +65,12 @@ export interface AgentHost {
   /** A task's trace is about to be emitted with this id: its answer is this process's from now on. */
   taking(traceId: string): void;
   /**
-   * The emit with that id failed or was a duplicate: the task is not this process's to answer.
-   * Its note is deleted too (a commit that failed is retried by the journal, and would otherwise
-   * land a note the next start answered a second time).
+   * The emit with that id was a duplicate (no note was written) or failed: the task is not this
+   * process's to answer. After a failure its note is deleted too (`noteMayBeQueued`): an emit can fail
+   * after its note was queued (a wait for room at the ingress cut short), and the journal commits
+   * it all the same, for a later look to answer a second time.
    */
-  forget(traceId: string): void;
+  forget(traceId: string, noteMayBeQueued: boolean): void;
   /** A trace started for a task: answer it when it ends. */
   accepted(agent: ResolvedAgent2389, traceId: string, note: TaskNote): void;
   /** Counts (for the 2389 `/metrics`). */
@@ -303,13 +304,13 @@ export class ExposedAgent {
       ));
       this.remember(task.task_id);
       if (r.deduplicated) {
-        this.host.forget(traceId);
+        this.host.forget(traceId, false);
         this.host.refused(o, 'duplicate', null, null, task.task_id, task.conversation_id, r.traceId);
         return;
       }
       this.host.accepted(o, r.traceId, note);
     } catch (error) {
-      this.host.forget(traceId);
+      this.host.forget(traceId, true);
       const e = ensureError(error);
       const code: ErrorCode2389 = isRoostError(e, 'ROOST_ERR_VALIDATION') || isRoostError(e, 'ROOST_ERR_PAYLOAD_TOO_LARGE') ? 'invalid_input' : 'internal_error';
       this.reject(code === 'invalid_input' ? 'invalid' : 'not_accepted', code, e.message, task.task_id, task.conversation_id);

@@ -441,9 +441,9 @@ export class Protocol2389 {
       count: (what) => this.count(what),
       refused: (agent, outcome, reason, code, taskId, conversationId, traceId) => this.refused(agent, outcome, reason, code, taskId, conversationId, traceId),
       taking: (traceId) => this.owning.add(traceId),
-      forget: (traceId) => {
+      forget: (traceId, noteMayBeQueued) => {
         this.owning.delete(traceId);
-        this.host.journal?.checkpointRemoved(noteKey(traceId));
+        if (noteMayBeQueued) this.host.journal?.checkpointRemoved(noteKey(traceId));
       },
       accepted: (agent, traceId, note) => {
         this.taskEvent({ type: 'agent2389_task', ts: Date.now(), agent: agent.id, flow: agent.flow, outcome: 'accepted', reason: null, code: null, taskId: note.task.task_id, conversationId: note.task.conversation_id, traceId, latencyMs: null });

@@ -27,7 +27,7 @@ import type {
   TraceQuery,
   Versioned,
 } from './store.js';
-import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX } from './store.js';
+import { RECEIVE_MARK_END, RECEIVE_MARK_PREFIX, prefixEnd } from './store.js';
 
 function copy<T>(value: T): T {
   return value === undefined ? value : (JSON.parse(JSON.stringify(value)) as T);
@@ -320,8 +320,10 @@ export class MemoryStore implements Store {
 
   listCheckpoints(prefix: string, after: string | null, limit: number): Promise<readonly StoredCheckpoint[]> {
     return this.run(() => {
+      // The same key range as the SQL stores (prefixEnd also refuses a prefix without one).
+      const end = prefixEnd(prefix);
       const keys: string[] = [];
-      for (const key of this.checkpoints.keys()) if (key.startsWith(prefix) && (after === null || key > after)) keys.push(key);
+      for (const key of this.checkpoints.keys()) if (key >= prefix && key < end && (after === null || key > after)) keys.push(key);
       // UTF-16 order, which is byte order for the keys the runtime writes (ASCII).
       keys.sort();
       return keys.slice(0, limit).map((key) => {

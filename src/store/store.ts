@@ -373,7 +373,7 @@ export interface Store {
 export const RECEIVE_MARK_PREFIX = 'roost:seen:';
 
 /** The first key after every receive mark (`:` + 1 is `;`): the end of their key range. */
-export const RECEIVE_MARK_END = 'roost:seen;';
+export const RECEIVE_MARK_END = prefixEnd(RECEIVE_MARK_PREFIX);
 
 
 /** The name of the lease an owner of traces holds while it lives (with a shared store). */

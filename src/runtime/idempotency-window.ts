@@ -15,11 +15,13 @@
  *   made from) and the fingerprint in a character array; the flow and tenant are one small
  *   number, a scope, shared by the entries of the pair and freed with the last of them.
  * - Each generation has its own open-addressing table (linear probing, load at most one half)
- *   of (32-bit hash, record) pairs and a small Bloom filter (16 bits an entry, both bits of a key
- *   in one word). A new key, the usual case, probes the newest generation's table, which is in
- *   cache because every insert goes there, and one filter word of each older generation; an
- *   older table is read only on a filter hit (one in some 50 per generation). One table the size
- *   of the whole window was a cache miss on every lookup and another on every eviction.
+ *   of (32-bit hash, record) pairs, and a Bloom filter word per block of keys (16 bits an entry,
+ *   both bits of a key in one word). The filter words of all generations for one block lie side
+ *   by side in one array, so a new key, the usual case, reads one or two cache lines to learn
+ *   that no generation has it; a table is read only on a filter hit (one in some 50 per
+ *   generation). One table the size of the whole window was a cache miss on every lookup and
+ *   another on every eviction; a filter array per generation was still a miss per generation in
+ *   a flow, whose own data pushes the window out of the caches between two emits.
  * - Eviction takes entries from the front of the oldest generation in O(1) without touching a
  *   table (a removed entry is only marked; lookups skip it), and a generation whose entries are
  *   all gone is recycled whole. A key set again or deleted is marked the same way; when marked
@@ -77,8 +79,8 @@ class Generation {
   /** Per slot: the hash, then record index + 1 (0: empty). */
   readonly table: Int32Array;
   readonly mask: number;
-  readonly bloom: Int32Array;
-  readonly bloomMask: number;
+  /** Its column in the window's filter while it is one of the window's generations, else -1. */
+  column = -1;
 
   constructor(readonly size: number) {
     this.meta = new Int32Array(STRIDE * size);
@@ -89,9 +91,6 @@ class Generation {
     this.chars = new Uint16Array(CHARS_PER_RECORD * size);
     this.table = new Int32Array(2 * 2 * size);
     this.mask = 2 * size - 1;
-    const words = Math.max(1, size >>> 1); // 16 bits a record
-    this.bloom = new Int32Array(words);
-    this.bloomMask = words - 1;
   }
 
   /** Empties it for reuse. */
@@ -99,13 +98,7 @@ class Generation {
     this.count = 0;
     this.charsUsed = 0;
     this.table.fill(0);
-    this.bloom.fill(0);
     this.live.fill(0);
-  }
-
-  /** False when `h` was surely never inserted here. */
-  mayHave(h: number): boolean {
-    return (this.bloom[(h >>> 16) & this.bloomMask]! & bloomBits(h)) === bloomBits(h);
   }
 
   /** The live record for (`scopeId`, `key`) with hash `h`, or -1. */
@@ -151,7 +144,6 @@ class Generation {
     while (table[2 * i + 1] !== 0) i = (i + 1) & mask;
     table[2 * i] = h;
     table[2 * i + 1] = r + 1;
-    this.bloom[(h >>> 16) & this.bloomMask]! |= bloomBits(h);
     return r;
   }
 
@@ -189,6 +181,14 @@ export class IdempotencyWindow {
   private readonly genSize: number;
   /** Most generations at once; one more is made only after the live entries are compacted. */
   private readonly maxGenerations: number;
+  /**
+   * The generations' Bloom filters: block `b`'s word for the generation in column `c` is at
+   * `b * maxGenerations + c`. A generation takes a free column (cleared) when it joins `gens`
+   * and gives it back when it leaves.
+   */
+  private readonly filter: Int32Array;
+  private readonly filterMask: number;
+  private freeColumns: number[];
   /** Oldest first; the last takes the inserts. */
   private gens: Generation[] = [];
   /**
@@ -228,6 +228,10 @@ export class IdempotencyWindow {
     this.genShift = shift;
     this.genSize = g;
     this.maxGenerations = Math.ceil(max / g) + 2;
+    const blocks = Math.max(1, g >>> 1); // 16 bits a record
+    this.filter = new Int32Array(blocks * this.maxGenerations);
+    this.filterMask = blocks - 1;
+    this.freeColumns = Array.from({ length: this.maxGenerations }, (_, i) => this.maxGenerations - 1 - i);
   }
 
   /** Live entries. */
@@ -239,9 +243,9 @@ export class IdempotencyWindow {
   get footprint(): number {
     let n = 0;
     for (const g of [...this.gens, ...this.spares]) {
-      n += g.meta.length + g.idMs.length + g.idBits.length + g.expires.length + g.live.length + g.chars.length + g.table.length + g.bloom.length;
+      n += g.meta.length + g.idMs.length + g.idBits.length + g.expires.length + g.live.length + g.chars.length + g.table.length;
     }
-    return n;
+    return n + this.filter.length;
   }
 
   /**
@@ -325,7 +329,7 @@ export class IdempotencyWindow {
     const fpLength = fingerprint === undefined ? 0 : fingerprint.length;
     const n = key.length + (asBits ? 0 : traceId.length) + fpLength;
     const gen = this.current();
-    const r = gen.append(h, scope.id, n);
+    const r = this.append(gen, h, scope.id, n);
     const m = STRIDE * r;
     const meta = gen.meta;
     meta[m + 1] = key.length;
@@ -379,6 +383,7 @@ export class IdempotencyWindow {
 
   clear(): void {
     for (const gen of this.gens) for (let r = 0; r < gen.count; r++) if (gen.live[r] === 1) this.kill(gen, r);
+    for (const gen of this.gens) this.spare(gen);
     this.gens = [];
     this.cursor = 0;
   }
@@ -386,15 +391,22 @@ export class IdempotencyWindow {
   /** The live entry for (`scopeId`, `key`) with hash `h`, newest generation first, as a handle; or -1. */
   private locate(scopeId: number, key: string, h: number): number {
     const gens = this.gens;
-    const last = gens.length - 1;
-    for (let g = last; g >= 0; g--) {
+    const filter = this.filter;
+    const base = ((h >>> 16) & this.filterMask) * this.maxGenerations;
+    const bits = bloomBits(h);
+    for (let g = gens.length - 1; g >= 0; g--) {
       const gen = gens[g]!;
-      // The newest generation's table is in cache and has no filter worth asking.
-      if (g !== last && !gen.mayHave(h)) continue;
+      if ((filter[base + gen.column]! & bits) !== bits) continue;
       const r = gen.lookup(scopeId, key, h);
       if (r >= 0) return (g << this.genShift) | r;
     }
     return -1;
+  }
+
+  /** Appends a record to `gen` (see {@link Generation.append}) and adds its hash to the filter. */
+  private append(gen: Generation, h: number, scopeId: number, n: number): number {
+    this.filter[((h >>> 16) & this.filterMask) * this.maxGenerations + gen.column]! |= bloomBits(h);
+    return gen.append(h, scopeId, n);
   }
 
   /** Marks record `r` of `gen` gone. */
@@ -421,6 +433,11 @@ export class IdempotencyWindow {
     const spare = this.spares.pop();
     if (spare !== undefined) spare.reset();
     const gen = spare ?? new Generation(this.genSize);
+    const column = this.freeColumns.pop()!; // gens never outnumber the columns (see `current`, `compact`)
+    const filter = this.filter;
+    const stride = this.maxGenerations;
+    for (let i = column; i < filter.length; i += stride) filter[i] = 0;
+    gen.column = column;
     this.gens.push(gen);
     return gen;
   }
@@ -431,7 +448,10 @@ export class IdempotencyWindow {
     this.cursor = 0;
   }
 
+  /** `gen` is no longer one of `gens`: its column is free, and it is kept for reuse. */
   private spare(gen: Generation): void {
+    if (gen.column >= 0) this.freeColumns.push(gen.column);
+    gen.column = -1;
     if (this.spares.length < this.maxGenerations) this.spares.push(gen);
   }
 
@@ -442,6 +462,12 @@ export class IdempotencyWindow {
   private compact(): void {
     const old = this.gens;
     const start = this.cursor;
+    // The old generations are only read from here on (no lookups): their columns go to the new
+    // ones, which are never more than the old (the live records, packed).
+    for (const gen of old) {
+      this.freeColumns.push(gen.column);
+      gen.column = -1;
+    }
     this.gens = [];
     this.cursor = 0;
     this.version++;
@@ -453,7 +479,7 @@ export class IdempotencyWindow {
         const to = last !== undefined && last.count < last.size ? last : this.fresh();
         const m = STRIDE * r;
         const n = from.length(r);
-        const w = to.append(from.meta[m + 5]!, from.meta[m + 4]!, n);
+        const w = this.append(to, from.meta[m + 5]!, from.meta[m + 4]!, n);
         const mw = STRIDE * w;
         to.meta[mw + 1] = from.meta[m + 1]!;
         to.meta[mw + 2] = from.meta[m + 2]!;

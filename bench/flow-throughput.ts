@@ -29,7 +29,7 @@ const RAW_QUEUE_CAPACITY = 64;
 
 const MESSAGES = envInt('BENCH_MESSAGES', 200_000, 1);
 const ROUNDS = envInt('BENCH_ROUNDS', 3, 1);
-/** Enough to get every variant's hot paths optimized before the first measured round. */
+/** Unmeasured messages each instance takes first: enough to get its hot paths optimized again (see `measure`). */
 const WARMUP = Math.min(20_000, Math.max(2_000, Math.floor(MESSAGES / 10)));
 
 const rawAsync: Variant = {
@@ -71,7 +71,7 @@ async function main(): Promise<void> {
   console.log(`node ${process.version} (${process.platform}/${process.arch}), ${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}`);
   console.log(
     `config: ${STEPS}-node linear flow, each node async { n } → { n: n + 1 } (input 0, every result checked = ${STEPS}); ` +
-      `${int(MESSAGES)} msgs per measurement, ${ROUNDS} interleaved rounds, C ∈ {${CONCURRENCIES.join(', ')}}, warm-up ${int(WARMUP)} msgs per variant and C; ` +
+      `${int(MESSAGES)} msgs per measurement, ${ROUNDS} interleaved rounds, C ∈ {${CONCURRENCIES.join(', ')}}, warm-up ${int(WARMUP)} msgs on each measured instance before it is measured; ` +
       `latency = submit→result per message; GC between measurements: ${gcAvailable ? 'yes' : 'unavailable'}`,
   );
   console.log(`  raw-queue: ring cap ${RAW_QUEUE_CAPACITY} per edge (4 edges), 1 sequential consumer per node, backpressure by waiting producers, replies by Map<id, resolve>`);
@@ -81,9 +81,6 @@ async function main(): Promise<void> {
   if (ROOST_QUEUE_CAPACITY !== RAW_QUEUE_CAPACITY) throw new Error('the queue capacities of raw-queue and roost must match');
 
   const latencies = new Float64Array(Math.max(MESSAGES, WARMUP));
-  for (const variant of VARIANTS) {
-    for (const c of CONCURRENCIES) await measure(variant, c, WARMUP, 0, STEPS, latencies);
-  }
 
   const jobs = VARIANTS.flatMap((variant) => CONCURRENCIES.map((c) => ({ variant, c })));
   const samples: Sample[] = [];
@@ -92,7 +89,7 @@ async function main(): Promise<void> {
   for (let round = 1; round <= ROUNDS; round++) {
     for (let k = 0; k < jobs.length; k++) {
       const { variant, c } = jobs[(k + round - 1) % jobs.length]!;
-      const sample = await measure(variant, c, MESSAGES, round, STEPS, latencies);
+      const sample = await measure(variant, c, MESSAGES, round, STEPS, latencies, WARMUP);
       samples.push(sample);
       console.log(line(rawRow(sample, k + 1), RAW_WIDTHS, 4));
     }

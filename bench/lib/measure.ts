@@ -81,7 +81,16 @@ export async function drive(
   return performance.now() - start;
 }
 
-/** Runs one measurement on a fresh instance of `variant`. `latencies` is reused (and sorted). */
+/**
+ * Runs one measurement on a fresh instance of `variant`. `latencies` is reused (and sorted).
+ *
+ * With `warmup` > 0 the instance first takes that many messages, unmeasured. The full GC that
+ * starts a measurement collects the previous instance, and V8 then throws away the optimized
+ * code that had that instance's objects built in: without this, the first few thousand
+ * messages of every measurement ran unoptimized at 4–5× their steady cost, which was most of a
+ * variant's p99 at C = 1 and several percent of its throughput. Measured is the steady state a
+ * long-lived process runs in.
+ */
 export async function measure(
   variant: Variant,
   concurrency: number,
@@ -89,9 +98,14 @@ export async function measure(
   round: number,
   expected: number,
   latencies: Float64Array,
+  warmup = 0,
 ): Promise<Sample> {
   const target = await variant.open();
   settleHeap(); // start every measurement from a collected heap, not the last variant's garbage
+  if (warmup > 0) {
+    await drive(target, warmup, concurrency, expected, latencies);
+    settleHeap(); // the warm-up's garbage is not the measurement's
+  }
   const elapsedMs = await drive(target, messages, concurrency, expected, latencies);
   const note = await target.close();
   const sorted = latencies.subarray(0, messages).sort();
@@ -128,6 +142,11 @@ export function median(values: readonly number[]): number {
  */
 const gc: (() => void) | null = (() => {
   try {
+    // Forced full GCs every few hundred ms age code the way a long-running process never does:
+    // V8 drops the bytecode and type feedback of functions unused for a few full GCs, so each
+    // measurement re-learned paths its variant's last instance had learned (the idempotency
+    // window's eviction, say) and deoptimized on them mid-run.
+    setFlagsFromString('--no-flush-bytecode');
     setFlagsFromString('--expose-gc');
     const fn: unknown = runInNewContext('gc');
     return typeof fn === 'function' ? (fn as () => void) : null;

@@ -11,7 +11,7 @@
  * the order rotated each round) and the summary takes medians over rounds, so a noisy moment on
  * a shared machine skews one sample of every variant rather than all samples of one.
  *
- *   npm run bench                                        200,000 messages, 3 rounds
+ *   npm run bench                                        200,000 messages, 5 rounds
  *   BENCH_MESSAGES=20000 BENCH_ROUNDS=3 npm run bench    a quick run
  *   BENCH_ABLATE=1 …                                     also roost with each guarantee off (r-nokey: no
  *                                                        idempotency key, r-noevent: no listener,
@@ -28,7 +28,7 @@ const CONCURRENCIES = [1, 64] as const;
 const RAW_QUEUE_CAPACITY = 64;
 
 const MESSAGES = envInt('BENCH_MESSAGES', 200_000, 1);
-const ROUNDS = envInt('BENCH_ROUNDS', 3, 1);
+const ROUNDS = envInt('BENCH_ROUNDS', 5, 1);
 /** Unmeasured messages each instance takes first: enough to get its hot paths optimized again (see `measure`). */
 const WARMUP = Math.min(20_000, Math.max(2_000, Math.floor(MESSAGES / 10)));
 

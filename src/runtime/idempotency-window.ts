@@ -381,13 +381,6 @@ export class IdempotencyWindow {
     }
   }
 
-  clear(): void {
-    for (const gen of this.gens) for (let r = 0; r < gen.count; r++) if (gen.live[r] === 1) this.kill(gen, r);
-    for (const gen of this.gens) this.spare(gen);
-    this.gens = [];
-    this.cursor = 0;
-  }
-
   /** The live entry for (`scopeId`, `key`) with hash `h`, newest generation first, as a handle; or -1. */
   private locate(scopeId: number, key: string, h: number): number {
     const gens = this.gens;

@@ -26,6 +26,7 @@ import type { RoostEvent } from '../flow/events.js';
 import type { Flow } from '../flow/flow.js';
 import type { Handler, HandlerContext } from '../flow/handler.js';
 import type { Journal } from '../store/journal.js';
+import { publishRefusedForGood } from '../transport/mqtt.js';
 import { ownerLeaseName, type Store, type StoredTrace } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ExposedAgent, NOTE_PREFIX, noteKey, readNote, type AgentHost, type TaskNote } from './agent.js';
@@ -340,8 +341,12 @@ export class Protocol2389 {
 
   /**
    * Publishes a finished trace's answer (and its `next` task); once every PUBACK is back, deletes
-   * its note: the answer is delivered. A publish that fails leaves the note, so the next start
-   * answers the task again.
+   * its note: the answer is delivered, and the task's `completed` or `failed` event goes out. A
+   * publish that fails leaves the note, so the next look for owed answers (or the next start)
+   * sends it again; the event waits for that. A publish the broker refuses for good (not
+   * authorized, a bad topic, too large) would be refused at every look: its note goes, and it is
+   * logged and counted as a publish failure (the task's event goes out only if its answer did,
+   * and only its `next` task was refused).
    */
   private async deliver(flowName: string, traceId: string, note: TaskNote, outcome: Outcome): Promise<void> {
     const task = note.task as TaskEnvelope;
@@ -350,8 +355,10 @@ export class Protocol2389 {
     const topic = conversationTopic(task.conversation_id, note.agent);
     const ms = Date.now() - note.acceptedAt;
     const body = outcome.ok ? { response: outcome.result, task_id: task.task_id } : { error: { code: outcome.code, message: outcome.message }, task_id: task.task_id };
+    let answered = false;
     try {
       await connection.publishAsync(topic, JSON.stringify(body), { qos: 1 });
+      answered = true;
       this.count('published');
       if (outcome.ok) {
         const next = nextEnvelope(task, note.agent, outcome.result, nextTaskId(traceId));
@@ -360,21 +367,18 @@ export class Protocol2389 {
           this.count('published');
         }
       }
-      const journal = this.host.journal;
-      if (journal !== null) {
-        journal.checkpointRemoved(noteKey(traceId));
-        // Held until the deletion is committed: a look for owed answers reads the store.
-        void journal.committed().then(
-          () => this.owning.delete(traceId),
-          () => this.owning.delete(traceId),
-        );
-      } else {
-        this.owning.delete(traceId);
-      }
+      this.delivered(traceId);
     } catch (error) {
-      this.owning.delete(traceId); // the note stays: the next look for owed answers sends it again
       this.count('publishFailed');
-      this.log.error({ err: ensureError(error), traceId, taskId: task.task_id }, '2389: publishing an answer failed');
+      const what = answered ? 'the next task of an answered task' : 'an answer';
+      if (!publishRefusedForGood(error)) {
+        this.owning.delete(traceId); // the note stays: the next look for owed answers sends it again
+        this.log.error({ err: ensureError(error), traceId, taskId: task.task_id }, `2389: publishing ${what} failed (it is sent again later)`);
+        return;
+      }
+      this.log.error({ err: ensureError(error), traceId, taskId: task.task_id, topic }, `2389: the broker refused ${what} for good; it is not sent again`);
+      this.delivered(traceId);
+      if (!answered) return;
     }
     this.taskEvent({
       type: 'agent2389_task',
@@ -389,6 +393,21 @@ export class Protocol2389 {
       traceId,
       latencyMs: ms,
     });
+  }
+
+  /** Done with a trace's answer: its note goes (this process holds the trace until the deletion is committed). */
+  private delivered(traceId: string): void {
+    const journal = this.host.journal;
+    if (journal === null) {
+      this.owning.delete(traceId);
+      return;
+    }
+    journal.checkpointRemoved(noteKey(traceId));
+    // Held until the deletion is committed: a look for owed answers reads the store.
+    void journal.committed().then(
+      () => this.owning.delete(traceId),
+      () => this.owning.delete(traceId),
+    );
   }
 
   /** Counts a task's event for the 2389 `/metrics` (the Prometheus ones derive from the event itself), then publishes it. */

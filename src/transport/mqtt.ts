@@ -133,6 +133,16 @@ export function firstConnect(client: MqttClient, timeoutMs?: number): Promise<vo
 /** PUBACK reason codes that a retry does not change: not authorized, topic name invalid, payload format invalid. */
 const REFUSED_FOR_GOOD = new Set([0x87, 0x90, 0x99]);
 
+/**
+ * Whether mqtt.js failed a publish with a PUBACK reason code that no retry changes: one of
+ * {@link REFUSED_FOR_GOOD}, or 0x95 (packet too large). Anything else (a connection lost, a
+ * quota) may go through later.
+ */
+export function publishRefusedForGood(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'number' && (code === 0x95 || REFUSED_FOR_GOOD.has(code));
+}
+
 /** See the module comment. */
 export class MqttTransport extends TransportBase implements Transport {
   readonly kind = 'mqtt';
@@ -278,16 +288,14 @@ export class MqttTransport extends TransportBase implements Transport {
   private publishError(topic: string, error: unknown): RoostError {
     const e = ensureError(error);
     const reasonCode = (e as { code?: unknown }).code;
-    if (typeof reasonCode === 'number') {
+    if (typeof reasonCode === 'number' && publishRefusedForGood(e)) {
       if (reasonCode === 0x95) {
         return new RoostError('ROOST_ERR_PAYLOAD_TOO_LARGE', `mqtt: the broker refused a publish to ${topic} as too large (reason code 0x95)`, { details: { transport: this.kind, topic, reasonCode }, cause: error });
       }
-      if (REFUSED_FOR_GOOD.has(reasonCode)) {
-        return new RoostError('ROOST_ERR_PUBLISH_REFUSED', `mqtt: the broker refused a publish to ${topic}: ${e.message} (reason code 0x${reasonCode.toString(16)})`, {
-          details: { transport: this.kind, topic, reasonCode },
-          cause: error,
-        });
-      }
+      return new RoostError('ROOST_ERR_PUBLISH_REFUSED', `mqtt: the broker refused a publish to ${topic}: ${e.message} (reason code 0x${reasonCode.toString(16)})`, {
+        details: { transport: this.kind, topic, reasonCode },
+        cause: error,
+      });
     }
     return new RoostError('ROOST_ERR_TRANSPORT_UNAVAILABLE', `mqtt: a publish to ${topic} failed: ${e.message}`, { details: { transport: this.kind, topic }, cause: error });
   }

@@ -56,12 +56,14 @@ export interface PrivateBroker {
  * certificate signed by `tls.ca`. With `persistence`, Mosquitto keeps sessions and queued
  * messages in its directory (saved on a graceful stop). A nats-server has JetStream (stored in
  * its directory, so it outlives a restart) unless `jetstream` is false. With `auth`, the broker
- * admits only that user with that password.
+ * admits only that user with that password. With `acl` (Mosquitto), those lines are its ACL file
+ * (`topic [read|write|readwrite|deny] <topic>`; lines before any `user` line are for anonymous
+ * clients).
  */
 export async function privateBroker(
   kind: 'mosquitto' | 'nats',
   tls?: Certs,
-  options: { persistence?: boolean; jetstream?: boolean; auth?: { user: string; password: string } } = {},
+  options: { persistence?: boolean; jetstream?: boolean; auth?: { user: string; password: string }; acl?: string } = {},
 ): Promise<PrivateBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `roost-${kind}-`));
@@ -87,6 +89,12 @@ export async function privateBroker(
       execFileSync('/usr/bin/mosquitto_passwd', ['-b', '-c', passwords, options.auth.user, options.auth.password], { stdio: 'ignore' });
       chmodSync(passwords, 0o644); // read by the broker's own user
       authLines = `allow_anonymous false\npassword_file ${passwords}\n`;
+    }
+    if (options.acl !== undefined) {
+      const acl = join(dir, 'acl');
+      writeFileSync(acl, options.acl);
+      chmodSync(acl, 0o644); // read by the broker's own user
+      authLines += `acl_file ${acl}\n`;
     }
     writeFileSync(conf, `listener ${port} 127.0.0.1\n${authLines}set_tcp_nodelay true\n${options.persistence === true ? `persistence true\npersistence_location ${dir}/\n` : 'persistence false\n'}${tlsLines}`);
     return ['/usr/sbin/mosquitto', ['-c', conf]];

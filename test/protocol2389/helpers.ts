@@ -30,8 +30,8 @@ export class ForeignClient {
     });
   }
 
-  static async connect(): Promise<ForeignClient> {
-    const client = await mqtt.connectAsync(MQTT_URL, { protocolVersion: 5, clientId: `foreign-${randomUUID().slice(0, 8)}`, clean: true, reconnectPeriod: 0 });
+  static async connect(url = MQTT_URL): Promise<ForeignClient> {
+    const client = await mqtt.connectAsync(url, { protocolVersion: 5, clientId: `foreign-${randomUUID().slice(0, 8)}`, clean: true, reconnectPeriod: 0 });
     (client.stream as { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     return new ForeignClient(client);
   }

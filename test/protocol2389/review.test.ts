@@ -103,7 +103,9 @@ describe('crash and restart of a process exposing a 2389 agent', () => {
     // Restarted under the same owner: the trace resumes and its answer goes out, once.
     const second = startProcess(MQTT_URL, id, store, 'quick');
     await second.waitFor('ready');
-    await f.until(() => f.on(conversation).length > 0, 15_000, 'the answer of the resumed task');
+    await f.until(() => f.on(conversation).length > 0, 15_000, 'the answer of the resumed task').catch((error: unknown) => {
+      throw new Error(`${String(error)}\nthe restarted process printed:\n${second.output()}`);
+    });
     expect(f.on(conversation).map((h) => h.json)).toEqual([{ response: { done: { n: 1 } }, task_id: task['task_id'] }]);
 
     // The duplicate of that task, after the restart: dropped (durable dedup), no second answer.

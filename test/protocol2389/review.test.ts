@@ -85,6 +85,9 @@ describe('crash and restart of a process exposing a 2389 agent', () => {
     const conversation = `/conversations/${task['conversation_id'] as string}/${id}`;
     await f.publish(`/control/agents/${id}/input`, task);
     await first.waitFor(`started ${task['task_id'] as string}`);
+    // Killed only once the task is accepted (committed): the handler starts before the commit
+    // lands, and a task killed before it was never the journal's (nor acknowledged to the broker).
+    await first.waitFor(`accepted ${task['task_id'] as string}`);
     const before = f.heard.length;
     first.kill('SIGKILL');
     await first.exited;

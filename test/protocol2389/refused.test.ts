@@ -12,6 +12,7 @@ import { createRuntime, node, type RoostEvent } from '../../src/index.js';
 import type { Agent2389TaskEvent } from '../../src/protocol2389/events.js';
 import { NOTE_PREFIX } from '../../src/protocol2389/agent.js';
 import { privateBroker, type PrivateBroker } from '../helpers/private-broker.js';
+import { eventually } from '../helpers/runtime.js';
 import { ForeignClient, agentId, taskV1 } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'refused-2389-'));
@@ -26,14 +27,6 @@ afterAll(async () => {
 });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 describe('an answer the broker refuses for good', () => {
   it('is not sent again at every look for owed answers, its note goes and no completed event is published; an answer the broker takes goes out once', async () => {
@@ -56,8 +49,8 @@ describe('an answer the broker refuses for good', () => {
 
       const blocked = taskV1(id, { n: 1 }, { conversation_id: 'blocked' });
       await foreign.publish(`/control/agents/${id}/input`, blocked);
-      await until(async () => (await failures()) >= 1, 'the refused answer');
-      await until(async () => (await notes()) === 0, 'the refused answer\'s note to go');
+      await eventually(failures, (n) => n >= 1, 10_000, 'the refused answer');
+      await eventually(notes, (n) => n === 0, 10_000, 'the refused answer\'s note to go');
       await sleep(3_500); // three looks for owed answers
       expect(await failures()).toBe(1);
       expect(await notes()).toBe(0);

@@ -26,7 +26,7 @@ import type { RoostEvent } from '../flow/events.js';
 import type { Flow } from '../flow/flow.js';
 import type { Handler, HandlerContext } from '../flow/handler.js';
 import type { Journal } from '../store/journal.js';
-import { publishRefusedForGood } from '../transport/mqtt.js';
+import { refusedForGood } from '../transport/mqtt.js';
 import { ownerLeaseName, type Store, type StoredTrace } from '../store/store.js';
 import type { Logger } from '../telemetry/logger.js';
 import { ExposedAgent, NOTE_PREFIX, noteKey, readNote, type AgentHost, type TaskNote } from './agent.js';
@@ -371,7 +371,7 @@ export class Protocol2389 {
     } catch (error) {
       this.count('publishFailed');
       const what = answered ? 'the next task of an answered task' : 'an answer';
-      if (!publishRefusedForGood(error)) {
+      if (refusedForGood(error) === null) {
         this.owning.delete(traceId); // the note stays: the next look for owed answers sends it again
         this.log.error({ err: ensureError(error), traceId, taskId: task.task_id }, `2389: publishing ${what} failed (it is sent again later)`);
         return;

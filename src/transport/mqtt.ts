@@ -134,13 +134,13 @@ export function firstConnect(client: MqttClient, timeoutMs?: number): Promise<vo
 const REFUSED_FOR_GOOD = new Set([0x87, 0x90, 0x99]);
 
 /**
- * Whether mqtt.js failed a publish with a PUBACK reason code that no retry changes: one of
- * {@link REFUSED_FOR_GOOD}, or 0x95 (packet too large). Anything else (a connection lost, a
- * quota) may go through later.
+ * The PUBACK reason code when mqtt.js failed a publish with one that no retry changes (one of
+ * {@link REFUSED_FOR_GOOD}, or 0x95, packet too large); null for anything else (a connection
+ * lost, a quota), which may go through later.
  */
-export function publishRefusedForGood(error: unknown): boolean {
+export function refusedForGood(error: unknown): number | null {
   const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'number' && (code === 0x95 || REFUSED_FOR_GOOD.has(code));
+  return typeof code === 'number' && (code === 0x95 || REFUSED_FOR_GOOD.has(code)) ? code : null;
 }
 
 /** See the module comment. */
@@ -287,8 +287,8 @@ export class MqttTransport extends TransportBase implements Transport {
    */
   private publishError(topic: string, error: unknown): RoostError {
     const e = ensureError(error);
-    const reasonCode = (e as { code?: unknown }).code;
-    if (typeof reasonCode === 'number' && publishRefusedForGood(e)) {
+    const reasonCode = refusedForGood(e);
+    if (reasonCode !== null) {
       if (reasonCode === 0x95) {
         return new RoostError('ROOST_ERR_PAYLOAD_TOO_LARGE', `mqtt: the broker refused a publish to ${topic} as too large (reason code 0x95)`, { details: { transport: this.kind, topic, reasonCode }, cause: error });
       }

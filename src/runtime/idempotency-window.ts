@@ -64,7 +64,7 @@ interface Scope {
   refs: number;
 }
 
-/** Up to `G` records in insertion order, with their table and filter. */
+/** Up to `G` records in insertion order, with their table (their filter words are the window's, in their column). */
 class Generation {
   readonly meta: Int32Array;
   readonly idMs: Float64Array;
@@ -186,7 +186,7 @@ export class IdempotencyWindow {
    * `b * maxGenerations + c`. A generation takes a free column (cleared) when it joins `gens`
    * and gives it back when it leaves.
    */
-  private readonly filter: Int32Array;
+  private filter: Int32Array = new Int32Array(0); // made with the first generation: a window never used costs nothing
   private readonly filterMask: number;
   private freeColumns: number[];
   /** Oldest first; the last takes the inserts. */
@@ -229,7 +229,6 @@ export class IdempotencyWindow {
     this.genSize = g;
     this.maxGenerations = Math.ceil(max / g) + 2;
     const blocks = Math.max(1, g >>> 1); // 16 bits a record
-    this.filter = new Int32Array(blocks * this.maxGenerations);
     this.filterMask = blocks - 1;
     this.freeColumns = Array.from({ length: this.maxGenerations }, (_, i) => this.maxGenerations - 1 - i);
   }
@@ -427,6 +426,7 @@ export class IdempotencyWindow {
     if (spare !== undefined) spare.reset();
     const gen = spare ?? new Generation(this.genSize);
     const column = this.freeColumns.pop()!; // gens never outnumber the columns (see `current`, `compact`)
+    if (this.filter.length === 0) this.filter = new Int32Array((this.filterMask + 1) * this.maxGenerations);
     const filter = this.filter;
     const stride = this.maxGenerations;
     for (let i = column; i < filter.length; i += stride) filter[i] = 0;
@@ -443,9 +443,13 @@ export class IdempotencyWindow {
 
   /** `gen` is no longer one of `gens`: its column is free, and it is kept for reuse. */
   private spare(gen: Generation): void {
+    this.releaseColumn(gen);
+    if (this.spares.length < this.maxGenerations) this.spares.push(gen);
+  }
+
+  private releaseColumn(gen: Generation): void {
     if (gen.column >= 0) this.freeColumns.push(gen.column);
     gen.column = -1;
-    if (this.spares.length < this.maxGenerations) this.spares.push(gen);
   }
 
   /**
@@ -457,10 +461,7 @@ export class IdempotencyWindow {
     const start = this.cursor;
     // The old generations are only read from here on (no lookups): their columns go to the new
     // ones, which are never more than the old (the live records, packed).
-    for (const gen of old) {
-      this.freeColumns.push(gen.column);
-      gen.column = -1;
-    }
+    for (const gen of old) this.releaseColumn(gen);
     this.gens = [];
     this.cursor = 0;
     this.version++;
